@@ -1,0 +1,310 @@
+"""The batched decoder of DESIGN.md section 2, readable top to bottom.
+
+One model trains N configurations at once: every weight carries a leading configuration
+dimension N (a Linear is `[N, in, out]`, applied with batched matmuls) and every dropout rate
+is one number per configuration. The configurations share the input batch and nothing else:
+each one's loss depends only on its own slice of the weights, so summing the N losses and
+back-propagating once gives every configuration exactly the gradient it would get alone.
+A single run is simply N = 1.
+
+Shapes in comments: N configurations, B batch, T time, C n_embd, H heads, D = C // H,
+V vocabulary, L = 2 * n_layer sub-layers. Activations flow as [N, B*T, C].
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .config import RunConfig
+
+
+# -- dropout with one rate per configuration --------------------------------------------------
+
+
+class Rates(nn.Module):
+    """Dropout rates of one site, one per configuration, with fast paths for common cases.
+
+    Rates are fixed for the life of a group, so whether all configurations share one rate
+    (then PyTorch's fused kernels apply) or all rates are zero (then nothing is drawn at all,
+    which keeps zero-dropout runs bit-identical however they are grouped) is decided once.
+    """
+
+    def __init__(self, rates: list[float]):
+        super().__init__()
+        self.values = [float(r) for r in rates]
+        self.register_buffer("keep", torch.tensor([1.0 - r for r in self.values]), persistent=False)
+        self.uniform = self.values[0] if len(set(self.values)) == 1 else None
+        self.any = any(r > 0 for r in self.values)
+
+    def keep_view(self, x: torch.Tensor) -> torch.Tensor:
+        """Keep probabilities shaped [N, 1, ...] to broadcast over x [N, ...]."""
+        return self.keep.to(x.dtype).view(-1, *([1] * (x.dim() - 1)))
+
+
+def dropout(x: torch.Tensor, rates: Rates, training: bool) -> torch.Tensor:
+    """Inverted dropout on x [N, ...], per element, with each configuration's own rate."""
+    if not training or not rates.any:
+        return x
+    if rates.uniform is not None:
+        return F.dropout(x, rates.uniform, training=True)
+    keep = rates.keep_view(x)
+    return x * (torch.rand_like(x) < keep) / keep
+
+
+def skip_path(s: torch.Tensor, rates: Rates, convention: str, training: bool) -> torch.Tensor:
+    """S_k: dropout on an identity (skip) path, in the "paper" or the "inverted" convention.
+
+    paper:    training keeps each element with probability 1-r, unscaled; evaluation (1-r)*s.
+    inverted: training mask/(1-r); evaluation is the identity.
+    """
+    if not rates.any:
+        return s
+    keep = rates.keep_view(s)
+    if convention == "paper":
+        if not training:
+            return s * keep
+        return s * (torch.rand_like(s) < keep)
+    if not training:
+        return s
+    return s * (torch.rand_like(s) < keep) / keep
+
+
+# -- layers -------------------------------------------------------------------------------------
+
+
+class BatchedLinear(nn.Module):
+    """N independent Linear layers: weight [N, in, out], bias [N, out]."""
+
+    def __init__(self, n: int, fan_in: int, fan_out: int, bias: bool):
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(n, fan_in, fan_out))
+        self.bias = nn.Parameter(torch.zeros(n, fan_out)) if bias else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # [N, M, in] -> [N, M, out]
+        if self.bias is None:
+            return torch.bmm(x, self.weight)
+        return torch.baddbmm(self.bias.unsqueeze(1), x, self.weight)
+
+
+class BatchedLayerNorm(nn.Module):
+    """N LayerNorms over the last dimension: gain [N, C], optional bias [N, C]."""
+
+    def __init__(self, n: int, dim: int, bias: bool):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(n, dim))
+        self.bias = nn.Parameter(torch.zeros(n, dim)) if bias else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # [N, M, C]
+        if x.shape[0] == 1:  # one configuration: PyTorch's fused affine LayerNorm
+            b = None if self.bias is None else self.bias[0]
+            return F.layer_norm(x, x.shape[-1:], self.weight[0], b, 1e-5)
+        y = F.layer_norm(x, x.shape[-1:], None, None, 1e-5) * self.weight.unsqueeze(1)
+        return y if self.bias is None else y + self.bias.unsqueeze(1)
+
+
+class CausalSelfAttention(nn.Module):
+    def __init__(self, cfg: RunConfig, n: int, attn_rates: Rates, out_rates: Rates):
+        super().__init__()
+        self.n_head = cfg.n_head
+        self.c_attn = BatchedLinear(n, cfg.n_embd, 3 * cfg.n_embd, cfg.bias)
+        self.c_proj = BatchedLinear(n, cfg.n_embd, cfg.n_embd, cfg.bias)
+        self.attn_rates = attn_rates
+        self.out_rates = out_rates
+
+    def forward(self, u: torch.Tensor, B: int, T: int) -> torch.Tensor:
+        N, _, C = u.shape
+        H = self.n_head
+        q, k, v = self.c_attn(u).split(C, dim=2)  # each [N, B*T, C]
+        q, k, v = (t.reshape(N * B, T, H, C // H).transpose(1, 2) for t in (q, k, v))  # [N*B, H, T, D]
+        rates = self.attn_rates
+        if rates.uniform is not None:  # one rate for the whole group: fused attention
+            p = rates.uniform if self.training else 0.0
+            y = F.scaled_dot_product_attention(q, k, v, dropout_p=p, is_causal=True)
+        else:  # a rate per configuration: dropout on explicit attention probabilities
+            att = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(k.size(-1)))  # [N*B, H, T, T]
+            causal = torch.ones(T, T, dtype=torch.bool, device=u.device).tril()
+            att = att.masked_fill(~causal, float("-inf")).softmax(dim=-1)
+            if self.training:
+                att = dropout(att.view(N, B * H, T, T), rates, True).view(N * B, H, T, T)
+            y = att @ v
+        y = y.transpose(1, 2).reshape(N, B * T, C)
+        return dropout(self.c_proj(y), self.out_rates, self.training)
+
+
+class MLP(nn.Module):
+    def __init__(self, cfg: RunConfig, n: int, out_rates: Rates):
+        super().__init__()
+        self.c_fc = BatchedLinear(n, cfg.n_embd, 4 * cfg.n_embd, cfg.bias)
+        self.c_proj = BatchedLinear(n, 4 * cfg.n_embd, cfg.n_embd, cfg.bias)
+        self.out_rates = out_rates
+
+    def forward(self, u: torch.Tensor, B: int, T: int) -> torch.Tensor:
+        return dropout(self.c_proj(F.gelu(self.c_fc(u))), self.out_rates, self.training)
+
+
+class SubLayer(nn.Module):
+    """LN_i then f_i: attention when i is even, MLP when i is odd."""
+
+    def __init__(self, f: nn.Module, ln: BatchedLayerNorm):
+        super().__init__()
+        self.ln = ln
+        self.f = f
+
+
+# -- the decoder ------------------------------------------------------------------------------
+
+
+class Decoder(nn.Module):
+    """Character-level decoder for N configurations that share every shape.
+
+    h_0 = Dropout_embd(tok + pos);  u_i = LN_i(h_i);  s_j = u_j ("stream") or h_j ("pre");
+    h_{i+1} = f_i(u_i) + sum_{k : (i+1) % k == 0} S_k(s_{i+1-k});  logits = LN_f(h_L) @ wte^T.
+    """
+
+    def __init__(self, configs: list[RunConfig], vocab_size: int):
+        super().__init__()
+        cfg = configs[0]
+        n = len(configs)
+        self.configs = list(configs)
+        self.cfg = cfg
+        self.vocab_size = vocab_size
+        C, L = cfg.n_embd, cfg.n_sublayers
+
+        def rates(site: str) -> Rates:
+            return Rates([getattr(c, site) for c in configs])
+
+        self.wte = nn.Parameter(torch.empty(n, vocab_size, C))  # tied with the output head
+        self.wpe = nn.Parameter(torch.empty(n, cfg.block_size, C))
+        self.embd_rates = rates("embd_dropout")
+        attn, attn_out, mlp_out = rates("attn_dropout"), rates("attn_out_dropout"), rates("mlp_dropout")
+        self.sublayers = nn.ModuleList()
+        for i in range(L):
+            f = CausalSelfAttention(cfg, n, attn, attn_out) if i % 2 == 0 else MLP(cfg, n, mlp_out)
+            self.sublayers.append(SubLayer(f, BatchedLayerNorm(n, C, cfg.bias)))
+        self.ln_f = BatchedLayerNorm(n, C, cfg.bias)
+        # Skip paths: depth k -> rates; into[i+1] lists the depths that land after sub-layer i.
+        depths = sorted(cfg.skip_map)
+        self.skip_rates = nn.ModuleDict({str(k): Rates([c.skip_map[k] for c in configs]) for k in depths})
+        self.skips_into = [[k for k in depths if (i + 1) % k == 0] for i in range(L)]
+        self.register_buffer("_vocab_offsets", torch.arange(n) * vocab_size, persistent=False)
+        self.init_weights([c.seed for c in configs])
+
+    # -- initialisation: each configuration from its own seed, independent of its group --
+    @torch.no_grad()
+    def init_weights(self, seeds: list[int]) -> None:
+        L = self.cfg.n_sublayers
+        proj_std = 0.02 / math.sqrt(L)
+        for n, seed in enumerate(seeds):
+            g = torch.Generator().manual_seed(int(seed))
+            for name, p in self.named_parameters():
+                if name.endswith("bias"):
+                    p[n].zero_()
+                elif ".ln." in name or name.startswith("ln_f"):
+                    p[n].fill_(1.0)
+                else:
+                    std = proj_std if name.endswith("c_proj.weight") else 0.02
+                    p[n].copy_(torch.randn(p.shape[1:], generator=g) * std)
+
+    @property
+    def n_configs(self) -> int:
+        return self.wte.shape[0]
+
+    def n_params(self) -> int:
+        """Trainable parameters of one configuration (tied weights once, positions included)."""
+        return sum(p.numel() for p in self.parameters()) // self.n_configs
+
+    def decay_groups(self, weight_decay: float) -> list[dict]:
+        """AdamW groups: weight matrices and embeddings ([N, a, b]) decay; gains and biases not."""
+        params = list(self.parameters())
+        return [
+            {"params": [p for p in params if p.dim() >= 3], "weight_decay": weight_decay},
+            {"params": [p for p in params if p.dim() < 3], "weight_decay": 0.0},
+        ]
+
+    def forward(self, idx: torch.Tensor) -> torch.Tensor:
+        """idx [B, T] token ids shared by all configurations -> logits [N, B, T, V]."""
+        B, T = idx.shape
+        N, C = self.n_configs, self.cfg.n_embd
+        ids = idx.unsqueeze(0) + self._vocab_offsets.view(N, 1, 1)  # [N, B, T] into the stacked table
+        tok = F.embedding(ids, self.wte.view(N * self.vocab_size, C))  # [N, B, T, C]
+        h = dropout(tok + self.wpe[:, None, :T], self.embd_rates, self.training).view(N, B * T, C)
+        stream = self.cfg.norm == "stream"
+        sources: list[torch.Tensor] = []
+        for i, layer in enumerate(self.sublayers):
+            u = layer.ln(h)
+            sources.append(u if stream else h)
+            out = layer.f(u, B, T)
+            for k in self.skips_into[i]:
+                out = out + skip_path(sources[i + 1 - k], self.skip_rates[str(k)], self.cfg.skip_dropout, self.training)
+            h = out
+        h = self.ln_f(h)
+        logits = torch.bmm(h, self.wte.transpose(1, 2))  # [N, B*T, V]
+        return logits.view(N, B, T, self.vocab_size)
+
+
+def token_losses(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy of every position: logits [N, B, T, V], targets [B, T] -> [N, B, T] (fp32)."""
+    N, B, T, V = logits.shape
+    flat = F.cross_entropy(logits.float().reshape(N * B * T, V), targets.reshape(1, B * T).expand(N, -1).reshape(-1), reduction="none")
+    return flat.view(N, B, T)
+
+
+def config_losses(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Mean cross-entropy per configuration: [N]."""
+    return token_losses(logits, targets).mean(dim=(1, 2))
+
+
+@torch.no_grad()
+def generate(model: Decoder, prompt: torch.Tensor, new_tokens: int, temperature: float = 1.0,
+             generator: torch.Generator | None = None) -> torch.Tensor:
+    """Sample continuations of prompt [T0] from configuration 0 of the model -> [T0 + new_tokens]."""
+    model.eval()
+    idx = prompt.view(1, -1)
+    T = model.cfg.block_size
+    for _ in range(new_tokens):
+        logits = model(idx[:, -T:])[0, 0, -1].float()  # [V]
+        if temperature <= 0:
+            nxt = logits.argmax().view(1, 1)
+        else:
+            probs = F.softmax(logits / temperature, dim=-1)
+            nxt = torch.multinomial(probs.cpu(), 1, generator=generator).view(1, 1).to(idx.device)
+        idx = torch.cat([idx, nxt], dim=1)
+    return idx[0]
+
+
+# -- architecture, for `dropres-lab inspect` ----------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SkipPath:
+    depth: int
+    source: int  # s_source: the input of sub-layer `source` (normalised under norm="stream")
+    target: int  # added to h_target, the output of sub-layer target - 1
+    rate: float
+
+
+def skip_paths(cfg: RunConfig) -> list[SkipPath]:
+    """Every skip path of a configuration, in the order the forward pass adds them."""
+    L = cfg.n_sublayers
+    rates = cfg.skip_map
+    return [
+        SkipPath(k, i + 1 - k, i + 1, rates[k])
+        for i in range(L)
+        for k in sorted(rates)
+        if (i + 1) % k == 0
+    ]
+
+
+def count_params(cfg: RunConfig, vocab_size: int) -> int:
+    """Trainable parameters of one configuration, without building the model."""
+    C, L = cfg.n_embd, cfg.n_sublayers
+    ln = C * (2 if cfg.bias else 1)
+    attn = C * 3 * C + C * C + ((3 * C + C) if cfg.bias else 0)
+    mlp = C * 4 * C + 4 * C * C + ((4 * C + C) if cfg.bias else 0)
+    per_block = 2 * ln + attn + mlp
+    return vocab_size * C + cfg.block_size * C + cfg.n_layer * per_block + ln

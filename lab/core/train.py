@@ -1,0 +1,396 @@
+"""The training loop for one group of configurations, nanoGPT-equivalent.
+
+`train_group` trains N compatible configurations as one batched model (N = 1 for a single
+run). It reports everything through `emit(event)` with the typed events of `events.py`,
+checkpoints each run into its own folder, resumes from those checkpoints so a resumed run
+continues the same curve, and always ends every run with exactly one terminal event
+(Finished, Diverged, Stopped or Failed).
+
+Random streams (DESIGN.md section 2): initialisation from each configuration's own seed;
+training batches from the group's `data_seed`; evaluation windows from their own generator;
+dropout masks from the global generator, seeded by the configuration's seed (N = 1) or by the
+group's seeds together. At zero dropout no mask is ever drawn, so a configuration trained in
+any group gives the same losses as trained alone.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from . import events as ev
+from .checkpoint import CheckpointError, load_latest, save_checkpoint
+from .config import RunConfig
+from .data import Corpus, DataError, get_corpus, get_batch, random_starts, window_batch
+from .model import Decoder, config_losses, token_losses
+
+EVAL_SEED_OFFSET = 0x5EED_E7A1  # evaluation windows: a stream of their own
+
+
+@dataclass
+class TrainOptions:
+    """How to train (never what): these choices do not change a run's identity."""
+
+    device: str = "cpu"
+    log_interval: int = 10  # steps between StepLogged events (losses are gathered then)
+    eval_batch_windows: int = 64  # windows per no-grad forward in evaluations
+    keep_checkpoints: int = 2
+
+
+def lr_at(cfg: RunConfig, it: int) -> float:
+    """Linear warm-up (lr * it / warmup_iters, the authors' nanoGPT), then cosine to min_lr."""
+    if it < cfg.warmup_iters or cfg.max_iters <= cfg.warmup_iters:
+        return cfg.lr * it / cfg.warmup_iters
+    if it >= cfg.max_iters:
+        return cfg.min_lr
+    ratio = (it - cfg.warmup_iters) / (cfg.max_iters - cfg.warmup_iters)
+    return cfg.min_lr + 0.5 * (1.0 + math.cos(math.pi * ratio)) * (cfg.lr - cfg.min_lr)
+
+
+def mask_seed(configs: list[RunConfig]) -> int:
+    """Seed of the dropout-mask stream: the run's own seed alone, the group's seeds together."""
+    if len(configs) == 1:
+        return configs[0].seed
+    acc = 0
+    for c in configs:
+        acc = (acc * 1_000_003 + c.seed) % (2**63 - 1)
+    return acc
+
+
+def clip_per_config(params: list[torch.nn.Parameter], max_norm: float) -> torch.Tensor:
+    """nanoGPT's clip_grad_norm_, but a separate total norm per configuration: returns [N]."""
+    grads = [p.grad for p in params if p.grad is not None]
+    norms = torch.stack([torch.linalg.vector_norm(g.flatten(1), dim=1) for g in grads])  # [P, N]
+    total = torch.linalg.vector_norm(norms, dim=0)  # [N]
+    if max_norm > 0:
+        coef = (max_norm / (total + 1e-6)).clamp(max=1.0)
+        for g in grads:
+            g.mul_(coef.view(-1, *([1] * (g.dim() - 1))))
+    return total
+
+
+class GroupTrainer:
+    """State of one group in training: model, optimiser, generators and each run's history."""
+
+    def __init__(self, configs: list[RunConfig], run_ids: list[str], emit: Callable[[ev.Event], None],
+                 options: TrainOptions, checkpoint_dirs: list[Path] | None):
+        keys = {c.group_key() for c in configs}
+        if len(keys) != 1:
+            raise ValueError("configurations in one group must agree on every setting but rates and seed")
+        self.configs = configs
+        self.cfg = configs[0]
+        self.run_ids = run_ids
+        self.emit = emit
+        self.options = options
+        self.checkpoint_dirs = checkpoint_dirs
+        self.device = torch.device(options.device)
+        self.n = len(configs)
+        self.amp = torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.cfg.dtype == "bfloat16")
+
+    # -- setup -------------------------------------------------------------------------------
+    def setup(self, corpus: Corpus) -> None:
+        cfg, n = self.cfg, self.n
+        self.corpus = corpus
+        corpus.check_block_size(cfg.block_size)
+        self.model = Decoder(self.configs, corpus.vocab_size)
+        self.params = list(self.model.parameters())
+        self.names = [name for name, _ in self.model.named_parameters()]
+        self.data_gen = torch.Generator().manual_seed(cfg.data_seed)
+        self.eval_gen = torch.Generator().manual_seed(cfg.data_seed + EVAL_SEED_OFFSET)
+        torch.manual_seed(mask_seed(self.configs))
+        self.evals: list[list[list[float]]] = [[] for _ in range(n)]  # per run: [step, train, val, lr]
+        self.step = 0
+        self.last_eval_step = -1
+        self.wall_before = 0.0
+        states = self._load_checkpoints()
+        self.model.to(self.device)
+        self.optimizer = torch.optim.AdamW(
+            self.model.decay_groups(cfg.weight_decay), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2),
+            fused=self.device.type == "cuda",
+        )
+        if states:
+            self._restore_optimizer(states)
+        self.active = [True] * n  # False once a run has diverged
+        self.active_mask = torch.ones(n, dtype=torch.bool, device=self.device)
+
+    def _load_checkpoints(self) -> list[dict] | None:
+        if not self.checkpoint_dirs:
+            return None
+        found = [load_latest(d, warn=lambda m, i=i: self._warn(i, m)) for i, d in enumerate(self.checkpoint_dirs)]
+        if all(s is None for s in found):
+            return None
+        steps = {None if s is None else s["step"] for s in found}
+        if len(steps) != 1:
+            raise CheckpointError("runs resuming from different steps cannot train as one group; use --group-size 1")
+        for cfg, state in zip(self.configs, found):
+            if state["config"] != cfg.to_dict():
+                raise CheckpointError("checkpoint belongs to another configuration; refusing to load it (start over with --fresh)")
+        with torch.no_grad():
+            for name, p in zip(self.names, self.params):
+                for i, state in enumerate(found):
+                    saved = state["model"][name]
+                    if saved.shape != p.shape[1:]:
+                        raise CheckpointError(f"checkpoint weight {name} has shape {tuple(saved.shape)}, the model needs {tuple(p.shape[1:])}")
+                    p[i].copy_(saved)
+        first = found[0]
+        self.step = first["step"]
+        self.last_eval_step = first["history"]["last_eval_step"]
+        self.wall_before = first["history"]["wall_s"]
+        self.evals = [s["history"]["evals"] for s in found]
+        self.data_gen.set_state(first["rng"]["data"])
+        self.eval_gen.set_state(first["rng"]["eval"])
+        torch.set_rng_state(first["rng"]["mask"])
+        if self.device.type == "cuda" and "mask_cuda" in first["rng"]:
+            torch.cuda.set_rng_state(first["rng"]["mask_cuda"], self.device)
+        return found
+
+    def _restore_optimizer(self, states: list[dict]) -> None:
+        if states[0]["optim"] is None:  # checkpoint written before the first step
+            return
+        for name, p in zip(self.names, self.params):
+            slots = [s["optim"][name] for s in states]
+            self.optimizer.state[p] = {
+                "step": torch.tensor(float(slots[0]["step"]), device=self.device if self.device.type == "cuda" else "cpu"),
+                "exp_avg": torch.stack([s["exp_avg"] for s in slots]).to(self.device),
+                "exp_avg_sq": torch.stack([s["exp_avg_sq"] for s in slots]).to(self.device),
+            }
+
+    def _warn(self, i: int, message: str) -> None:
+        self.emit(ev.Warned(self.run_ids[i], self.step, message))
+
+    # -- pieces of the loop ----------------------------------------------------------------
+    def run_state(self, i: int, finished: bool) -> dict:
+        """Everything needed to resume run i alone or in another group, as plain tensors."""
+        optim = None
+        if self.optimizer.state:
+            optim = {}
+            for name, p in zip(self.names, self.params):
+                st = self.optimizer.state[p]
+                optim[name] = {"step": float(st["step"]), "exp_avg": st["exp_avg"][i].detach().cpu().clone(),
+                               "exp_avg_sq": st["exp_avg_sq"][i].detach().cpu().clone()}
+        rng = {"data": self.data_gen.get_state(), "eval": self.eval_gen.get_state(), "mask": torch.get_rng_state()}
+        if self.device.type == "cuda":
+            rng["mask_cuda"] = torch.cuda.get_rng_state(self.device)
+        return {
+            "config": self.configs[i].to_dict(),
+            "step": self.step,
+            "finished": finished,
+            "vocab": list(self.corpus.chars),
+            "corpus_sha256": self.corpus.sha256,
+            "model": {name: p[i].detach().cpu().clone() for name, p in zip(self.names, self.params)},
+            "optim": optim,
+            "rng": rng,
+            "history": {"evals": self.evals[i], "last_eval_step": self.last_eval_step, "wall_s": self.wall_s()},
+        }
+
+    def checkpoint(self, finished: bool = False) -> None:
+        if not self.checkpoint_dirs:
+            return
+        for i in range(self.n):
+            if self.active[i]:
+                path = save_checkpoint(self.checkpoint_dirs[i], self.step, self.run_state(i, finished), self.options.keep_checkpoints)
+                self.emit(ev.Checkpointed(self.run_ids[i], self.step, str(path)))
+
+    def wall_s(self) -> float:
+        return self.wall_before + (time.perf_counter() - self.t0)
+
+    def tokens_per_s(self) -> float:
+        elapsed = time.perf_counter() - self.t0
+        done = (self.step - self.start_step) * self.cfg.batch_size * self.cfg.block_size
+        return done / elapsed if elapsed > 0 else 0.0
+
+    @torch.no_grad()
+    def estimate_loss(self) -> dict[str, torch.Tensor]:
+        """Mean loss over eval_iters random batches per split, in eval mode: {split: [N]}."""
+        cfg = self.cfg
+        self.model.eval()
+        out = {}
+        for split in ("train", "val"):
+            data = self.corpus.split(split)
+            starts = random_starts(data, cfg.eval_iters * cfg.batch_size, cfg.block_size, self.eval_gen)
+            total = torch.zeros(self.n, device=self.device)
+            for chunk in starts.split(self.options.eval_batch_windows):
+                x, y = (t.to(self.device) for t in window_batch(data, chunk, cfg.block_size))
+                with self.amp:
+                    total += token_losses(self.model(x), y).sum(dim=(1, 2))
+            out[split] = (total / (len(starts) * cfg.block_size)).cpu()
+        self.model.train()
+        return out
+
+    @torch.no_grad()
+    def exact_val_loss(self) -> torch.Tensor:
+        """Validation loss with every position of the split predicted exactly once: [N]."""
+        T = self.cfg.block_size
+        val = self.corpus.val
+        targets = len(val) - 1
+        starts = torch.arange(0, targets - T + 1, T)
+        covered = int(starts[-1]) + T
+        self.model.eval()
+        total = torch.zeros(self.n, device=self.device)
+        for chunk in starts.split(self.options.eval_batch_windows):
+            x, y = (t.to(self.device) for t in window_batch(val, chunk, T))
+            with self.amp:
+                total += token_losses(self.model(x), y).sum(dim=(1, 2))
+        rest = targets - covered
+        if rest > 0:
+            x, y = (t.to(self.device) for t in window_batch(val, torch.tensor([targets - T]), T))
+            with self.amp:
+                total += token_losses(self.model(x), y)[:, :, -rest:].sum(dim=(1, 2))
+        self.model.train()
+        return (total / targets).cpu()
+
+    def evaluate(self) -> None:
+        losses = self.estimate_loss()
+        lr = lr_at(self.cfg, self.step)
+        for i in range(self.n):
+            if not self.active[i]:
+                continue
+            tr, va = float(losses["train"][i]), float(losses["val"][i])
+            if not (math.isfinite(tr) and math.isfinite(va)):
+                kind = "NaN" if math.isnan(tr) or math.isnan(va) else "infinite"
+                self.diverge(i, self.step, f"evaluation loss became {kind}")
+                continue
+            self.evals[i].append([self.step, tr, va, lr])
+            self.emit(ev.Evaluated(self.run_ids[i], self.step, tr, va, lr))
+        self.last_eval_step = self.step
+
+    def diverge(self, i: int, step: int, reason: str) -> None:
+        """End run i as diverged and park its slice at zero so it cannot disturb the others."""
+        self.active[i] = False
+        self.active_mask[i] = False
+        with torch.no_grad():
+            for p in self.params:
+                p[i].zero_()
+                st = self.optimizer.state.get(p)
+                if st:
+                    st["exp_avg"][i].zero_()
+                    st["exp_avg_sq"][i].zero_()
+        self.emit(ev.Diverged(self.run_ids[i], step, f"{reason} at step {step}"))
+
+    def flush_logs(self, pending: list[torch.Tensor], lr: float) -> None:
+        """Bring the losses of the last steps to the host, detect divergence, emit StepLogged."""
+        losses = torch.stack(pending).float().cpu()  # [steps, N]
+        first_step = self.step - len(pending) + 1
+        tps = self.tokens_per_s()
+        for i in range(self.n):
+            if not self.active[i]:
+                continue
+            bad = (~torch.isfinite(losses[:, i])).nonzero()
+            if len(bad):
+                s = first_step + int(bad[0])
+                kind = "NaN" if math.isnan(float(losses[int(bad[0]), i])) else "infinite"
+                self.diverge(i, s, f"training loss became {kind}")
+                continue
+            self.emit(ev.StepLogged(self.run_ids[i], self.step, float(losses[-1, i]), lr, tps))
+
+    def train_step(self, lr: float) -> torch.Tensor:
+        """One optimiser step on the next training batch; returns the [N] losses, on device."""
+        cfg, model, opt = self.cfg, self.model, self.optimizer
+        for group in opt.param_groups:
+            group["lr"] = lr
+        x, y = (t.to(self.device, non_blocking=True) for t in get_batch(self.corpus, "train", cfg.batch_size, cfg.block_size, self.data_gen))
+        with self.amp:
+            losses = config_losses(model(x), y)  # [N]
+        total = torch.where(self.active_mask, losses, torch.zeros_like(losses)).sum()
+        opt.zero_grad(set_to_none=True)
+        total.backward()
+        clip_per_config(self.params, cfg.grad_clip)
+        opt.step()
+        self.step += 1
+        return losses.detach()
+
+    # -- the loop ----------------------------------------------------------------------------
+    def train(self, should_stop: Callable[[], bool]) -> None:
+        cfg, model = self.cfg, self.model
+        self.t0 = time.perf_counter()
+        self.start_step = self.step
+        n_params = model.n_params()
+        for i in range(self.n):
+            self.emit(ev.Started(self.run_ids[i], self.step, cfg.max_iters, n_params, str(self.device), cfg.dtype, self.n))
+        pending: list[torch.Tensor] = []
+        lr = lr_at(cfg, self.step)
+        model.train()
+        while self.step < cfg.max_iters:
+            if self.step % cfg.eval_interval == 0 and self.step != self.last_eval_step:
+                self.evaluate()
+                if self.step > 0:
+                    self.checkpoint()
+                if not any(self.active):
+                    return
+            if should_stop():
+                if pending:
+                    self.flush_logs(pending, lr)
+                self.checkpoint()
+                for i in range(self.n):
+                    if self.active[i]:
+                        self.emit(ev.Stopped(self.run_ids[i], self.step))
+                return
+            lr = lr_at(cfg, self.step)
+            pending.append(self.train_step(lr))
+            if self.step % self.options.log_interval == 0 or self.step == cfg.max_iters:
+                self.flush_logs(pending, lr)
+                pending = []
+                if not any(self.active):
+                    return
+        self.evaluate()
+        if not any(self.active):
+            return
+        exact = self.exact_val_loss()
+        self.checkpoint(finished=True)
+        wall, tps = self.wall_s(), self.tokens_per_s()
+        for i in range(self.n):
+            if not self.active[i]:
+                continue
+            vals = [e[2] for e in self.evals[i]]
+            self.emit(ev.Finished(self.run_ids[i], self.step, vals[-1], min(vals), self.evals[i][-1][1],
+                                  float(exact[i]), wall, tps))
+
+
+def failure_reason(exc: BaseException, group_size: int) -> str:
+    """One line for a failed group, with advice where there is some."""
+    if isinstance(exc, torch.OutOfMemoryError) or "out of memory" in str(exc).lower():
+        hint = f"; retry with a smaller --group-size (this group had {group_size})" if group_size > 1 else ""
+        return f"out of memory{hint}"
+    if isinstance(exc, (DataError, CheckpointError)):
+        return str(exc)
+    return f"{type(exc).__name__}: {exc}"
+
+
+def train_group(
+    configs: list[RunConfig],
+    run_ids: list[str],
+    emit: Callable[[ev.Event], None],
+    options: TrainOptions | None = None,
+    checkpoint_dirs: list[Path] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+    corpus: Corpus | None = None,
+) -> None:
+    """Train a group of compatible configurations; every run ends with one terminal event.
+
+    With `checkpoint_dirs` (one folder per run) the group checkpoints at every evaluation,
+    on stop and at the end, and resumes from the newest readable checkpoint found there.
+    """
+    options = options or TrainOptions()
+    should_stop = should_stop or (lambda: False)
+    ended: set[str] = set()
+
+    def emit_tracking(event: ev.Event) -> None:
+        if isinstance(event, ev.TERMINAL):
+            ended.add(event.run_id)
+        emit(event)
+
+    trainer = GroupTrainer(list(configs), list(run_ids), emit_tracking, options, checkpoint_dirs)
+    try:
+        trainer.setup(corpus or get_corpus(trainer.cfg.data))
+        trainer.train(should_stop)
+    except Exception as exc:
+        reason = failure_reason(exc, len(configs))
+        step = getattr(trainer, "step", 0)
+        for rid in run_ids:
+            if rid not in ended:
+                emit_tracking(ev.Failed(rid, step, reason))

@@ -1,0 +1,214 @@
+"""The training loop: grouping, clipping, schedule, divergence, checkpoints and resume."""
+
+from __future__ import annotations
+
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from lab.core import events as ev
+from lab.core.checkpoint import list_checkpoints
+from lab.core.config import RunConfig
+from lab.core.train import GroupTrainer, TrainOptions, clip_per_config, lr_at, train_group
+
+from conftest import tiny_config
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run(configs, ids=None, **kw) -> list:
+    events: list = []
+    ids = ids or [f"r{i}" for i in range(len(configs))]
+    train_group(configs, ids, events.append, **kw)
+    return events
+
+
+def of(events, kind, run_id=None):
+    return [e for e in events if isinstance(e, kind) and (run_id is None or e.run_id == run_id)]
+
+
+def test_configurations_trained_together_match_each_trained_alone_at_zero_dropout(corpus_file):
+    configs = [tiny_config(corpus_file, seed=s, skips=sk)
+               for s, sk in [(1, {1: 0.0}), (2, {1: 0.0}), (3, {1: 0.0})]]
+    opts = TrainOptions(log_interval=1)
+    together = run(configs, options=opts)
+    for i, c in enumerate(configs):
+        alone = run([c], ids=[f"r{i}"], options=opts)
+        for kind, field in [(ev.StepLogged, "train_loss"), (ev.Evaluated, "val_loss"), (ev.Evaluated, "train_loss")]:
+            a = [getattr(e, field) for e in of(alone, kind)]
+            t = [getattr(e, field) for e in of(together, kind, f"r{i}")]
+            assert len(a) == len(t) > 0
+            assert a == pytest.approx(t, abs=1e-5, rel=0)
+        assert of(alone, ev.Finished)[0].exact_val == pytest.approx(of(together, ev.Finished, f"r{i}")[0].exact_val, abs=1e-5)
+
+
+def test_eval_batching_does_not_change_losses_or_training(corpus_file):
+    c = tiny_config(corpus_file, eval_iters=5)
+    a = run([c], options=TrainOptions(eval_batch_windows=1, log_interval=1))
+    b = run([c], options=TrainOptions(eval_batch_windows=64, log_interval=1))
+    assert [e.val_loss for e in of(a, ev.Evaluated)] == pytest.approx([e.val_loss for e in of(b, ev.Evaluated)], abs=1e-5)
+    assert [e.train_loss for e in of(a, ev.StepLogged)] == [e.train_loss for e in of(b, ev.StepLogged)]
+
+
+def test_per_configuration_clipping_does_not_couple_configurations():
+    p = torch.nn.Parameter(torch.zeros(2, 3, 4))
+    q = torch.nn.Parameter(torch.zeros(2, 5))
+    p.grad = torch.full((2, 3, 4), 0.01)
+    q.grad = torch.full((2, 5), 0.01)
+    p.grad[1] *= 1000.0
+    q.grad[1] *= 1000.0
+    before0 = (p.grad[0].clone(), q.grad[0].clone())
+    norms = clip_per_config([p, q], 1.0)
+    assert norms[1] > 1.0 > norms[0]
+    assert torch.equal(p.grad[0], before0[0]) and torch.equal(q.grad[0], before0[1])  # untouched
+    clipped = torch.sqrt(p.grad[1].pow(2).sum() + q.grad[1].pow(2).sum())
+    assert clipped == pytest.approx(1.0, rel=1e-4)
+
+
+def test_schedule_warms_up_linearly_then_decays_to_min_lr():
+    c = RunConfig(max_iters=1000, warmup_iters=100, lr=1e-3, min_lr=1e-4)
+    assert lr_at(c, 0) == 0.0
+    assert lr_at(c, 50) == pytest.approx(5e-4)
+    assert lr_at(c, 100) == pytest.approx(1e-3)
+    assert lr_at(c, 550) == pytest.approx(5.5e-4)
+    assert lr_at(c, 1000) == pytest.approx(1e-4)
+    short = RunConfig(max_iters=50, warmup_iters=100)
+    assert lr_at(short, 50) == pytest.approx(5e-4)  # warm-up never ends
+
+
+def test_evaluations_at_zero_every_interval_and_the_last_step(corpus_file):
+    events = run([tiny_config(corpus_file, max_iters=25, eval_interval=10)])
+    assert [e.step for e in of(events, ev.Evaluated)] == [0, 10, 20, 25]
+    fin = of(events, ev.Finished)[0]
+    assert fin.step == 25
+    assert fin.best_val == min(e.val_loss for e in of(events, ev.Evaluated))
+    assert math.isfinite(fin.exact_val)
+
+
+def test_a_diverging_configuration_ends_alone_and_its_group_mates_are_unaffected(corpus_file, monkeypatch):
+    configs = [tiny_config(corpus_file, seed=1), tiny_config(corpus_file, seed=2)]
+    alone = run([configs[0]], options=TrainOptions(log_interval=1))
+    original = GroupTrainer.setup
+
+    def poisoned(self, corpus):
+        original(self, corpus)
+        if self.n == 2:
+            with torch.no_grad():
+                self.model.sublayers[1].f.c_fc.weight[1].fill_(float("nan"))
+
+    monkeypatch.setattr(GroupTrainer, "setup", poisoned)
+    events = run(configs, options=TrainOptions(log_interval=1))
+    div = of(events, ev.Diverged, "r1")
+    assert len(div) == 1 and "NaN" in div[0].reason
+    assert not of(events, ev.Finished, "r1")
+    fin = of(events, ev.Finished, "r0")
+    assert fin and fin[0].final_val == pytest.approx(of(alone, ev.Finished)[0].final_val, abs=1e-5)
+
+
+def test_a_tiny_run_on_tiny_shakespeare_learns(tmp_path):
+    c = RunConfig.from_dict(dict(n_layer=2, max_iters=300, eval_interval=150, eval_iters=20, warmup_iters=30,
+                                 dropout=0.0, skips={1: 0.0}))
+    events = run([c])
+    fin = of(events, ev.Finished)
+    assert fin, events[-1]
+    assert fin[0].final_val < 2.6
+    assert fin[0].exact_val < 2.6
+
+
+def test_stop_then_resume_continues_the_same_curve(corpus_file, tmp_path):
+    c = tiny_config(corpus_file, max_iters=40, eval_interval=10, dropout=0.1, skips={1: 0.1})
+    straight = run([c], options=TrainOptions(log_interval=1))
+
+    folder = tmp_path / "ckpt"
+    calls = {"n": 0}
+
+    def stop_after_23_steps():
+        calls["n"] += 1
+        return calls["n"] > 23
+
+    first = run([c], checkpoint_dirs=[folder], should_stop=stop_after_23_steps, options=TrainOptions(log_interval=1))
+    assert of(first, ev.Stopped)[0].step == 23
+    assert len(list_checkpoints(folder)) == 2  # newest two kept
+    second = run([c], checkpoint_dirs=[folder], options=TrainOptions(log_interval=1))
+    assert of(second, ev.Started)[0].step == 23
+    evals = [e.step for e in of(first + second, ev.Evaluated)]
+    assert evals == [0, 10, 20, 30, 40]  # every evaluation exactly once
+    resumed = [e.val_loss for e in of(first + second, ev.Evaluated)]
+    assert resumed == pytest.approx([e.val_loss for e in of(straight, ev.Evaluated)], abs=1e-6)
+    assert of(second, ev.Finished)[0].step == 40
+
+
+KILL_SCRIPT = """
+import sys, time
+from lab.core.config import RunConfig
+from lab.core.train import train_group, TrainOptions
+cfg = RunConfig.from_dict(eval(sys.argv[1]))
+def slow(e):
+    print(type(e).__name__, getattr(e, "step", ""), flush=True)
+def should_stop():
+    time.sleep(0.01)
+    return False
+from pathlib import Path
+train_group([cfg], ["r"], slow, TrainOptions(log_interval=5), checkpoint_dirs=[Path(sys.argv[2])], should_stop=should_stop)
+"""
+
+
+def test_checkpoint_kill_resume_gives_the_same_step_count_and_no_gap(corpus_file, tmp_path):
+    settings = dict(data=str(corpus_file), n_layer=1, n_head=2, n_embd=16, block_size=16, batch_size=4,
+                    dropout=0.0, skips={1: 0.0}, max_iters=200, warmup_iters=5, eval_interval=10, eval_iters=2)
+    folder = tmp_path / "ckpt"
+    proc = subprocess.Popen([sys.executable, "-c", KILL_SCRIPT, repr(settings), str(folder)],
+                            cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    deadline = time.time() + 60
+    while time.time() < deadline and len(list_checkpoints(folder)) < 2:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    before = [line.split() for line in proc.stdout.read().splitlines()]
+    assert not any(kind == "Finished" for kind, *_ in before), "killed too late to test a resume"
+    resumed = run([RunConfig.from_dict(settings)], ids=["r"], checkpoint_dirs=[folder])
+    start = of(resumed, ev.Started)[0].step
+    assert start > 0
+    evals_before = [int(s) for kind, s in before if kind == "Evaluated" and int(s) <= start]
+    evals_after = [e.step for e in of(resumed, ev.Evaluated)]
+    assert evals_before + evals_after == list(range(0, 201, 10))
+    assert of(resumed, ev.Finished)[0].step == 200
+
+
+def test_a_damaged_newest_checkpoint_falls_back_to_the_previous_one(corpus_file, tmp_path):
+    c = tiny_config(corpus_file, max_iters=30, eval_interval=10)
+    folder = tmp_path / "ckpt"
+    calls = {"n": 0}
+
+    def stop_late():
+        calls["n"] += 1
+        return calls["n"] > 25
+
+    run([c], checkpoint_dirs=[folder], should_stop=stop_late)
+    newest, older = list_checkpoints(folder)
+    newest.write_bytes(newest.read_bytes()[:100])  # truncated by a kill mid-write
+    events = run([c], checkpoint_dirs=[folder])
+    assert of(events, ev.Warned) and "unreadable" in of(events, ev.Warned)[0].message
+    assert of(events, ev.Started)[0].step == int(older.stem.split("_")[1])
+    assert of(events, ev.Finished)[0].step == 30
+
+
+def test_a_checkpoint_of_another_configuration_is_refused(corpus_file, tmp_path):
+    folder = tmp_path / "ckpt"
+    run([tiny_config(corpus_file, max_iters=10, eval_interval=5)], checkpoint_dirs=[folder])
+    events = run([tiny_config(corpus_file, n_embd=32, max_iters=10)], checkpoint_dirs=[folder])
+    failed = of(events, ev.Failed)
+    assert failed and "another configuration" in failed[0].reason
+
+
+def test_bfloat16_autocast_trains_to_finite_losses(corpus_file):
+    events = run([tiny_config(corpus_file, dtype="bfloat16")])
+    fin = of(events, ev.Finished)
+    assert fin and math.isfinite(fin[0].final_val) and fin[0].final_val < 4.0
