@@ -1,0 +1,505 @@
+"""The run store: identity, events, resume, concurrency, the driver lock, failures.
+
+Fast and CPU only; the cross-process tests use real subprocesses and signals.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from lab.core.config import RunConfig
+from lab.core.events import (
+    Checkpointed,
+    Diverged,
+    Evaluated,
+    Failed,
+    Finished,
+    Started,
+    StepLogged,
+    Stopped,
+)
+from lab.store import (
+    SCHEMA_VERSION,
+    DriverLock,
+    Store,
+    StoreError,
+    make_run_id,
+    resolve_store_dir,
+)
+
+REPO = Path(__file__).resolve().parents[1]
+CFG = RunConfig(n_layer=1, n_embd=16, n_head=2, max_iters=40, eval_interval=10)
+
+
+@pytest.fixture
+def store(tmp_path: Path):
+    with Store.open(tmp_path / "runs") as s:
+        yield s
+
+
+def _python(code: str, *args: str, **kw) -> subprocess.Popen:
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    return subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(code), *args],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw,
+    )
+
+
+def _wait_line(proc: subprocess.Popen, timeout: float = 10.0) -> str:
+    """First stdout line of a child (it prints when it is ready)."""
+    line = proc.stdout.readline()
+    if not line:
+        raise AssertionError(f"child exited early: {proc.wait(timeout)} {proc.stderr.read()}")
+    return line.strip()
+
+
+def _write_ckpt(store: Store, run_id: str, step: int) -> Checkpointed:
+    path = store.checkpoint_path(run_id, step)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_bytes(b"weights at %d" % step)
+    tmp.rename(path)
+    return Checkpointed(run_id, step, str(path))
+
+
+def _training(run_id: str, start: int, stop: int, every: int = 10) -> list:
+    """Events of a run training from `start` to `stop`: logs every 5 steps, evals every 10."""
+    events: list = []
+    for step in range(start, stop + 1, 5):
+        if step > start:
+            events.append(StepLogged(run_id, step, 3.0 - step / 100, 1e-3, 1234.0))
+        if step % every == 0:
+            events.append(Evaluated(run_id, step, 2.9 - step / 100, 3.0 - step / 100, 1e-3))
+    return events
+
+
+# -- identity and the queue ---------------------------------------------------------------------
+
+
+def test_enqueue_identity_dedup_and_fresh(store: Store) -> None:
+    a = store.enqueue("quick", "skip1", "skip1", CFG, 1.55)
+    assert a.status == "queued" and a.step == 0 and a.max_iters == 40 and a.reference == 1.55
+    assert a.run_id == make_run_id("quick", "skip1", CFG.identity_hash())
+    assert len(a.run_id) == 16 and all(ch in "0123456789abcdef" for ch in a.run_id)
+    assert a.config == CFG and a.config_hash == CFG.identity_hash()
+
+    again = store.enqueue("quick", "skip1", "skip1", CFG, 1.55)
+    assert again.run_id == a.run_id and len(store.runs()) == 1
+
+    # a different setting (e.g. --max-iters) is a different run with the same name
+    short = dataclasses.replace(CFG, max_iters=20)
+    b = store.enqueue("quick", "skip1", "skip1", short, None)
+    assert b.run_id != a.run_id and b.max_iters == 20
+    assert [r.run_id for r in store.find("quick", "skip1")] == [a.run_id, b.run_id]
+    assert len(store.find("quick")) == 2 and store.find("other") == []
+    assert [r.run_id for r in store.queued()] == [a.run_id, b.run_id]
+
+    # a finished run is a result: enqueueing it again changes nothing
+    store.apply_many([Started(a.run_id, 0, 40, 1000, "cpu", "float32", 1),
+                      *_training(a.run_id, 0, 40),
+                      _write_ckpt(store, a.run_id, 40),
+                      Finished(a.run_id, 40, 2.6, 2.6, 2.5, 2.61, 3.0, 999.0)])
+    kept = store.enqueue("quick", "skip1", "skip1", CFG, 1.55)
+    assert kept.status == "finished" and kept.step == 40 and kept.final_val == 2.6
+    assert [r.run_id for r in store.queued()] == [b.run_id]
+
+    # --fresh starts over from step 0: metrics and checkpoints gone
+    assert store.metrics(a.run_id) and store.latest_checkpoint(a.run_id) is not None
+    fresh = store.enqueue("quick", "skip1", "skip1", CFG, 1.55, fresh=True)
+    assert fresh.status == "queued" and fresh.step == 0
+    assert fresh.final_val is None and fresh.best_val is None and fresh.provenance == {}
+    assert store.metrics(a.run_id) == [] and store.latest_checkpoint(a.run_id) is None
+    assert not store.checkpoint_dir(a.run_id).exists()
+
+
+def test_failed_and_stopped_runs_requeue_at_their_checkpoint(store: Store) -> None:
+    run = store.enqueue("s", "r", "r", CFG, None)
+    rid = run.run_id
+    store.apply_many([Started(rid, 0, 40, 10, "cpu", "float32", 1), *_training(rid, 0, 20),
+                      _write_ckpt(store, rid, 20), *_training(rid, 20, 25),
+                      Failed(rid, 25, "worker killed")])
+    failed = store.get(rid)
+    assert failed.status == "failed" and failed.error == "worker killed" and failed.step == 25
+    again = store.enqueue("s", "r", "r", CFG, None)
+    assert again.status == "queued" and again.step == 20 and again.error is None
+    assert again.checkpoint_step == 20
+
+    store.apply_many([Started(rid, 20, 40, 10, "cpu", "float32", 1), *_training(rid, 20, 30),
+                      _write_ckpt(store, rid, 30), Stopped(rid, 30)])
+    assert store.get(rid).status == "stopped"
+    assert store.enqueue("s", "r", "r", CFG, None).step == 30
+
+
+def test_enqueue_rejects_nul_in_names(store: Store) -> None:
+    with pytest.raises(StoreError):
+        store.enqueue("s", "a\x00b", "a", CFG, None)
+    # names are data, never paths: "../x" is stored as a name, files live under the run id
+    run = store.enqueue("s", "../x", "../x", CFG, None)
+    assert store.checkpoint_dir(run.run_id).parent == store.dir / "checkpoints"
+    with pytest.raises(ValueError):
+        store.checkpoint_dir("../x")
+
+
+# -- events -------------------------------------------------------------------------------------
+
+
+def test_event_sequence_round_trip_and_checkpoint_pruning(store: Store) -> None:
+    rid = store.enqueue("quick", "skip1#1337", "skip1", CFG, 1.5560).run_id
+    store.set_provenance(rid, {"lab": "0.1.0", "torch": "2.x", "python": "3.11", "corpus_sha256": "86c4"})
+    store.apply(Started(rid, 0, 40, 4321, "cpu", "float32", 2))
+    row = store.get(rid)
+    assert row.status == "running" and row.started_at and row.device == "cpu" and row.n_params == 4321
+    assert row.provenance["device"] == "cpu" and row.provenance["corpus_sha256"] == "86c4"
+
+    ckpts = []
+    for lo, hi in ((0, 10), (10, 20), (20, 30)):
+        store.apply_many(_training(rid, lo, hi))
+        ckpts.append(_write_ckpt(store, rid, hi))
+        store.apply(ckpts[-1])
+    folder = store.checkpoint_dir(rid)
+    assert sorted(p.name for p in folder.iterdir()) == ["step_000000020.pt", "step_000000030.pt"]
+    assert store.latest_checkpoint(rid) == Path(ckpts[-1].path)
+    assert [s for s, _ in store.checkpoints(rid)] == [30, 20]
+
+    live = store.get(rid)
+    assert live.step == 30 and live.last_val_loss == pytest.approx(2.7)
+    assert live.last_train_loss == pytest.approx(2.7) and live.tokens_per_s_live == 1234.0
+    assert live.best_val == pytest.approx(2.7)
+
+    store.apply_many([*_training(rid, 30, 40), _write_ckpt(store, rid, 40),
+                      Finished(rid, 40, 2.6, 2.6, 2.5, 2.61, 12.5, 800.0)])
+    done = store.get(rid)
+    assert done.status == "finished" and done.step == 40 and done.ended_at >= done.started_at
+    assert (done.final_val, done.best_val, done.final_train, done.exact_val) == (2.6, 2.6, 2.5, 2.61)
+    assert (done.wall_s, done.tokens_per_s, done.error) == (12.5, 800.0, None)
+    assert [p.name for p in folder.iterdir()] == ["step_000000040.pt"]
+
+    val = store.metrics(rid, "val")
+    assert [m[0] for m in val] == [0, 10, 20, 30, 40] and val[-1][2] == pytest.approx(2.6)
+    assert val[0][3] == 1e-3
+    steps = [m[0] for m in store.metrics(rid, "train_step")]
+    assert steps == list(range(5, 41, 5))
+    assert {m[1] for m in store.metrics(rid)} == {"train_step", "train", "val"}
+    assert [m[0] for m in store.metrics(rid, "val", since_step=20)] == [30, 40]
+    js = done.to_dict()
+    assert js["config"]["n_layer"] == 1 and js["reference"] == 1.5560
+    json.dumps(js)
+
+
+def test_diverged_and_non_finite_values(store: Store) -> None:
+    rid = store.enqueue("s", "hot", "hot", CFG, None).run_id
+    store.apply_many([Started(rid, 0, 40, 10, "cpu", "float32", 1),
+                      Evaluated(rid, 0, 4.0, 4.1, 0.0),
+                      StepLogged(rid, 5, float("inf"), 1e-3, 10.0),
+                      Evaluated(rid, 10, float("nan"), float("nan"), 1e-3),
+                      Diverged(rid, 5, "loss became inf at step 5")])
+    row = store.get(rid)
+    assert row.status == "diverged" and row.error == "loss became inf at step 5"
+    assert row.best_val == pytest.approx(4.1) and row.last_val_loss is None
+    assert row.last_train_loss is None
+    losses = [m[2] for m in store.metrics(rid, "val")]
+    assert losses[0] == pytest.approx(4.1) and math.isnan(losses[1])
+    assert store.enqueue("s", "hot", "hot", CFG, None).status == "diverged"  # a result
+    json.dumps(row.to_dict(), allow_nan=False)
+
+
+def test_metrics_idempotent_on_replay_and_truncated_on_resume(store: Store) -> None:
+    rid = store.enqueue("s", "r", "r", CFG, None).run_id
+    first = [Started(rid, 0, 40, 10, "cpu", "float32", 1), *_training(rid, 0, 20),
+             _write_ckpt(store, rid, 20), *_training(rid, 20, 35)]
+    store.apply_many(first)
+    n = len(store.metrics(rid))
+    store.apply_many(first[1:])  # replayed events never duplicate a (step, split)
+    assert len(store.metrics(rid)) == n
+    assert store.get(rid).step == 35
+
+    # the worker died at 35; the run resumes from its checkpoint at 20
+    store.apply(Failed(rid, 35, "worker killed"))
+    store.enqueue("s", "r", "r", CFG, None)
+    store.apply(Started(rid, 20, 40, 10, "cpu", "float32", 1))
+    assert max(m[0] for m in store.metrics(rid)) == 20
+    assert store.get(rid).step == 20 and store.get(rid).last_val_loss == pytest.approx(2.8)
+    store.apply_many([*_training(rid, 20, 40), _write_ckpt(store, rid, 40),
+                      Finished(rid, 40, 2.6, 2.6, 2.5, 2.6, 1.0, 1.0)])
+    for split, expected in (("val", [0, 10, 20, 30, 40]), ("train_step", list(range(5, 41, 5)))):
+        assert [m[0] for m in store.metrics(rid, split)] == expected
+
+
+def test_resume_from_older_checkpoint_drops_newer_records(store: Store) -> None:
+    rid = store.enqueue("s", "r", "r", CFG, None).run_id
+    store.apply_many([Started(rid, 0, 40, 10, "cpu", "float32", 1), *_training(rid, 0, 10),
+                      _write_ckpt(store, rid, 10), *_training(rid, 10, 20), _write_ckpt(store, rid, 20)])
+    store.checkpoint_path(rid, 20).write_bytes(b"")  # corrupt: the trainer falls back to 10
+    store.apply(Started(rid, 10, 40, 10, "cpu", "float32", 1))
+    assert [s for s, _ in store.checkpoints(rid)] == [10]
+    assert store.get(rid).checkpoint_step == 10
+    assert max(m[0] for m in store.metrics(rid)) == 10
+
+
+# -- concurrency and crashes ----------------------------------------------------------------
+
+
+READER = """
+    import sys, time
+    from lab.store import Store
+    s = Store.open(sys.argv[1])
+    print("ready", flush=True)
+    counts, deadline = [], time.time() + 20
+    while time.time() < deadline:
+        rows = s.runs()
+        n = sum(len(s.metrics(r.run_id)) for r in rows)
+        counts.append(n)
+        if rows and rows[0].status == "finished":
+            break
+    print(len(counts), counts[0], counts[-1], flush=True)
+"""
+
+
+def test_second_process_reads_while_this_one_writes(store: Store) -> None:
+    rid = store.enqueue("s", "r", "r", CFG, None).run_id
+    reader = _python(READER, str(store.dir))
+    assert _wait_line(reader) == "ready"
+    store.apply(Started(rid, 0, 4000, 10, "cpu", "float32", 1))
+    for step in range(1, 1001):  # one small transaction per event, as a busy driver might
+        store.apply(StepLogged(rid, step, 2.0, 1e-3, 1.0))
+    store.apply(Finished(rid, 1000, 2.0, 2.0, 2.0, 2.0, 1.0, 1.0))
+    out, err = reader.communicate(timeout=30)
+    assert reader.returncode == 0, err
+    assert "locked" not in err
+    loops, first, last = map(int, out.split())
+    assert loops > 1 and last == 1000 and first <= last
+
+
+WRITER = """
+    import sys
+    from lab.core.config import RunConfig
+    from lab.core.events import StepLogged
+    from lab.store import Store
+    s = Store.open(sys.argv[1])
+    rid = s.enqueue("s", "r", "r", RunConfig(), None).run_id
+    step = 0
+    while True:
+        s.apply_many([StepLogged(rid, step + i, 1.0, 1e-3, 1.0) for i in range(50)])
+        step += 50
+        if step == 500:
+            print("writing", flush=True)
+"""
+
+
+def test_store_opens_cleanly_after_sigkill_mid_write(tmp_path: Path) -> None:
+    d = tmp_path / "runs"
+    writer = _python(WRITER, str(d))
+    assert _wait_line(writer) == "writing"
+    time.sleep(0.3)
+    writer.send_signal(signal.SIGKILL)
+    writer.wait(10)
+    with Store.open(d) as s:
+        assert s._read("PRAGMA integrity_check")[0][0] == "ok"
+        (run,) = s.runs()
+        n = len(s.metrics(run.run_id))
+        assert n >= 500 and n % 50 == 0  # each batch is all or nothing
+        s.apply(StepLogged(run.run_id, 10**6, 1.0, 1e-3, 1.0))  # and it is writable
+
+
+# -- the driver lock --------------------------------------------------------------------------
+
+
+HOLDER = """
+    import os, sys, time
+    from lab.store import DriverLock
+    DriverLock(sys.argv[1]).acquire()
+    child = ""
+    if len(sys.argv) > 2:  # also fork a child that outlives us (like a forked worker)
+        child = os.fork()
+        if child == 0:
+            time.sleep(30)
+            os._exit(0)
+    print(os.getpid(), child, flush=True)
+    time.sleep(30)
+"""
+
+
+def test_lock_refuses_a_second_driver_and_takes_over_a_killed_one(tmp_path: Path) -> None:
+    d = tmp_path / "runs"
+    holder = _python(HOLDER, str(d))
+    try:
+        pid = int(_wait_line(holder).split()[0])
+        assert DriverLock.is_held(d)
+        with pytest.raises(StoreError) as err:
+            DriverLock(d).acquire()
+        msg = str(err.value)
+        assert f"pid {pid}" in msg and "in use by another driver" in msg and "\n" not in msg
+        assert "--store DIR" in msg
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait(10)
+    # the stale lock of a killed driver is taken over
+    assert not DriverLock.is_held(d)
+    with DriverLock(d) as lock:
+        assert lock.held and DriverLock.is_held(d)
+        assert lock.holder()[0] == os.getpid()
+        with pytest.raises(StoreError, match=f"pid {os.getpid()}"):
+            DriverLock(d).acquire(wait_s=0.05)  # a second holder in the same process too
+    assert not DriverLock.is_held(d)
+
+
+def test_forked_children_do_not_keep_a_killed_drivers_lock(tmp_path: Path) -> None:
+    d = tmp_path / "runs"
+    holder = _python(HOLDER, str(d), "fork")
+    pid, child = map(int, _wait_line(holder).split())
+    try:
+        os.kill(pid, signal.SIGKILL)
+        holder.wait(10)
+        os.kill(child, 0)  # the forked child outlives its parent...
+        with DriverLock(d):  # ...but does not hold the store
+            pass
+    finally:
+        os.kill(child, signal.SIGKILL)
+
+
+def test_enqueue_treats_running_without_driver_as_interrupted(store: Store) -> None:
+    rid = store.enqueue("s", "r", "r", CFG, None).run_id
+    store.apply_many([Started(rid, 0, 40, 10, "cpu", "float32", 1), *_training(rid, 0, 10),
+                      _write_ckpt(store, rid, 10)])
+    with DriverLock(store.dir):  # a live driver: the run is really running
+        assert store.enqueue("s", "r", "r", CFG, None).status == "running"
+        with pytest.raises(StoreError, match="running"):
+            store.enqueue("s", "r", "r", CFG, None, fresh=True)
+    again = store.enqueue("s", "r", "r", CFG, None)  # no driver: interrupted -> requeued
+    assert again.status == "queued" and again.step == 10
+
+
+def test_mark_interrupted_and_fail_runs(store: Store) -> None:
+    a = store.enqueue("s", "a", "a", CFG, None).run_id
+    b = store.enqueue("s", "b", "b", CFG, None).run_id
+    c = store.enqueue("s", "c", "c", CFG, None).run_id
+    store.apply_many([Started(a, 0, 40, 10, "cpu", "float32", 2), Started(b, 0, 40, 10, "cpu", "float32", 2)])
+    assert store.mark_interrupted() == [a, b]
+    row = store.get(a)
+    assert row.status == "stopped" and "interrupted" in row.error and row.ended_at
+    assert store.get(c).status == "queued"
+
+    store.apply_many([Started(a, 0, 40, 10, "cpu", "float32", 2), Started(b, 0, 40, 10, "cpu", "float32", 2),
+                      Diverged(b, 3, "nan")])
+    assert store.fail_runs([a, b], "worker killed (signal 9)") == [a]
+    assert store.get(a).status == "failed" and store.get(a).error == "worker killed (signal 9)"
+    assert store.get(b).status == "diverged"  # a group-mate's result is kept
+    assert store.requeue([a, b]) == [a] and store.get(a).status == "queued"
+
+
+# -- clients, requests, deletion ----------------------------------------------------------------
+
+
+def test_requests_round_trip_and_driver_info(store: Store) -> None:
+    rid = store.enqueue("s", "r", "r", CFG, None).run_id
+    first = store.request(rid, "stop")
+    second = store.request(None, "stop_all")
+    store.request(rid, "cancel")
+    pending = store.pending_requests()
+    assert [(r.id, r.run_id, r.kind) for r in pending][:2] == [(first, rid, "stop"), (second, None, "stop_all")]
+    store.ack_request(first)
+    assert [r.kind for r in store.pending_requests()] == ["stop_all", "cancel"]
+    assert store.clear_requests() == 2 and store.pending_requests() == []
+    with pytest.raises(ValueError):
+        store.request(rid, "explode")
+    with pytest.raises(ValueError):
+        store.request(None, "stop")
+    with pytest.raises(StoreError):
+        store.request("0123456789abcdef", "stop")
+
+    assert store.driver_info() is None
+    with DriverLock(store.dir):
+        store.set_driver_info(os.getpid(), accepting=True)
+        info = store.driver_info()
+        assert info.pid == os.getpid() and info.accepting and info.alive and info.started_at
+        store.set_driver_info(os.getpid(), accepting=False)
+        assert not store.driver_info().accepting
+        assert store.driver_info().started_at == info.started_at
+    assert not store.driver_info().alive
+    store.clear_driver_info()
+    assert store.driver_info() is None
+
+
+def test_delete_removes_rows_metrics_and_checkpoints(store: Store) -> None:
+    keep = store.enqueue("s", "keep", "keep", CFG, None).run_id
+    gone = store.enqueue("s", "gone", "gone", CFG, None).run_id
+    for rid in (keep, gone):
+        store.apply_many([Started(rid, 0, 40, 10, "cpu", "float32", 2), *_training(rid, 0, 10),
+                          _write_ckpt(store, rid, 10)])
+    store.request(gone, "stop")
+    assert store.delete([gone]) == 1
+    assert store.get(gone) is None and store.metrics(gone) == [] and store.pending_requests() == []
+    assert not store.checkpoint_dir(gone).exists()
+    assert store.checkpoint_dir(keep).exists() and store.metrics(keep)
+    store.apply(StepLogged(gone, 15, 1.0, 1e-3, 1.0))  # late events of a deleted run are ignored
+    assert store.get(gone) is None
+
+
+# -- paths and failures -------------------------------------------------------------------------
+
+
+def test_store_dir_resolution_and_a_file_in_the_way(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("DROPRES_STORE", raising=False)
+    assert resolve_store_dir(None) == tmp_path / "runs"
+    monkeypatch.setenv("DROPRES_STORE", str(tmp_path / "env"))
+    assert resolve_store_dir(None) == tmp_path / "env"
+    assert resolve_store_dir("cli") == tmp_path / "cli"
+
+    f = tmp_path / "afile"
+    f.write_text("x")
+    for attempt in (lambda: resolve_store_dir(str(f)), lambda: Store.open(f), lambda: DriverLock(f).acquire()):
+        with pytest.raises(StoreError) as err:
+            attempt()
+        assert "is a file" in str(err.value) and "\n" not in str(err.value)
+    assert f.read_text() == "x"
+
+
+def test_newer_schema_and_foreign_files_are_refused(tmp_path: Path) -> None:
+    d = tmp_path / "runs"
+    Store.open(d).close()
+    with sqlite3.connect(d / "store.sqlite3") as conn:
+        conn.execute("UPDATE schema_version SET version = ?", (SCHEMA_VERSION + 1,))
+    with pytest.raises(StoreError, match="newer dropres-lab"):
+        Store.open(d)
+
+    junk = tmp_path / "junk"
+    junk.mkdir()
+    (junk / "store.sqlite3").write_bytes(b"this is not a database at all" * 100)
+    with pytest.raises(StoreError, match="cannot open the run store"):
+        Store.open(junk)
+
+    other = tmp_path / "other"
+    other.mkdir()
+    with sqlite3.connect(other / "store.sqlite3") as conn:
+        conn.execute("CREATE TABLE t (x)")
+    with pytest.raises(StoreError, match="not a dropres-lab store"):
+        Store.open(other)
+
+
+def test_disk_full_raises_a_clear_error_and_keeps_what_was_written(store: Store) -> None:
+    rid = store.enqueue("s", "r", "r", CFG, None).run_id
+    store.apply_many(_training(rid, 0, 20))
+    before = store.metrics(rid)
+    pages = store._read("PRAGMA page_count")[0][0]
+    store._conn.execute(f"PRAGMA max_page_count = {pages + 1}")  # SQLite's own SQLITE_FULL path
+    with pytest.raises(StoreError) as err:
+        store.apply_many(StepLogged(rid, s, 1.0, 1e-3, 1.0) for s in range(100, 20000))
+    msg = str(err.value)
+    assert "full" in msg and "free some disk space" in msg and "\n" not in msg
+    assert store.metrics(rid) == before  # the failed batch was rolled back as a whole
+    with Store.open(store.dir) as again:
+        assert again._read("PRAGMA integrity_check")[0][0] == "ok"
+        assert again.metrics(rid) == before
