@@ -8,14 +8,19 @@ from __future__ import annotations
 
 import sys
 from contextlib import contextmanager
+from enum import Enum
 from pathlib import Path
-from typing import Iterator, List, Optional
+from typing import TYPE_CHECKING, Iterator, List, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from .core.config import FIELDS, RunConfig, check_config, default_values
+
+if TYPE_CHECKING:
+    from .store import Store
 
 app = typer.Typer(
     name="dropres-lab",
@@ -42,7 +47,9 @@ def _expected_errors() -> tuple[type[BaseException], ...]:
     from .core.checkpoint import CheckpointError
     from .core.data import DataError
 
-    errors: list[type[BaseException]] = [UserError, DataError, CheckpointError]
+    from .headless import HeadlessError
+
+    errors: list[type[BaseException]] = [UserError, DataError, CheckpointError, HeadlessError]
     try:
         from .experiments import ExperimentsError
 
@@ -65,7 +72,7 @@ def user_errors() -> Iterator[None]:
         yield
     except _expected_errors() as exc:
         for line in str(exc).splitlines() or ["error"]:
-            err.print(f"[bold red]error:[/] {line}", markup=True, highlight=False, soft_wrap=True)
+            err.print(f"[bold red]error:[/] {escape(line)}", markup=True, highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None
 
 
@@ -180,6 +187,380 @@ def render_architecture(cfg: RunConfig, vocab: int, title: str, n_params: int, p
         skips.add_row(str(p.depth), f"s_{p.source}", f"h_{p.target}", f"{p.rate:g}", train_txt, eval_txt)
     out.print(skips)
     out.print(f"trainable parameters: [bold]{n_params:,}[/] (tied embedding counted once, position embeddings included)")
+
+
+@app.command()
+def run(
+    suites: Optional[List[str]] = typer.Argument(None, help="Suites to run (default: the file's default_suite)."),
+    headless: bool = typer.Option(False, "--headless", help="Train in this terminal with Rich progress, without the interactive lab."),
+    only: Optional[str] = typer.Option(None, help="Only runs whose name matches this glob, e.g. 'skips.2=*'."),
+    file: Path = typer.Option(DEFAULT_FILE, "--file", "-f", help="Experiments file."),
+    store: Optional[str] = typer.Option(None, help="Run store folder (default: $DROPRES_STORE or ./runs)."),
+    device: str = typer.Option("auto", help="auto (every visible GPU, else CPU), cpu, cuda or cuda:N."),
+    workers: Optional[int] = typer.Option(None, help="Worker processes (default: one per GPU; on CPU one per group up to the core count, cores split between them)."),
+    group_size: Optional[int] = typer.Option(None, help="Most configurations trained as one batched model (1 disables grouping)."),
+    max_iters: Optional[int] = typer.Option(None, help="Override max_iters for every run (makes runs distinct from the full ones)."),
+    data: Optional[str] = typer.Option(None, help="Override the corpus: a path to a UTF-8 text file."),
+    fresh: bool = typer.Option(False, "--fresh", help="Start the chosen runs over, discarding their results and checkpoints."),
+) -> None:
+    """Train suites from the experiments file.
+
+    Finished and diverged runs are skipped; failed, stopped and interrupted runs resume from their checkpoints. Ctrl-C stops gracefully (checkpoints written); a second Ctrl-C stops at once.
+
+    Exit code 0 when every run finished, 1 when any failed, diverged or was stopped, 2 for a mistake in the command, the file, the data or the store."""
+    from .experiments import load_experiments
+    from .headless import HeadlessOptions, override_specs, run_headless
+
+    with user_errors():
+        if not headless:
+            raise UserError("add --headless to train in this terminal (plain `dropres-lab` opens the interactive lab)")
+        specs = load_experiments(file).select(suites or None, only)
+        specs = override_specs(specs, max_iters, data)
+        opts = HeadlessOptions(store=store, device=device, workers=workers, group_size=group_size, fresh=fresh)
+        code = run_headless(specs, opts, out)
+    raise typer.Exit(code)
+
+
+# -- validate, results, sample, rm ----------------------------------------------------------------
+# Read-side commands: they check the experiments file or read the run store; none of them trains.
+# The results table itself lives in lab/results.py, shared with the headless runner and the TUI.
+
+
+class OutputFormat(str, Enum):
+    """`results --format`: a Rich table for people, csv/json/markdown for other programs."""
+
+    table = "table"
+    csv = "csv"
+    json = "json"
+    markdown = "markdown"
+
+
+_STORE_HELP = "Run store folder (default: $DROPRES_STORE, else ./runs)."
+
+
+def _open_store(store: Optional[Path]) -> "Store":
+    """Open an existing store for reading; a folder without one is a user error, not a new store.
+
+    (Opening would otherwise create an empty store wherever a typo pointed.)
+    """
+    from .store import DB_NAME, Store, resolve_store_dir
+
+    folder = resolve_store_dir(store)
+    if not (folder / DB_NAME).is_file():
+        raise UserError(f"no runs yet at {folder}; run `dropres-lab run --headless` first")
+    return Store.open(folder)
+
+
+def _unknown_suite(st: "Store", suite: str) -> UserError:
+    import difflib
+
+    present = st.suites()
+    if not present:
+        return UserError(f"no runs yet at {st.dir}; run `dropres-lab run --headless` first")
+    close = difflib.get_close_matches(suite, present, n=3, cutoff=0.5)
+    hint = f"did you mean {', '.join(close)}? " if close else ""
+    return UserError(f"no suite {suite!r} in the store {st.dir}; {hint}suites with runs: {', '.join(present)}")
+
+
+def _split_ref(ref: str, run_required: bool) -> tuple[str, str]:
+    """"SUITE/RUN" (or "SUITE" when the run is optional) -> (suite, run or "")."""
+    suite, sep, name = ref.partition("/")
+    if not suite or (sep and not name) or (run_required and not name):
+        example = "quick/skip1" if run_required else "quick or quick/skip1"
+        raise UserError(f"{ref!r}: expected {'SUITE/RUN' if run_required else 'SUITE or SUITE/RUN'}, e.g. {example}")
+    return suite, name
+
+
+def _find_runs(st: "Store", suite: str, name: str, file: Optional[Path] = None) -> list:
+    """The store's runs called SUITE/NAME: every identity of that name (e.g. a --max-iters copy
+    too), or, when NAME is a replicated run's base name, all its replicates. Never empty."""
+    rows = st.find(suite, name)
+    if rows:
+        return rows
+    in_suite = st.find(suite)
+    if not in_suite:
+        raise _unknown_suite(st, suite)
+    replicates = [r for r in in_suite if r.base_name == name]
+    if replicates:
+        return replicates
+    import difflib
+
+    names = list(dict.fromkeys(r.name for r in in_suite))
+    hint = ""
+    if file is not None and file.is_file():
+        from .experiments import ExperimentsError, load_experiments
+
+        try:
+            spec = load_experiments(file).suites.get(suite)
+        except ExperimentsError:
+            spec = None
+        defined = spec is not None and any(r.name == name or r.base_name == name for r in spec.runs)
+        if defined:
+            hint = f" (it is in {file} but has not been queued yet: dropres-lab run --headless {suite} --only '{name}')"
+    close = difflib.get_close_matches(name, names, n=3, cutoff=0.5)
+    listing = f"did you mean {', '.join(close)}?" if close else f"runs in {suite}: {', '.join(names)}"
+    raise UserError(f"no run {suite}/{name} in the store{hint}; {listing}")
+
+
+def _write_atomic(path: Path, text: str) -> Path:
+    """Write `text` to `path` via a temporary file and a rename: readers never see half a file."""
+    import os
+    import tempfile
+
+    target = path.expanduser()
+    if target.is_dir():
+        raise UserError(f"--output {path} is a folder; give a file name, e.g. {path / 'results.csv'}")
+    parent = target.parent if str(target.parent) else Path(".")
+    if not parent.is_dir():
+        raise UserError(f"--output {path}: the folder {parent} does not exist; create it first")
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=parent)
+    except OSError as e:
+        raise UserError(f"cannot write {path}: {e.strerror or e}") from None
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.chmod(tmp, target.stat().st_mode & 0o7777 if target.exists() else 0o644)
+        os.replace(tmp, target)
+    except OSError as e:
+        Path(tmp).unlink(missing_ok=True)
+        raise UserError(f"cannot write {path}: {e.strerror or e}") from None
+    return target
+
+
+def _tables_as_text(tables: list) -> str:
+    import io
+
+    buf = io.StringIO()
+    print_tables(tables, Console(file=buf, highlight=False, no_color=True))
+    return buf.getvalue()
+
+
+def print_tables(tables: list, console: Optional[Console] = None) -> None:
+    """`lab.results.print_tables` on the command line's stdout console."""
+    from .results import print_tables as print_whole
+
+    print_whole(tables, console or out)
+
+
+def _dropout_text(cfg: RunConfig) -> str:
+    rates = [cfg.embd_dropout, cfg.attn_dropout, cfg.attn_out_dropout, cfg.mlp_dropout]
+    if len(set(rates)) == 1:
+        return f"{rates[0]:g}"
+    return " ".join(f"{site} {rate:g}" for site, rate in zip(("embd", "attn", "out", "mlp"), rates))
+
+
+@app.command()
+def validate(
+    file: Path = typer.Option(DEFAULT_FILE, "--file", "-f", help="Experiments file to check."),
+) -> None:
+    """Check an experiments file and list the runs it expands to.
+
+    Every problem is reported at once, one per line as FILE:LINE: KEY: MESSAGE, and the exit code is 2. A valid file prints each suite's runs with their key settings (exit code 0).
+    """
+    from .experiments import ExperimentsError, load_experiments
+
+    try:
+        experiments = load_experiments(file)
+    except ExperimentsError as exc:
+        for problem in exc.problems:
+            err.print(str(problem), markup=False, highlight=False, soft_wrap=True)
+        n = len(exc.problems)
+        err.print(f"{n} problem{'s' if n != 1 else ''} in {file}; nothing was run", markup=False, highlight=False, soft_wrap=True)
+        raise typer.Exit(2) from None
+    table = Table(title=str(file), title_justify="left")
+    for col, justify in (("suite", "left"), ("run", "left"), ("n_layer", "right"), ("dropout", "left"),
+                         ("skips", "left"), ("max_iters", "right"), ("seed", "right"), ("reference", "right")):
+        table.add_column(col, justify=justify)
+    for s, suite in enumerate(experiments.suites.values()):
+        if s:
+            table.add_section()
+        for run in suite.runs:
+            cfg = run.config
+            table.add_row(suite.name, run.name, str(cfg.n_layer), _dropout_text(cfg),
+                          ", ".join(f"{d}={r:g}" for d, r in cfg.skips), f"{cfg.max_iters:,}", str(cfg.seed),
+                          "" if run.reference is None else f"{run.reference:.4f}")
+    print_tables([table])
+    n_runs, n_suites = len(experiments.runs), len(experiments.suites)
+    out.print(f"{file}: valid; {n_runs} run{'s' if n_runs != 1 else ''} in {n_suites} suite"
+              f"{'s' if n_suites != 1 else ''} (default suite: {experiments.default_suite})", markup=False)
+
+
+@app.command()
+def results(
+    suite: Optional[str] = typer.Argument(None, metavar="SUITE", help="Suite to compare; omit for every suite in the store."),
+    store: Optional[Path] = typer.Option(None, "--store", help=_STORE_HELP),
+    fmt: OutputFormat = typer.Option(OutputFormat.table, "--format", help="table (for reading), or csv, json, markdown (for other tools; JSON writes non-finite numbers as null)."),
+    replicates: bool = typer.Option(False, "--replicates", help="Merge runs that differ only in seed (name#seed) into one row: mean ± sample std and n."),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write to this file (atomically) instead of the terminal."),
+) -> None:
+    """Compare runs from the store, ranked by best validation loss within each suite.
+
+    Columns: the settings that differ between the suite's runs, status and step, best val and its distance to the suite's best, final val and train with their gap, the exact val loss over the whole validation split, the published reference and final val minus it, tokens/s and wall time. Reads the store only; safe while a driver is training.
+    """
+    from .results import render_rich_tables, render_text, result_rows
+
+    with user_errors():
+        st = _open_store(store)
+        try:
+            rows = st.runs(suite)
+            if not rows:
+                raise _unknown_suite(st, suite) if suite else UserError(
+                    f"no runs yet at {st.dir}; run `dropres-lab run --headless` first")
+        finally:
+            st.close()
+        table_rows = result_rows(rows, replicates=replicates)
+        if fmt is OutputFormat.table:
+            tables = render_rich_tables(table_rows)
+            if output is None:
+                print_tables(tables)
+                return
+            text = _tables_as_text(tables)
+        else:
+            text = render_text(table_rows, fmt.value)
+            if output is None:
+                sys.stdout.write(text)
+                sys.stdout.flush()
+                return
+        out.print(str(_write_atomic(output, text)), markup=False, highlight=False, soft_wrap=True)
+
+
+@app.command()
+def sample(
+    run: str = typer.Argument(..., metavar="SUITE/RUN", help="The run to sample from, e.g. quick/skip1 (a replicate: quick/skip1#1338)."),
+    tokens: int = typer.Option(500, "--tokens", "-n", min=0, help="Characters to generate after the prompt."),
+    temperature: float = typer.Option(0.8, "--temperature", "-t", min=0.0, help="Softmax temperature; 0 always takes the most likely character."),
+    seed: int = typer.Option(1337, "--seed", min=0, help="Sampling seed: the same seed gives the same text."),
+    prompt: str = typer.Option("\n", "--prompt", "-p", show_default=False, help="Text to continue (default: a newline). Every character must occur in the run's corpus."),
+    store: Optional[Path] = typer.Option(None, "--store", help=_STORE_HELP),
+    file: Path = typer.Option(DEFAULT_FILE, "--file", "-f", help="Experiments file, used to explain a run that has not been trained yet."),
+) -> None:
+    """Print text generated by a run's newest checkpoint (its final one once it has finished).
+
+    Writes the prompt, then exactly --tokens characters, then a newline, to stdout; notes (which checkpoint, an unfinished run) go to stderr. Runs on the CPU; the vocabulary comes from the checkpoint, so the corpus file is not needed.
+    """
+    with user_errors():
+        suite, name = _split_ref(run, run_required=True)
+        if not prompt:
+            raise UserError("--prompt must not be empty; give at least one character (the default is a newline)")
+        st = _open_store(store)
+        try:
+            row, state = _checkpoint_to_sample(st, suite, name, file)
+        finally:
+            st.close()
+        text = _generate_text(state, prompt, tokens, temperature, seed)
+    sys.stdout.write(prompt + text + "\n")
+    sys.stdout.flush()
+
+
+def _checkpoint_to_sample(st: "Store", suite: str, name: str, file: Optional[Path]) -> tuple:
+    """Pick the run (finished first, then one with a checkpoint, then the newest) and load its
+    newest readable checkpoint, falling back past damaged files with a note."""
+    from .core.checkpoint import CheckpointError, load_checkpoint
+
+    rows = _find_runs(st, suite, name, file)
+    if len({r.name for r in rows}) > 1:
+        raise UserError(f"{suite}/{name} has replicates; name one of: "
+                        + ", ".join(f"{suite}/{r.name}" for r in rows))
+    with_ckpt = {r.run_id: bool(st.checkpoints(r.run_id)) for r in rows}
+    row = max(rows, key=lambda r: (r.status == "finished", with_ckpt[r.run_id],
+                                   r.ended_at or r.updated_at or r.created_at))
+    if len(rows) > 1:
+        err.print(f"note: {len(rows)} runs named {suite}/{name} with different settings in the store; "
+                  f"using the {row.status} one with max_iters {row.max_iters} (run id {row.run_id})",
+                  markup=False, highlight=False, soft_wrap=True)
+    for step, path in st.checkpoints(row.run_id):
+        try:
+            state = load_checkpoint(path)
+        except CheckpointError as exc:
+            err.print(f"note: {exc}", markup=False, highlight=False, soft_wrap=True)
+            continue
+        if row.status != "finished" or step != row.max_iters:
+            err.print(f"note: {suite}/{name} is {row.status}; sampling its checkpoint at step {step} of {row.max_iters}",
+                      markup=False, highlight=False, soft_wrap=True)
+        return row, state
+    if with_ckpt[row.run_id]:
+        raise UserError(f"run {suite}/{name} has no readable checkpoint (see the notes above); "
+                        f"rerun it with `dropres-lab run --headless {suite} --only '{name}' --fresh`")
+    raise UserError(f"run {suite}/{name} has no checkpoint yet ({row.status} at step {row.step}); one is written "
+                    f"at every evaluation (eval_interval {row.config.eval_interval}) and when it stops or finishes")
+
+
+def _generate_text(state: dict, prompt: str, tokens: int, temperature: float, seed: int) -> str:
+    """Rebuild the run's model from a checkpoint (its settings and vocabulary) and sample."""
+    import torch
+
+    from .core.checkpoint import CheckpointError
+    from .core.model import Decoder, generate
+
+    vocab = list(state["vocab"])
+    index = {c: i for i, c in enumerate(vocab)}
+    unknown = sorted({c for c in prompt if c not in index})
+    if unknown:
+        shown = "".join(vocab) if len(vocab) <= 100 else "".join(vocab[:100]) + "..."
+        raise UserError(f"--prompt has characters the run's corpus does not contain: "
+                        f"{', '.join(repr(c) for c in unknown)}; use only these: {shown!r}")
+    cfg = RunConfig.from_dict(state["config"])
+    model = Decoder([cfg], len(vocab))
+    with torch.no_grad():
+        for pname, p in model.named_parameters():
+            saved = state["model"].get(pname)
+            if saved is None or tuple(saved.shape) != tuple(p.shape[1:]):
+                raise CheckpointError(f"checkpoint does not match its settings (weight {pname}); "
+                                      "rerun the run with --fresh")
+            p[0].copy_(saved)
+    ids = torch.tensor([index[c] for c in prompt], dtype=torch.long)
+    result = generate(model, ids, tokens, temperature, torch.Generator().manual_seed(seed))
+    return "".join(vocab[i] for i in result[len(prompt):].tolist())
+
+
+@app.command()
+def rm(
+    target: str = typer.Argument(..., metavar="SUITE[/RUN]", help="A whole suite, or one run (a replicated run's base name removes all its replicates)."),
+    store: Optional[Path] = typer.Option(None, "--store", help=_STORE_HELP),
+    yes: bool = typer.Option(False, "--yes", "-y", help="Delete without asking."),
+) -> None:
+    """Delete runs from the store with their metrics and checkpoints, after confirmation.
+
+    Lists what will go first. Runs that a live driver is training are refused: stop them first. Finished runs deleted here are trained again by the next `run --headless`.
+    """
+    from .results import fmt_loss
+
+    with user_errors():
+        suite, name = _split_ref(target, run_required=False)
+        st = _open_store(store)
+        try:
+            rows = _find_runs(st, suite, name) if name else st.find(suite)
+            if not rows:
+                raise _unknown_suite(st, suite)
+            busy = [r for r in rows if r.status == "running"]
+            if busy and st.driver_alive():
+                info = st.driver_info()
+                who = f"pid {info.pid}" if info is not None and info.pid else "a live driver"
+                raise UserError(f"{len(busy)} of these runs are being trained by the driver ({who}): "
+                                f"{', '.join(f'{r.suite}/{r.name}' for r in busy[:5])}{', ...' if len(busy) > 5 else ''}; "
+                                "stop them first (Ctrl-C the headless run, or stop them in the TUI)")
+            table = Table(title=f"to delete from {st.dir}", title_justify="left")
+            for col, justify in (("run", "left"), ("status", "left"), ("step", "right"), ("best val", "right")):
+                table.add_column(col, justify=justify)
+            for r in rows:
+                table.add_row(f"{r.suite}/{r.name}", r.status, f"{r.step}/{r.max_iters}", fmt_loss(r.best_val))
+            print_tables([table])
+            what = f"{len(rows)} run{'s' if len(rows) != 1 else ''}"
+            if not yes:
+                try:
+                    confirmed = typer.confirm(f"Delete {what} with their metrics and checkpoints?", default=False)
+                except typer.Abort:
+                    raise UserError("no answer to the confirmation (input is not a terminal?); pass --yes to delete without asking") from None
+                if not confirmed:
+                    out.print("nothing deleted")
+                    raise typer.Exit(1)
+            n = st.delete([r.run_id for r in rows])
+        finally:
+            st.close()
+        out.print(f"deleted {n} run{'s' if n != 1 else ''}", markup=False)
 
 
 def main() -> None:

@@ -1,0 +1,517 @@
+"""The comparative results table: one implementation for every view that compares runs.
+
+The headless runner's end-of-run table, `dropres-lab results` (table, CSV, JSON, Markdown) and
+the TUI's results screen all show the same numbers, so they are computed here once, from
+`RunRow`s read from the store, by pure functions (no store access, no printing):
+
+* `result_rows(rows, replicates=False)` turns runs into `ResultRow`s: grouped by suite (suites
+  in the order the rows first mention them), ranked inside each suite by best validation loss
+  (runs with no finite best last), with the derived columns a comparison needs: the
+  generalisation gap, the distance to the suite's best run, the distance to the published
+  reference, and the settings that differ between the suite's runs.
+* With `replicates=True`, the replicates of one run (same suite and base name, settings equal
+  but for `seed`) become one row holding the mean, the sample standard deviation (n - 1) and
+  the count of each loss: single evaluations scatter by several thousandths (DESIGN.md
+  section 1), so a difference is only worth reading next to its spread.
+* Renderers: `render_rich_tables` / `render_rich_table` (Rich), `to_csv`, `to_markdown`,
+  `to_json`. They only format; every number comes from the `ResultRow`.
+
+Why the reference is compared with the final (not the best) val loss: the paper's published
+values are the validation loss at the last evaluation, so `delta_ref = final_val - reference`.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import statistics
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Sequence
+
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from lab.core.config import DROPOUT_SITES
+from lab.store import RunRow
+
+#: Losses that replicates aggregate (mean ± std, n).
+AGGREGATED = ("final_val", "best_val", "exact_val", "final_train")
+
+
+@dataclass(frozen=True)
+class Stat:
+    """A loss over replicates: mean, sample standard deviation (None below 2 values), count.
+
+    Only finite values count (a diverged replicate has no final loss), so `n` can be smaller
+    than the number of replicates in the row.
+    """
+
+    mean: float | None
+    std: float | None
+    n: int
+
+
+@dataclass
+class ResultRow:
+    """One line of the comparative table: one run, or (with replicates) one aggregated run.
+
+    Loss fields are None where there is no finite value. For an aggregated row they hold the
+    means; `stats` holds mean/std/n of each loss in `AGGREGATED` and `n` the replicates merged.
+    """
+
+    suite: str
+    name: str  # the run's name; for an aggregated row its base name (without "#seed")
+    rank: int  # 1 = lowest best val in its suite
+    status: str  # an aggregated row with mixed statuses reads e.g. "finished 2, running 1"
+    step: int  # an aggregated row: the least advanced replicate's step
+    max_iters: int
+    final_val: float | None
+    best_val: float | None
+    final_train: float | None
+    gap: float | None  # final_val - final_train: how far validation trails training
+    delta_best: float | None  # best_val - the suite's lowest best_val (0 for the best run)
+    reference: float | None  # published val loss at the last evaluation, if any
+    delta_ref: float | None  # final_val - reference
+    exact_val: float | None  # over the whole validation split, once, at the end
+    wall_s: float | None
+    tokens_per_s: float | None
+    varied: dict[str, Any]  # settings that differ between the suite's rows, flattened (skips.N)
+    config: dict[str, Any]  # fully resolved settings; an aggregated row has no "seed" here
+    run_ids: list[str] = field(default_factory=list)
+    names: list[str] = field(default_factory=list)  # the runs merged into this row
+    error: str | None = None
+    n: int = 1  # runs merged into this row
+    stats: dict[str, Stat] | None = None  # only for aggregated rows
+    seeds: list[int] | None = None  # only for aggregated rows
+
+    @property
+    def aggregated(self) -> bool:
+        """Whether this row merges replicates (even a single one) and carries `stats`."""
+        return self.stats is not None
+
+
+# -- building rows -------------------------------------------------------------------------
+
+
+def result_rows(rows: Iterable[RunRow], replicates: bool = False) -> list[ResultRow]:
+    """Runs -> ranked comparison rows, grouped by suite (see the module docstring)."""
+    by_suite: dict[str, list[RunRow]] = {}
+    for row in rows:
+        by_suite.setdefault(row.suite, []).append(row)
+    out: list[ResultRow] = []
+    for runs in by_suite.values():
+        built = _aggregate(runs) if replicates else [_single(r) for r in runs]
+        out.extend(_rank(built))
+    return out
+
+
+def _single(row: RunRow) -> ResultRow:
+    return ResultRow(
+        suite=row.suite, name=row.name, rank=0, status=row.status, step=row.step,
+        max_iters=row.max_iters, final_val=_num(row.final_val), best_val=_num(row.best_val),
+        final_train=_num(row.final_train), gap=None, delta_best=None,
+        reference=_num(row.reference), delta_ref=None, exact_val=_num(row.exact_val),
+        wall_s=_num(row.wall_s), tokens_per_s=_num(row.tokens_per_s), varied={},
+        config=row.config.to_dict(), run_ids=[row.run_id], names=[row.name], error=row.error,
+    )
+
+
+def _aggregate(runs: list[RunRow]) -> list[ResultRow]:
+    """Merge runs that share suite, base name and every setting but `seed`.
+
+    Settings other than the seed are part of the key so that, say, a `--max-iters 1000` copy
+    of a replicate is never averaged with the full-length runs.
+    """
+    groups: dict[tuple[str, str], list[RunRow]] = {}
+    for r in runs:
+        settings = r.config.to_dict()
+        settings.pop("seed")
+        key = (r.base_name or r.name, json.dumps(settings, sort_keys=True))
+        groups.setdefault(key, []).append(r)
+    out = []
+    for (base, _), members in groups.items():
+        stats = {k: _stat([getattr(m, k) for m in members]) for k in AGGREGATED}
+        config = members[0].config.to_dict()
+        config.pop("seed")
+        statuses: dict[str, int] = {}
+        for m in members:
+            statuses[m.status] = statuses.get(m.status, 0) + 1
+        status = next(iter(statuses)) if len(statuses) == 1 else ", ".join(f"{s} {c}" for s, c in statuses.items())
+        errors = [f"{m.name}: {m.error}" for m in members if m.error]
+        out.append(ResultRow(
+            suite=members[0].suite, name=base, rank=0, status=status,
+            step=min(m.step for m in members), max_iters=members[0].max_iters,
+            final_val=stats["final_val"].mean, best_val=stats["best_val"].mean,
+            final_train=stats["final_train"].mean, gap=None, delta_best=None,
+            reference=_num(next((m.reference for m in members if m.reference is not None), None)),
+            delta_ref=None, exact_val=stats["exact_val"].mean,
+            wall_s=_stat([m.wall_s for m in members]).mean,
+            tokens_per_s=_stat([m.tokens_per_s for m in members]).mean,
+            varied={}, config=config, run_ids=[m.run_id for m in members],
+            names=[m.name for m in members], error="; ".join(errors) or None, n=len(members),
+            stats=stats, seeds=[m.config.seed for m in members],
+        ))
+    return out
+
+
+def _rank(rows: list[ResultRow]) -> list[ResultRow]:
+    """Sort one suite's rows by best val (missing last, then by name) and fill the derived columns."""
+    rows = sorted(rows, key=lambda r: (r.best_val is None, r.best_val if r.best_val is not None else 0.0, r.name))
+    best = rows[0].best_val if rows else None
+    varied = varied_settings([r.config for r in rows])
+    for i, r in enumerate(rows, 1):
+        r.rank = i
+        r.gap = _sub(r.final_val, r.final_train)
+        r.delta_best = _sub(r.best_val, best)
+        r.delta_ref = _sub(r.final_val, r.reference)
+        flat = _flatten(r.config)
+        r.varied = {k: flat.get(DROPOUT_SITES[0] if k == "dropout" else k) for k in varied}
+    return rows
+
+
+def varied_settings(configs: Sequence[dict[str, Any]]) -> list[str]:
+    """The settings (flattened: "skips.2", and "dropout" when the four sites move together)
+    whose values differ between `configs`, in the order settings are declared.
+
+    A skip depth present in some configs and absent in others differs (absent = no path).
+    """
+    if len(configs) < 2:
+        return []
+    flats = [_flatten(c) for c in configs]
+    # One "dropout" column instead of four when every config uses one rate at all four sites.
+    if all(len({f.get(s) for s in DROPOUT_SITES}) == 1 for f in flats):
+        for f in flats:
+            rate = f.get(DROPOUT_SITES[0])
+            for s in DROPOUT_SITES:
+                f.pop(s, None)
+            f["dropout"] = rate
+    keys: list[str] = []
+    for f in flats:
+        keys.extend(k for k in f if k not in keys)
+    keys.sort(key=_setting_order)
+    return [k for k in keys if len({json.dumps(f.get(k)) for f in flats}) > 1]
+
+
+def _flatten(config: dict[str, Any]) -> dict[str, Any]:
+    """A settings dict with `skips` spread into one "skips.N" key per depth."""
+    flat = {k: v for k, v in config.items() if k != "skips"}
+    for depth, rate in sorted((config.get("skips") or {}).items(), key=lambda kv: int(kv[0])):
+        flat[f"skips.{int(depth)}"] = rate
+    return flat
+
+
+_ORDER = ["data", "n_layer", "n_head", "n_embd", "block_size", "batch_size", "bias", "norm", "skip_dropout",
+          "dropout", *DROPOUT_SITES, "skips", "max_iters", "lr", "min_lr", "warmup_iters", "eval_interval",
+          "eval_iters", "weight_decay", "grad_clip", "beta1", "beta2", "dtype", "seed", "data_seed"]
+
+
+def _setting_order(key: str) -> tuple[int, int]:
+    if key.startswith("skips."):
+        return (_ORDER.index("skips"), int(key.split(".", 1)[1]))
+    return (_ORDER.index(key) if key in _ORDER else len(_ORDER), 0)
+
+
+def _num(x: Any) -> float | None:
+    """A finite float or None (NaN and inf are "no value" in every view)."""
+    if x is None or isinstance(x, bool):
+        return None
+    try:
+        x = float(x)
+    except (TypeError, ValueError):
+        return None
+    return x if math.isfinite(x) else None
+
+
+def _sub(a: float | None, b: float | None) -> float | None:
+    """a - b, rounded to 12 decimals so exports show 0.2, not 0.19999999999999996."""
+    return None if a is None or b is None else round(a - b, 12)
+
+
+def _stat(values: Iterable[Any]) -> Stat:
+    xs = [v for v in (_num(x) for x in values) if v is not None]
+    if not xs:
+        return Stat(None, None, 0)
+    return Stat(statistics.fmean(xs), statistics.stdev(xs) if len(xs) > 1 else None, len(xs))
+
+
+# -- formatting helpers --------------------------------------------------------------------
+
+
+def fmt_loss(x: float | None) -> str:
+    """Losses to 4 decimals; empty for no value."""
+    return "" if x is None else f"{x:.4f}"
+
+
+def fmt_delta(x: float | None) -> str:
+    """Signed differences to 4 decimals ("+0.0123", "-0.0040"); empty for no value."""
+    return "" if x is None else f"{x:+.4f}"
+
+
+def fmt_setting(value: Any) -> str:
+    """A setting as it appears in run names (0.0 -> "0", 1e-05 -> "0.00001"); empty for absent."""
+    if value is None:
+        return ""
+    from lab.experiments import format_value  # one spelling of values across names and tables
+
+    return format_value(value)
+
+
+def fmt_duration(seconds: float | None) -> str:
+    """Wall time as "42.0s", "3m07s" or "2h05m"; empty for no value."""
+    if seconds is None:
+        return ""
+    s = int(round(seconds))
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s"
+    return f"{s // 3600}h{s % 3600 // 60:02d}m"
+
+
+def fmt_rate(x: float | None) -> str:
+    """Tokens per second with thousands separators; empty for no value."""
+    return "" if x is None else f"{x:,.0f}"
+
+
+def _loss_cell(row: ResultRow, key: str) -> str:
+    """A loss cell: the value, or for an aggregate "mean ± std" (plus "(n=k)" when fewer
+    replicates than the row's n have a finite value)."""
+    value = getattr(row, key)
+    if value is None or row.stats is None:
+        return fmt_loss(value)
+    st = row.stats[key]
+    text = fmt_loss(st.mean) + (f" ± {st.std:.4f}" if st.std is not None else "")
+    return text + (f" (n={st.n})" if st.n != row.n else "")
+
+
+def _by_suite(rows: Sequence[ResultRow]) -> dict[str, list[ResultRow]]:
+    out: dict[str, list[ResultRow]] = {}
+    for r in rows:
+        out.setdefault(r.suite, []).append(r)
+    return out
+
+
+def _varied_keys(rows: Sequence[ResultRow]) -> list[str]:
+    keys: list[str] = []
+    for r in rows:
+        keys.extend(k for k in r.varied if k not in keys)
+    return sorted(keys, key=_setting_order)
+
+
+@dataclass(frozen=True)
+class Column:
+    """One display column: its header, how a row's cell reads, and its justification."""
+
+    header: str
+    cell: Callable[[ResultRow], str]
+    justify: str = "right"
+
+
+def columns(rows: Sequence[ResultRow], with_suite: bool = False) -> list[Column]:
+    """The display columns (header, cell text, justification), shared by the Rich table,
+    Markdown and the TUI's results screen, so every view shows the same cells.
+
+    Reference columns appear only when some row has a reference, `n` only for aggregates.
+    """
+    cols = [Column("suite", lambda r: r.suite, "left")] if with_suite else []
+    cols += [Column("#", lambda r: str(r.rank)), Column("run", lambda r: r.name, "left")]
+    cols += [Column(k, lambda r, k=k: fmt_setting(r.varied.get(k))) for k in _varied_keys(rows)]
+    cols += [
+        Column("status", lambda r: r.status, "left"),
+        Column("step", lambda r: f"{r.step}/{r.max_iters}"),
+    ]
+    if any(r.aggregated for r in rows):
+        cols.append(Column("n", lambda r: str(r.n)))
+    cols += [
+        Column("best val", lambda r: _loss_cell(r, "best_val")),
+        Column("Δ best", lambda r: fmt_delta(r.delta_best)),
+        Column("final val", lambda r: _loss_cell(r, "final_val")),
+        Column("final train", lambda r: _loss_cell(r, "final_train")),
+        Column("gap", lambda r: fmt_delta(r.gap)),
+        Column("exact val", lambda r: _loss_cell(r, "exact_val")),
+    ]
+    if any(r.reference is not None for r in rows):
+        cols += [
+            Column("reference", lambda r: fmt_loss(r.reference)),
+            Column("Δ ref", lambda r: fmt_delta(r.delta_ref)),
+        ]
+    cols += [
+        Column("tok/s", lambda r: fmt_rate(r.tokens_per_s)),
+        Column("wall", lambda r: fmt_duration(r.wall_s)),
+    ]
+    return cols
+
+
+# -- Rich ----------------------------------------------------------------------------------
+
+_STATUS_STYLE = {"finished": "green", "running": "cyan", "queued": "dim", "failed": "red",
+                 "diverged": "magenta", "stopped": "yellow"}
+
+
+def render_rich_table(rows: Sequence[ResultRow], title: str | None = None) -> Table:
+    """One Rich table of `rows`. Rows of one suite get the suite as title (unless `title` is
+    given); rows of several suites get a suite column and a section line between suites.
+
+    Varied settings are columns, losses have 4 decimals, aggregates read "mean ± std".
+    """
+    suites = list(_by_suite(rows))
+    with_suite = len(suites) > 1
+    if title is None:
+        title = suites[0] if len(suites) == 1 else "results"
+    table = Table(title=title, title_justify="left", title_style="bold")
+    cols = columns(rows, with_suite)
+    for c in cols:
+        table.add_column(c.header, justify=c.justify, no_wrap=c.header in ("run", "best val", "final val"))
+    previous = None
+    for r in rows:
+        if with_suite and previous is not None and r.suite != previous:
+            table.add_section()
+        previous = r.suite
+        cells: list[Any] = [c.cell(r) for c in cols]
+        i = [c.header for c in cols].index("status")
+        cells[i] = Text(cells[i], style=_STATUS_STYLE.get(r.status, ""))
+        table.add_row(*cells, style="bold" if r.rank == 1 and r.best_val is not None else None)
+    return table
+
+
+def render_rich_tables(rows: Sequence[ResultRow], titles: dict[str, str] | None = None) -> list[Table]:
+    """One table per suite, titled with the suite's name (or `titles[suite]`, e.g. with its
+    description): each suite has its own varied-settings columns, so separate tables read best."""
+    titles = titles or {}
+    return [render_rich_table(rs, titles.get(s, s)) for s, rs in _by_suite(rows).items()]
+
+
+def print_tables(tables: Sequence[Table], console: Console) -> None:
+    """Print Rich tables whole: on a terminal at its width; elsewhere (pipe, file, CI) as wide
+    as the widest table needs, so no column is squeezed into a default 80 characters."""
+    if not tables:
+        return
+    if not console.is_terminal:
+        wide = console.options.update_width(1000)
+        width = min(1000, max(console.measure(t, options=wide).maximum for t in tables))
+        console = Console(file=console.file, width=max(80, width), highlight=False,
+                          no_color=console.no_color)
+    for i, table in enumerate(tables):
+        if i:
+            console.print()
+        console.print(table)
+
+
+# -- CSV, Markdown, JSON --------------------------------------------------------------------
+
+_CSV_FIELDS = ["suite", "rank", "name", "status", "step", "max_iters", "final_val", "best_val",
+               "final_train", "gap", "delta_best", "exact_val", "reference", "delta_ref", "wall_s",
+               "tokens_per_s"]
+
+
+def to_csv(rows: Sequence[ResultRow]) -> str:
+    """CSV with full-precision numbers (empty for no value), one column per varied setting.
+
+    Aggregated rows add n, the replicate seeds, and `<loss>_std` / `<loss>_n` columns.
+    """
+    aggregated = any(r.aggregated for r in rows)
+    varied = _varied_keys(rows)
+    header = list(_CSV_FIELDS)
+    if aggregated:
+        header += ["n", "seeds"] + [f"{k}_{s}" for k in AGGREGATED for s in ("std", "n")]
+    header += varied + ["run_ids"]
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(header)
+    for r in rows:
+        line = [_csv(getattr(r, k)) for k in _CSV_FIELDS]
+        if aggregated:
+            line += [r.n, " ".join(str(s) for s in r.seeds or [])]
+            for k in AGGREGATED:
+                st = r.stats[k] if r.stats else None
+                line += [_csv(st.std if st else None), st.n if st else ""]
+        line += [_csv(r.varied.get(k)) for k in varied]
+        line.append(" ".join(r.run_ids))
+        writer.writerow(line)
+    return buf.getvalue()
+
+
+def _csv(value: Any) -> Any:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return repr(value) if math.isfinite(value) else ""
+    if isinstance(value, (dict, list)):
+        return json.dumps(value, sort_keys=True)
+    return value
+
+
+def to_markdown(rows: Sequence[ResultRow], titles: dict[str, str] | None = None) -> str:
+    """GitHub-flavoured Markdown: a "### suite" heading and a pipe table per suite."""
+    titles = titles or {}
+    parts = []
+    for suite, rs in _by_suite(rows).items():
+        cols = columns(rs, with_suite=False)
+        lines = [f"### {_md(titles.get(suite, suite))}", ""]
+        lines.append("| " + " | ".join(_md(c.header) for c in cols) + " |")
+        lines.append("|" + "|".join("---:" if c.justify == "right" else "---" for c in cols) + "|")
+        for r in rs:
+            lines.append("| " + " | ".join(_md(c.cell(r)) for c in cols) + " |")
+        parts.append("\n".join(lines) + "\n")
+    return "\n".join(parts)
+
+
+def _md(text: str) -> str:
+    """Escape what would break a Markdown table cell."""
+    return str(text).replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ")
+
+
+def row_to_dict(row: ResultRow) -> dict[str, Any]:
+    """A JSON-ready dict: every column, the varied settings, the full settings; non-finite
+    numbers as None. Aggregated rows add n, seeds, names and `<loss>_std` / `<loss>_n`."""
+    d: dict[str, Any] = {
+        "suite": row.suite, "name": row.name, "rank": row.rank, "status": row.status,
+        "step": row.step, "max_iters": row.max_iters, "final_val": row.final_val,
+        "best_val": row.best_val, "final_train": row.final_train, "exact_val": row.exact_val,
+        "gap": row.gap, "delta_best": row.delta_best, "reference": row.reference,
+        "delta_ref": row.delta_ref, "wall_s": row.wall_s, "tokens_per_s": row.tokens_per_s,
+        "error": row.error, "varied": dict(row.varied), "config": dict(row.config),
+    }
+    if row.aggregated:
+        d["n"] = row.n
+        d["seeds"] = list(row.seeds or [])
+        d["names"] = list(row.names)
+        d["run_ids"] = list(row.run_ids)
+        for k, st in (row.stats or {}).items():
+            d[f"{k}_std"] = st.std
+            d[f"{k}_n"] = st.n
+    else:
+        d["run_id"] = row.run_ids[0] if row.run_ids else None
+    return _json_safe(d)
+
+
+def to_json(rows: Sequence[ResultRow]) -> str:
+    """A JSON list of `row_to_dict` objects (strict JSON: NaN and inf are written as null)."""
+    return json.dumps([row_to_dict(r) for r in rows], indent=2, allow_nan=False) + "\n"
+
+
+def _json_safe(value: Any) -> Any:
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    return value
+
+
+FORMATS = ("table", "csv", "json", "markdown")
+
+
+def render_text(rows: Sequence[ResultRow], fmt: str, titles: dict[str, str] | None = None) -> str:
+    """The csv, json or markdown text of `rows` (tables are Rich renderables; see above)."""
+    if fmt == "csv":
+        return to_csv(rows)
+    if fmt == "json":
+        return to_json(rows)
+    if fmt == "markdown":
+        return to_markdown(rows, titles)
+    raise ValueError(f"no text format {fmt!r}; use one of csv, json, markdown")
