@@ -702,17 +702,28 @@ class Store:
         Only runs still queued or running change: a group-mate that already finished or
         diverged keeps its result. Returns the ids marked.
         """
+        return self._end_runs(run_ids, "failed", reason)
+
+    def stop_runs(self, run_ids: Iterable[str], note: str | None = None) -> list[str]:
+        """Mark queued or running runs stopped (resumable: a rerun continues from their newest
+        checkpoint, or from the start if they never checkpointed). Returns the ids marked."""
+        return self._end_runs(run_ids, "stopped", note)
+
+    def _end_runs(self, run_ids: Iterable[str], status: str, note: str | None) -> list[str]:
         now = time.time()
         done = []
         with self._write() as c:
             for run_id in run_ids:
                 cur = c.execute(
-                    """UPDATE runs SET status = 'failed', error = ?, ended_at = ?, updated_at = ?
+                    """UPDATE runs SET status = ?, error = ?, ended_at = ?, updated_at = ?
                        WHERE run_id = ? AND status IN ('queued', 'running')""",
-                    (reason, now, now, run_id),
+                    (status, note, now, now, run_id),
                 )
                 if cur.rowcount:
                     done.append(run_id)
+                    if note:
+                        c.execute("INSERT INTO log (run_id, at, step, message) VALUES (?, ?, NULL, ?)",
+                                  (run_id, now, f"{status}: {note}"))
         return done
 
     def delete(self, run_ids: Iterable[str]) -> int:
@@ -791,7 +802,7 @@ class Store:
                        group_size = ?, updated_at = ? WHERE run_id = ?""",
                 (ev.step, ev.max_iters, now, ev.device, ev.dtype, ev.n_params, ev.group_size, now, run_id),
             )
-            self._merge_provenance(c, run_id, {"device": ev.device, "dtype": ev.dtype})
+            self._merge_provenance(c, run_id, {"device": ev.device, "dtype": ev.dtype, "worker_pid": ev.pid})
         elif isinstance(ev, Checkpointed):
             c.execute(
                 "INSERT OR REPLACE INTO checkpoints (run_id, step, path, created_at) VALUES (?, ?, ?, ?)",

@@ -20,6 +20,7 @@ class Started:
     device: str
     dtype: str
     group_size: int
+    pid: int = 0  # the process training the group
 
 
 @dataclass(frozen=True)

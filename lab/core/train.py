@@ -16,6 +16,7 @@ any group gives the same losses as trained alone.
 from __future__ import annotations
 
 import math
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -311,7 +312,8 @@ class GroupTrainer:
         self.start_step = self.step
         n_params = model.n_params()
         for i in range(self.n):
-            self.emit(ev.Started(self.run_ids[i], self.step, cfg.max_iters, n_params, str(self.device), cfg.dtype, self.n))
+            self.emit(ev.Started(self.run_ids[i], self.step, cfg.max_iters, n_params, str(self.device), cfg.dtype,
+                                 self.n, os.getpid()))
         pending: list[torch.Tensor] = []
         lr = lr_at(cfg, self.step)
         model.train()

@@ -1,0 +1,5 @@
+"""`python -m lab` is `dropres-lab`."""
+
+from .cli import main
+
+main()

@@ -1,0 +1,303 @@
+"""`dropres-lab run --headless`: a driver in the foreground with Rich progress.
+
+It checks everything a user can get wrong before writing anything (the experiments file, the
+corpus, the device, the store lock), enqueues the chosen runs, drives them to the end with
+the shared driver and workers, renders progress from the driver's own events, and prints the
+comparative results table. On a terminal progress is a live table; otherwise (CI, pipes, log
+files) it is plain timestamped lines at a modest rate, with no control codes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.metadata
+import platform
+import signal
+import time
+from dataclasses import dataclass, field
+from typing import Sequence
+
+from rich.console import Console, Group
+from rich.live import Live
+from rich.progress_bar import ProgressBar
+from rich.table import Table
+from rich.text import Text
+
+from . import __version__
+from .core import events as ev
+from .core.config import RunConfig, check_config
+from .core.data import get_corpus
+from .core.train import TrainOptions
+from .experiments import RunSpec
+from .store import DriverLock, RunRow, Store, resolve_store_dir
+from .workers.driver import Driver
+from .workers.local import LocalExecutor
+from .workers.scheduler import check_device, default_group_size, plan_groups, plan_workers
+
+SPARK = "▁▂▃▄▅▆▇█"
+PLAIN_STEP_EVERY_S = 10.0  # at most one step line per run this often in plain output
+
+
+class HeadlessError(Exception):
+    """A user mistake found before anything ran: one line, exit code 2."""
+
+
+def sparkline(values: Sequence[float], width: int = 16) -> str:
+    """Unicode sparkline of the last `width` values (lower loss, lower bar)."""
+    vals = [v for v in values if v == v][-width:]
+    if not vals:
+        return ""
+    lo, hi = min(vals), max(vals)
+    span = (hi - lo) or 1.0
+    return "".join(SPARK[min(len(SPARK) - 1, int((v - lo) / span * (len(SPARK) - 1) + 0.5))] for v in vals)
+
+
+def override_specs(specs: list[RunSpec], max_iters: int | None, data: str | None) -> list[RunSpec]:
+    """Apply --max-iters / --data to every run; the changed settings make new run identities."""
+    changes = {k: v for k, v in (("max_iters", max_iters), ("data", data)) if v is not None}
+    if not changes:
+        return specs
+    out = []
+    for spec in specs:
+        cfg = dataclasses.replace(spec.config, **changes)
+        values = cfg.to_dict()
+        values["skips"] = dict(cfg.skips)
+        problems = check_config(values)
+        if problems:
+            raise HeadlessError(f"{spec.run_key}: " + "; ".join(m for _, m in problems))
+        out.append(dataclasses.replace(spec, config=cfg))
+    return out
+
+
+def check_corpora(specs: list[RunSpec]) -> dict[str, str]:
+    """Load every corpus the runs need and check block sizes; returns data -> SHA-256."""
+    shas: dict[str, str] = {}
+    for spec in specs:
+        corpus = get_corpus(spec.config.data)
+        corpus.check_block_size(spec.config.block_size)
+        shas[spec.config.data] = corpus.sha256
+    return shas
+
+
+def provenance(corpus_sha: str) -> dict:
+    try:
+        torch_version = importlib.metadata.version("torch")
+    except importlib.metadata.PackageNotFoundError:  # pragma: no cover
+        torch_version = "unknown"
+    return {"lab": __version__, "torch": torch_version, "python": platform.python_version(),
+            "corpus_sha256": corpus_sha}
+
+
+@dataclass
+class RunProgress:
+    """What the headless view knows about one run, built from events only."""
+
+    label: str
+    max_iters: int
+    tokens_per_step: int
+    status: str = "queued"
+    step: int = 0
+    train: float | None = None
+    val: float | None = None
+    vals: list[float] = field(default_factory=list)
+    tokens_per_s: float = 0.0
+    device: str = ""
+    note: str = ""
+    last_plain: float = 0.0
+
+    def eta_s(self) -> float | None:
+        if self.status != "running" or self.tokens_per_s <= 0:
+            return None
+        return (self.max_iters - self.step) * self.tokens_per_step / self.tokens_per_s
+
+
+def _fmt_eta(seconds: float | None) -> str:
+    if seconds is None:
+        return ""
+    seconds = int(seconds)
+    h, rem = divmod(seconds, 3600)
+    m, s = divmod(rem, 60)
+    return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
+
+
+def _fmt(x: float | None) -> str:
+    return "" if x is None else f"{x:.4f}"
+
+
+class ProgressView:
+    """Turns driver events into a live table (terminal) or timestamped lines (anything else)."""
+
+    def __init__(self, console: Console, rows: list[RunRow], plain: bool):
+        self.console = console
+        self.plain = plain
+        self.runs = {r.run_id: RunProgress(f"{r.suite}/{r.name}", r.max_iters,
+                                           r.config.batch_size * r.config.block_size, status=r.status,
+                                           step=r.step) for r in rows}
+        self.live: Live | None = None
+
+    def __enter__(self) -> "ProgressView":
+        if not self.plain:
+            self.live = Live(self.render(), console=self.console, refresh_per_second=4, transient=False)
+            self.live.__enter__()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.live is not None:
+            self.live.update(self.render())
+            self.live.__exit__(*exc)
+
+    def line(self, text: str) -> None:
+        stamp = time.strftime("%Y-%m-%d %H:%M:%S")
+        if self.live is not None:
+            self.live.console.print(f"{stamp} {text}", markup=False, highlight=False)
+        else:
+            self.console.print(f"{stamp} {text}", markup=False, highlight=False, soft_wrap=True)
+
+    def on_event(self, event: object) -> None:
+        run = self.runs.get(getattr(event, "run_id", None))
+        if run is None:
+            return
+        if isinstance(event, ev.Started):
+            run.status, run.step, run.device = "running", event.step, event.device
+            how = "resumed at step" if event.step else "started,"
+            self.line(f"{run.label} {how} {event.step}/{event.max_iters} on {event.device} "
+                      f"(group of {event.group_size}, {event.n_params:,} parameters)")
+        elif isinstance(event, ev.StepLogged):
+            run.step, run.train, run.tokens_per_s = event.step, event.train_loss, event.tokens_per_s
+            now = time.monotonic()
+            if self.plain and now - run.last_plain >= PLAIN_STEP_EVERY_S:
+                run.last_plain = now
+                self.line(f"{run.label} step {run.step}/{run.max_iters} train {event.train_loss:.4f} "
+                          f"{run.tokens_per_s:,.0f} tok/s eta {_fmt_eta(run.eta_s())}")
+        elif isinstance(event, ev.Evaluated):
+            run.step, run.val = event.step, event.val_loss
+            run.vals.append(event.val_loss)
+            if self.plain:
+                self.line(f"{run.label} eval step {event.step}: train {event.train_loss:.4f} val {event.val_loss:.4f}")
+        elif isinstance(event, ev.Finished):
+            run.status, run.step = "finished", event.step
+            self.line(f"{run.label} finished: val {event.final_val:.4f} (best {event.best_val:.4f}, "
+                      f"exact {event.exact_val:.4f}) in {event.wall_s:.0f}s")
+        elif isinstance(event, ev.Diverged):
+            run.status, run.note = "diverged", event.reason
+            self.line(f"{run.label} diverged: {event.reason}")
+        elif isinstance(event, ev.Failed):
+            run.status, run.note = "failed", event.reason
+            self.line(f"{run.label} failed: {event.reason}")
+        elif isinstance(event, ev.Stopped):
+            run.status = "stopped"
+            self.line(f"{run.label} stopped at step {event.step} (checkpointed; run again to resume)")
+        elif isinstance(event, ev.Warned):
+            self.line(f"{run.label} warning: {event.message}")
+        if self.live is not None:
+            self.live.update(self.render())
+
+    def mark(self, run_id: str, status: str, note: str = "") -> None:
+        run = self.runs.get(run_id)
+        if run is not None and run.status not in ("finished", "diverged"):
+            run.status, run.note = status, note
+            if note:
+                self.line(f"{run.label} {status}: {note}")
+
+    def render(self) -> Table:
+        table = Table(expand=False, pad_edge=False, box=None, header_style="bold")
+        for col, just in [("run", "left"), ("status", "left"), ("progress", "left"), ("step", "right"),
+                          ("train", "right"), ("val", "right"), ("val curve", "left"), ("tok/s", "right"),
+                          ("eta", "right")]:
+            table.add_column(col, justify=just, no_wrap=True)
+        colours = {"running": "cyan", "finished": "green", "diverged": "red", "failed": "red", "stopped": "yellow"}
+        for run in self.runs.values():
+            table.add_row(
+                run.label, Text(run.status, style=colours.get(run.status, "")),
+                ProgressBar(total=run.max_iters, completed=run.step, width=20),
+                f"{run.step}/{run.max_iters}", _fmt(run.train), _fmt(run.val), sparkline(run.vals),
+                f"{run.tokens_per_s:,.0f}" if run.tokens_per_s else "", _fmt_eta(run.eta_s()),
+            )
+        return table
+
+
+@dataclass
+class HeadlessOptions:
+    store: str | None = None
+    device: str = "auto"
+    workers: int | None = None
+    group_size: int | None = None
+    fresh: bool = False
+
+
+def _cuda_devices() -> int:
+    import torch
+
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
+
+
+def run_headless(specs: list[RunSpec], opts: HeadlessOptions, console: Console) -> int:
+    """Train `specs` to the end; returns the exit code (0 all finished, 1 any not finished)."""
+    if opts.workers is not None and opts.workers < 1:
+        raise HeadlessError(f"--workers {opts.workers}: give at least 1 worker")
+    if opts.group_size is not None and opts.group_size < 1:
+        raise HeadlessError(f"--group-size {opts.group_size}: give at least 1 (1 disables grouping)")
+    cuda = _cuda_devices()
+    problem = check_device(opts.device, cuda)
+    if problem:
+        raise HeadlessError(problem)
+    shas = check_corpora(specs)
+    store_dir = resolve_store_dir(opts.store)
+    lock = DriverLock(store_dir)
+    lock.acquire()
+    try:
+        with Store.open(store_dir) as store:
+            store.mark_interrupted()
+            rows = []
+            for spec in specs:
+                row = store.enqueue(spec.suite, spec.name, spec.base_name, spec.config, spec.reference, fresh=opts.fresh)
+                store.set_provenance(row.run_id, provenance(shas[spec.config.data]))
+                rows.append(row)
+            return _drive(store, rows, opts, cuda, console)
+    finally:
+        lock.release()
+
+
+def _drive(store: Store, rows: list[RunRow], opts: HeadlessOptions, cuda: int, console: Console) -> int:
+    from .results import print_tables, render_rich_tables, result_rows
+
+    todo = [r for r in rows if r.status == "queued"]
+    skipped = len(rows) - len(todo)
+    if skipped:
+        console.print(f"{skipped} of {len(rows)} runs already have results (finished or diverged); "
+                      "skipping them (use --fresh to train again)")
+    if todo:
+        device = opts.device if opts.device != "auto" else ("cuda" if cuda else "cpu")
+        group_size = opts.group_size or default_group_size(device)
+        n_groups = len(plan_groups(todo, group_size))
+        specs = plan_workers(device, opts.workers, n_groups, cuda)
+        console.print(f"training {len(todo)} runs in {n_groups} group(s) on {len(specs)} worker(s) "
+                      f"({specs[0].device}, {specs[0].threads} thread(s) each); store {store.dir}")
+        driver = Driver(store, LocalExecutor(specs), group_size=group_size, options=TrainOptions(),
+                        scope=[r.run_id for r in todo])
+        plain = not console.is_terminal
+        with ProgressView(console, todo, plain) as view:
+            driver.on_event = view.on_event
+            interrupts = {"n": 0}
+
+            def on_sigint(signum, frame) -> None:
+                interrupts["n"] += 1
+                if interrupts["n"] == 1:
+                    view.line("stopping: workers checkpoint and exit (Ctrl-C again to stop at once)")
+                    driver.request_stop()
+                else:
+                    view.line("stopping now")
+                    driver.kill()
+
+            previous = signal.signal(signal.SIGINT, on_sigint)
+            try:
+                driver.run()
+            finally:
+                signal.signal(signal.SIGINT, previous)
+            for row in store.runs():
+                if row.run_id in view.runs and row.status in ("failed", "stopped") and view.runs[row.run_id].status not in ("failed", "stopped"):
+                    view.mark(row.run_id, row.status, row.error or "")
+    final = [store.get(r.run_id) for r in rows]
+    final = [r for r in final if r is not None]
+    print_tables(render_rich_tables(result_rows(final)), console)
+    return 0 if all(r.status == "finished" for r in final) else 1

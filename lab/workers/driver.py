@@ -1,0 +1,208 @@
+"""The driver: the one process per store that turns queued runs into trained results.
+
+It holds the store's lock (taken by the caller), groups queued runs with the scheduler,
+hands groups to an executor's workers, writes every event the workers send into the store,
+and acts on stop and cancel requests written to the store by other processes (the TUI).
+Training never happens here. Both `run --headless` (in the foreground) and the TUI's
+detached background driver are this class.
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+from typing import Callable, Iterable
+
+from ..core import events as ev
+from ..core.checkpoint import list_checkpoints
+from ..core.train import TrainOptions
+from ..store import RunRow, Store
+from .executor import Executor, GroupDone, GroupTask, WorkerDied
+from .scheduler import plan_groups, resume_step
+
+#: How often the driver flushes events into the store and looks for requests (seconds).
+POLL_S = 0.25
+
+
+class Driver:
+    """Dispatch queued runs to workers and record what comes back.
+
+    `scope`: the run ids this driver is responsible for (a headless invocation), or None for
+    every queued run in the store (the TUI's background driver). `linger_s`: how long to wait
+    for new queued work once everything is done before returning (0 for headless).
+    """
+
+    def __init__(self, store: Store, executor: Executor, *, group_size: int, options: TrainOptions,
+                 scope: Iterable[str] | None = None, linger_s: float = 0.0,
+                 on_event: Callable[[object], None] | None = None):
+        self.store = store
+        self.executor = executor
+        self.group_size = group_size
+        self.options = options
+        self.scope = set(scope) if scope is not None else None
+        self.linger_s = linger_s
+        self.on_event = on_event or (lambda e: None)
+        self.tasks: dict[str, GroupTask] = {}
+        self.slot_of_task: dict[str, int] = {}
+        self.dispatched: set[str] = set()
+        self.ended: set[str] = set()
+        self.stopping = False
+        self.requeue_when_stopped: set[str] = set()  # group-mates of a run stopped on request
+        self._ids = itertools.count()
+        self._idle_since: float | None = None
+
+    # -- control -------------------------------------------------------------------------------
+    def request_stop(self) -> None:
+        """Graceful stop: workers checkpoint and stop; queued runs stay resumable."""
+        if not self.stopping:
+            self.stopping = True
+            self.executor.stop()
+            self.store.set_driver_info(_pid(), accepting=False)
+            waiting = [r.run_id for r in self._queued() if r.run_id not in self.dispatched]
+            self.store.stop_runs(waiting, "stopped before it started")
+
+    def kill(self) -> None:
+        """Immediate stop: workers are killed; their runs resume from their last checkpoint."""
+        self.executor.kill()
+        running = [rid for t in self.tasks.values() for rid in t.run_ids if rid not in self.ended]
+        self.store.stop_runs(running, "stopped immediately (second Ctrl-C); resumable from its last checkpoint")
+        self.stopping = True
+
+    # -- the loop --------------------------------------------------------------------------------
+    def run(self) -> None:
+        self.store.clear_requests()
+        self.store.set_driver_info(_pid(), accepting=True)
+        self.executor.start()
+        try:
+            while True:
+                self._handle_requests()
+                if not self.stopping:
+                    self._dispatch()
+                self._absorb(self.executor.poll(POLL_S))
+                if self._finished():
+                    break
+        finally:
+            self.store.clear_driver_info()
+            self.executor.shutdown()
+
+    def _queued(self) -> list[RunRow]:
+        rows = self.store.queued()
+        if self.scope is not None:
+            rows = [r for r in rows if r.run_id in self.scope]
+        return rows
+
+    def _finished(self) -> bool:
+        if self.executor.busy():
+            self._idle_since = None
+            return False
+        if self.stopping:
+            return True
+        if any(r.run_id not in self.dispatched for r in self._queued()):
+            return False
+        now = time.monotonic()
+        self._idle_since = self._idle_since or now
+        return now - self._idle_since >= self.linger_s
+
+    def _dispatch(self) -> None:
+        idle = self.executor.idle_slots()
+        if not idle:
+            return
+        waiting = [r for r in self._queued() if r.run_id not in self.dispatched]
+        if not waiting:
+            return
+        groups = plan_groups(waiting, self.group_size)
+        # Spread the work: with more idle workers than groups, split the largest groups.
+        while len(groups) < len(idle) and any(len(g) > 1 for g in groups):
+            big = max(groups, key=len)
+            groups.remove(big)
+            half = (len(big) + 1) // 2
+            groups += [big[:half], big[half:]]
+        for slot, group in zip(idle, groups):
+            self._submit(slot, group)
+
+    def _submit(self, slot: int, group: list[RunRow]) -> None:
+        task_id = f"g{next(self._ids)}"
+        for run in group:
+            self._discard_unrecorded_checkpoints(run)
+        options = TrainOptions(**{**self.options.__dict__, "device": self.executor.device_of(slot)})
+        task = GroupTask(task_id, [r.run_id for r in group], [r.config.to_dict() for r in group],
+                         [str(self.store.checkpoint_dir(r.run_id)) for r in group], options)
+        self.tasks[task_id] = task
+        self.slot_of_task[task_id] = slot
+        self.dispatched.update(task.run_ids)
+        self.executor.submit(slot, task)
+
+    def _discard_unrecorded_checkpoints(self, run: RunRow) -> None:
+        """Checkpoint files newer than the store's record (written just before a crash) would
+        resume past metrics the store never received; remove them so the history stays whole."""
+        recorded = resume_step(run)
+        for path in list_checkpoints(self.store.checkpoint_dir(run.run_id)):
+            step = int(path.stem.split("_")[1])
+            if step > recorded or run.checkpoint_step is None:
+                path.unlink(missing_ok=True)
+
+    def _absorb(self, items: list[tuple[int, str, object]]) -> None:
+        batch: list = []
+        for slot, task_id, event in items:
+            if isinstance(event, GroupDone):
+                continue
+            if isinstance(event, WorkerDied):
+                if batch:
+                    self.store.apply_many(batch)
+                    batch = []
+                self._worker_died(event)
+                continue
+            batch.append(event)
+            if isinstance(event, ev.TERMINAL):
+                self.ended.add(event.run_id)
+        if batch:
+            self.store.apply_many(batch)
+        self._requeue_group_mates(batch)
+        for _, _, event in items:
+            if not isinstance(event, GroupDone):
+                self.on_event(event)
+
+    def _requeue_group_mates(self, events: list) -> None:
+        back = [e.run_id for e in events if isinstance(e, ev.Stopped) and e.run_id in self.requeue_when_stopped]
+        if back and not self.stopping:
+            self.store.requeue(back)
+            self.requeue_when_stopped.difference_update(back)
+            self.dispatched.difference_update(back)
+            self.ended.difference_update(back)
+
+    def _worker_died(self, died: WorkerDied) -> None:
+        if died.task is None:
+            return
+        lost = [rid for rid in died.task.run_ids if rid not in self.ended]
+        if self.stopping:
+            self.store.stop_runs(lost, f"{died.reason} while stopping; resumable from its last checkpoint")
+        else:
+            self.store.fail_runs(lost, f"{died.reason}; rerun to resume from its last checkpoint")
+        self.ended.update(lost)
+
+    def _handle_requests(self) -> None:
+        for req in self.store.pending_requests():
+            if req.kind == "stop_all":
+                self.request_stop()
+            elif req.run_id is not None:
+                self._stop_run(req.run_id, cancel=req.kind == "cancel")
+            self.store.ack_request(req.id)
+
+    def _stop_run(self, run_id: str, cancel: bool) -> None:
+        """Stop one run. A queued run simply leaves the queue; a training run stops with its
+        whole group (groups train in lock-step), and its group-mates are queued again to
+        resume from the checkpoint written on the way out."""
+        note = "cancelled" if cancel else "stopped on request"
+        if run_id not in self.dispatched:
+            self.store.stop_runs([run_id], note)
+            return
+        for task_id, task in self.tasks.items():
+            if run_id in task.run_ids and run_id not in self.ended:
+                self.executor.stop(self.slot_of_task[task_id])
+                self.requeue_when_stopped.update(r for r in task.run_ids if r != run_id)
+
+
+def _pid() -> int:
+    import os
+
+    return os.getpid()

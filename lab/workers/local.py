@@ -1,0 +1,178 @@
+"""Local worker processes: the default executor.
+
+Each worker is a long-lived process that trains one group at a time with the shared core and
+sends every event back over a queue; it never touches the store or the UI. Workers die with
+the driver (parent-death signal plus a watchdog), ignore the terminal's Ctrl-C (the driver
+decides how to stop them), and stop gracefully when their stop flag is set.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import multiprocessing as mp
+import os
+import queue
+import signal
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..core.config import RunConfig
+from .executor import Executor, GroupDone, GroupTask, WorkerDied
+from .scheduler import WorkerSpec
+
+_CTX = mp.get_context("spawn")  # CUDA-safe, and no inherited locks or threads from the driver
+
+
+def _die_with_parent(parent_pid: int) -> None:
+    """Exit when the driver exits, even if it is SIGKILLed (no orphan trainers)."""
+    try:  # Linux: the kernel sends SIGKILL when the parent dies
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except OSError:  # pragma: no cover - not Linux
+        pass
+
+    def watchdog() -> None:
+        while True:
+            if os.getppid() != parent_pid:
+                os._exit(1)
+            time.sleep(1.0)
+
+    threading.Thread(target=watchdog, daemon=True).start()
+    if os.getppid() != parent_pid:  # the parent died before the signal was armed
+        os._exit(1)
+
+
+def worker_main(slot: int, spec: WorkerSpec, parent_pid: int, tasks, events, stop_flag) -> None:
+    """Body of a worker process: train each group it is handed until told to quit (None)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _die_with_parent(parent_pid)
+    import torch
+
+    from ..core.train import train_group
+
+    torch.set_num_threads(spec.threads)
+    while True:
+        task: GroupTask | None = tasks.get()
+        if task is None:
+            return
+        def emit(event, task_id=task.task_id) -> None:
+            events.put((slot, task_id, event))
+
+        train_group(
+            [RunConfig.from_dict(c) for c in task.configs],
+            task.run_ids,
+            emit,
+            task.options,
+            [Path(d) for d in task.checkpoint_dirs],
+            should_stop=stop_flag.is_set,
+        )
+        events.put((slot, task.task_id, GroupDone(task.task_id)))
+
+
+@dataclass
+class _Worker:
+    spec: WorkerSpec
+    process: mp.Process
+    tasks: object
+    stop_flag: object
+    task: GroupTask | None = None
+    reported_dead: bool = False
+
+
+@dataclass
+class LocalExecutor(Executor):
+    """Worker processes on this machine, one per WorkerSpec."""
+
+    specs: list[WorkerSpec]
+    workers: list[_Worker] = field(default_factory=list)
+
+    def start(self) -> None:
+        self.events = _CTX.Queue()
+        self.workers = [self._spawn(i, spec) for i, spec in enumerate(self.specs)]
+
+    def _spawn(self, slot: int, spec: WorkerSpec) -> _Worker:
+        tasks = _CTX.SimpleQueue()
+        stop_flag = _CTX.Event()
+        proc = _CTX.Process(target=worker_main, args=(slot, spec, os.getpid(), tasks, self.events, stop_flag),
+                            name=f"dropres-worker-{slot}", daemon=True)
+        proc.start()
+        return _Worker(spec, proc, tasks, stop_flag)
+
+    def idle_slots(self) -> list[int]:
+        return [i for i, w in enumerate(self.workers) if w.task is None and w.process.is_alive()]
+
+    def device_of(self, slot: int) -> str:
+        return self.workers[slot].spec.device
+
+    def submit(self, slot: int, task: GroupTask) -> None:
+        worker = self.workers[slot]
+        worker.stop_flag.clear()
+        worker.task = task
+        worker.tasks.put(task)
+
+    def poll(self, timeout: float) -> list[tuple[int, str, object]]:
+        """Events that arrived within `timeout` seconds, plus WorkerDied for lost workers."""
+        out: list[tuple[int, str, object]] = []
+        deadline = time.monotonic() + timeout
+        while True:
+            remaining = deadline - time.monotonic()
+            try:
+                item = self.events.get(timeout=max(0.0, remaining)) if not out else self.events.get_nowait()
+            except (queue.Empty, EOFError, OSError):
+                break
+            out.append(item)
+            if len(out) >= 2000:
+                break
+        for slot, _, event in out:
+            if isinstance(event, GroupDone):
+                self.workers[slot].task = None
+        out.extend(self._dead_workers())
+        return out
+
+    def _dead_workers(self) -> list[tuple[int, str, object]]:
+        dead = []
+        for slot, w in enumerate(self.workers):
+            if w.process.is_alive() or w.reported_dead:
+                continue
+            w.reported_dead = True
+            code = w.process.exitcode
+            reason = (f"worker killed by signal {signal.Signals(-code).name}" if code is not None and code < 0
+                      else f"worker exited with code {code}")
+            task, w.task = w.task, None
+            dead.append((slot, task.task_id if task else "", WorkerDied(slot, task, reason)))
+            # Replace it so the remaining work still has somewhere to run.
+            self.workers[slot] = self._spawn(slot, w.spec)
+        return dead
+
+    def busy(self) -> bool:
+        return any(w.task is not None for w in self.workers)
+
+    def stop(self, slot: int | None = None) -> None:
+        targets = self.workers if slot is None else [self.workers[slot]]
+        for w in targets:
+            w.stop_flag.set()
+
+    def kill(self) -> None:
+        for w in self.workers:
+            if w.process.is_alive():
+                w.process.kill()
+        for w in self.workers:
+            w.process.join(timeout=5)
+
+    def shutdown(self) -> None:
+        for w in self.workers:
+            if w.process.is_alive():
+                w.tasks.put(None)
+        deadline = time.monotonic() + 10
+        for w in self.workers:
+            w.process.join(timeout=max(0.1, deadline - time.monotonic()))
+            if w.process.is_alive():
+                w.process.kill()
+                w.process.join(timeout=5)
+        self.events.close()
+        self.events.join_thread()
+
+    def pids(self) -> list[int]:
+        return [w.process.pid for w in self.workers if w.process.pid]

@@ -1,0 +1,95 @@
+"""Which queued runs train together, and on how many workers.
+
+Runs can share one batched model when they agree on every setting except their rates and seed
+(`RunConfig.group_key`) and resume from the same step (they must see the same batches from
+then on). The scheduler only decides; the driver dispatches and the workers train.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Sequence
+
+from ..store import RunRow
+
+#: Largest group on a CPU when the user sets none: larger groups keep the matmuls busier,
+#: and the paper's series (at most 5 configurations a group) always fit in one.
+DEFAULT_CPU_GROUP_SIZE = 16
+DEFAULT_GPU_GROUP_SIZE = 64
+
+
+@dataclass(frozen=True)
+class WorkerSpec:
+    """One worker process: the device it trains on and its torch thread count."""
+
+    device: str
+    threads: int
+
+
+def resume_step(run: RunRow) -> int:
+    """The step a queued run will start from: its newest recorded checkpoint, else 0."""
+    return int(run.checkpoint_step or 0)
+
+
+def plan_groups(runs: Sequence[RunRow], group_size: int) -> list[list[RunRow]]:
+    """Split runs into compatible groups of at most `group_size`, keeping queue order.
+
+    Compatible means equal `group_key()` and equal resume step. Groups are formed in the order
+    their first run was queued, and each is cut into chunks no larger than `group_size`.
+    """
+    buckets: dict[tuple, list[RunRow]] = {}
+    for run in runs:
+        buckets.setdefault((run.config.group_key(), resume_step(run)), []).append(run)
+    groups: list[list[RunRow]] = []
+    for members in buckets.values():
+        for start in range(0, len(members), max(1, group_size)):
+            groups.append(members[start:start + group_size])
+    return groups
+
+
+def cpu_count() -> int:
+    """Cores this process may use (respects CPU affinity, as in containers)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # pragma: no cover - non-Linux
+        return os.cpu_count() or 1
+
+
+def plan_workers(device: str, workers: int | None, n_groups: int, cuda_devices: int) -> list[WorkerSpec]:
+    """Worker processes for a device choice ("auto", "cpu", "cuda", "cuda:N").
+
+    GPUs: one worker per visible GPU ("auto" and "cuda") or on the one named. CPU: the cores
+    are split evenly; by default one worker per group up to the core count, because a small
+    model's matmuls scale poorly over threads while separate groups scale almost perfectly.
+    """
+    if device == "auto":
+        device = "cuda" if cuda_devices > 0 else "cpu"
+    if device.startswith("cuda"):
+        if device == "cuda":
+            gpus = [f"cuda:{i}" for i in range(cuda_devices)]
+        else:
+            gpus = [device]
+        count = workers or len(gpus)
+        return [WorkerSpec(gpus[i % len(gpus)], 1) for i in range(count)]
+    cores = cpu_count()
+    count = workers or max(1, min(cores, n_groups))
+    threads = max(1, cores // count)
+    return [WorkerSpec("cpu", threads) for _ in range(count)]
+
+
+def check_device(device: str, cuda_devices: int) -> str | None:
+    """A one-line problem with a --device choice, or None when it can be used here."""
+    if device in ("auto", "cpu"):
+        return None
+    if device == "cuda" or (device.startswith("cuda:") and device[5:].isdigit()):
+        if cuda_devices == 0:
+            return f"--device {device}: CUDA is not available on this machine; use --device cpu or auto"
+        if device.startswith("cuda:") and int(device[5:]) >= cuda_devices:
+            return f"--device {device}: only {cuda_devices} CUDA device(s) visible (cuda:0..cuda:{cuda_devices - 1})"
+        return None
+    return f"--device {device!r}: use auto, cpu, cuda or cuda:N"
+
+
+def default_group_size(device: str) -> int:
+    return DEFAULT_GPU_GROUP_SIZE if device.startswith("cuda") else DEFAULT_CPU_GROUP_SIZE

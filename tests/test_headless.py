@@ -1,0 +1,209 @@
+"""`dropres-lab run --headless` end to end, on real worker processes and signals."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from lab.store import Store
+
+from conftest import write_corpus
+
+ROOT = Path(__file__).resolve().parents[1]
+
+SUITES = """
+default_suite = "alpha"
+
+[defaults]
+data = "{corpus}"
+n_layer = 1
+n_head = 2
+n_embd = 16
+block_size = 16
+batch_size = 4
+dropout = 0.0
+skips = {{ 1 = 0.0 }}
+max_iters = 60
+lr = 1e-3
+min_lr = 1e-4
+warmup_iters = 5
+eval_interval = 20
+eval_iters = 2
+
+[suites.alpha]
+grid = {{ "skips.1" = [0.0, 0.1] }}
+references = {{ "skips.1=0" = 3.0 }}
+
+[suites.beta]
+runs = [ {{ name = "deep", n_layer = 2 }}, {{ name = "wide", n_embd = 32 }} ]
+
+[suites.boom]
+runs = [ {{ name = "ok" }}, {{ name = "nan", lr = 1e10, min_lr = 0.0 }} ]
+
+[suites.slow]
+max_iters = 1000
+eval_interval = 50
+runs = [ {{ name = "a" }}, {{ name = "b", n_embd = 32 }} ]
+"""
+
+
+@pytest.fixture
+def lab_dir(tmp_path: Path) -> Path:
+    corpus = write_corpus(tmp_path / "corpus.txt")
+    (tmp_path / "experiments.toml").write_text(SUITES.format(corpus=corpus), encoding="utf-8")
+    return tmp_path
+
+
+def cli(lab_dir: Path, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "lab", *args], cwd=lab_dir, capture_output=True, text=True,
+                          timeout=timeout, env={**os.environ, "COLUMNS": "200"})
+
+
+def start(lab_dir: Path, *args: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "lab", *args], cwd=lab_dir, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def wait_for(predicate, timeout: float = 60.0, what: str = "condition") -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if predicate():
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def rows(lab_dir: Path, suite: str | None = None):
+    with Store.open(lab_dir / "runs") as store:
+        return {r.name: r for r in store.runs(suite)}
+
+
+def metric_steps(lab_dir: Path, run_id: str, split: str) -> list[int]:
+    with Store.open(lab_dir / "runs") as store:
+        return [m[0] for m in store.metrics(run_id, split)]
+
+
+def test_two_suites_on_two_workers_finish_and_results_reports_them(lab_dir):
+    res = cli(lab_dir, "run", "--headless", "alpha", "beta", "--workers", "2")
+    assert res.returncode == 0, res.stderr
+    assert "\x1b[" not in res.stdout  # not a terminal: no escape codes
+    assert "finished: val" in res.stdout
+    got = rows(lab_dir)
+    assert {n: r.status for n, r in got.items()} == {"skips.1=0": "finished", "skips.1=0.1": "finished",
+                                                     "deep": "finished", "wide": "finished"}
+    for run in got.values():
+        assert metric_steps(lab_dir, run.run_id, "val") == [0, 20, 40, 60]
+        assert run.exact_val is not None and run.wall_s > 0 and run.tokens_per_s > 0
+        assert run.provenance["corpus_sha256"] and run.provenance["torch"]
+
+    as_json = json.loads(cli(lab_dir, "results", "--format", "json").stdout)
+    assert {(r["suite"], r["name"]) for r in as_json} == {("alpha", "skips.1=0"), ("alpha", "skips.1=0.1"),
+                                                          ("beta", "deep"), ("beta", "wide")}
+    assert all(r["status"] == "finished" and r["step"] == 60 and r["config"]["n_head"] == 2 for r in as_json)
+    assert [r["reference"] for r in as_json if r["name"] == "skips.1=0"] == [3.0]
+    for fmt, marker in [("csv", "suite,"), ("markdown", "| "), ("table", "skips.1=0.1")]:
+        res = cli(lab_dir, "results", "--format", fmt)
+        assert res.returncode == 0 and marker in res.stdout, (fmt, res.stdout, res.stderr)
+
+    again = cli(lab_dir, "run", "--headless", "alpha", "beta")
+    assert again.returncode == 0
+    assert "4 of 4 runs already have results" in again.stdout
+
+
+def test_a_diverging_run_exits_1_and_its_neighbour_finishes(lab_dir):
+    res = cli(lab_dir, "run", "--headless", "boom")
+    assert res.returncode == 1
+    got = rows(lab_dir, "boom")
+    assert got["ok"].status == "finished"
+    assert got["nan"].status == "diverged" and "NaN" in got["nan"].error
+
+
+@pytest.mark.parametrize("args, message", [
+    (["run", "--headless", "nosuch"], "nosuch"),
+    (["run", "--headless", "--device", "cuda"], "CUDA is not available"),
+    (["run", "--headless", "--workers", "0"], "--workers 0"),
+    (["run", "--headless", "--file", "missing.toml"], "missing.toml"),
+    (["run", "--headless", "--data", "nope.txt"], "nope.txt"),
+    (["run", "alpha"], "--headless"),
+])
+def test_user_errors_exit_2_with_one_line_and_write_nothing(lab_dir, args, message):
+    res = cli(lab_dir, *args)
+    assert res.returncode == 2, res.stdout + res.stderr
+    assert message in res.stderr and "Traceback" not in res.stderr
+    assert len(res.stderr.strip().splitlines()) == 1
+    assert not (lab_dir / "runs").exists()
+
+
+def test_a_store_path_that_is_a_file_is_refused(lab_dir):
+    (lab_dir / "runs").write_text("not a folder")
+    res = cli(lab_dir, "run", "--headless")
+    assert res.returncode == 2 and "Traceback" not in res.stderr and "runs" in res.stderr
+
+
+def test_a_second_driver_on_the_same_store_is_refused_with_the_first_ones_pid(lab_dir):
+    first = start(lab_dir, "run", "--headless", "slow")
+    try:
+        wait_for(lambda: (lab_dir / "runs" / "store.sqlite3").exists() and any(
+            r.status == "running" for r in rows(lab_dir, "slow").values()), what="first driver to start")
+        second = cli(lab_dir, "run", "--headless", "alpha")
+        assert second.returncode == 2
+        assert f"pid {first.pid}" in second.stderr and "Traceback" not in second.stderr
+    finally:
+        first.send_signal(signal.SIGINT)
+        first.communicate(timeout=60)
+
+
+def test_a_killed_worker_fails_only_its_runs_and_a_rerun_resumes_them(lab_dir):
+    proc = start(lab_dir, "run", "--headless", "slow", "--workers", "2")
+
+    def a_checkpointed():
+        got = rows(lab_dir, "slow")
+        return "a" in got and (got["a"].checkpoint_step or 0) >= 100 and got["a"].provenance.get("worker_pid")
+
+    wait_for(a_checkpointed, what="run a to checkpoint")
+    victim = rows(lab_dir, "slow")["a"]
+    os.kill(victim.provenance["worker_pid"], signal.SIGKILL)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 1, out + err
+    got = rows(lab_dir, "slow")
+    assert got["a"].status == "failed" and "killed by signal SIGKILL" in got["a"].error
+    assert got["b"].status == "finished"
+
+    res = cli(lab_dir, "run", "--headless", "slow")
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "1 of 2 runs already have results" in res.stdout
+    assert "slow/a resumed at step" in res.stdout
+    got = rows(lab_dir, "slow")
+    assert got["a"].status == "finished" and got["a"].step == 1000
+    assert metric_steps(lab_dir, got["a"].run_id, "val") == list(range(0, 1001, 50))
+    train_steps = metric_steps(lab_dir, got["a"].run_id, "train_step")
+    assert train_steps == sorted(set(train_steps)) and train_steps[-1] == 1000
+
+
+def test_ctrl_c_stops_gracefully_and_a_rerun_resumes(lab_dir):
+    proc = start(lab_dir, "run", "--headless", "slow")
+    wait_for(lambda: (lab_dir / "runs" / "store.sqlite3").exists() and all(
+        (r.checkpoint_step or 0) >= 50 for r in rows(lab_dir, "slow").values()) and len(rows(lab_dir, "slow")) == 2,
+        what="both runs to checkpoint")
+    t0 = time.time()
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert time.time() - t0 < 15
+    assert proc.returncode == 1 and "Traceback" not in err
+    got = rows(lab_dir, "slow")
+    assert {r.status for r in got.values()} == {"stopped"}
+    stopped_at = {n: r.step for n, r in got.items()}
+    res = cli(lab_dir, "run", "--headless", "slow")
+    assert res.returncode == 0
+    for name in ("a", "b"):
+        assert f"slow/{name} resumed at step" in res.stdout
+    got = rows(lab_dir, "slow")
+    assert all(r.status == "finished" and r.step == 1000 for r in got.values())
+    assert all(stopped_at[n] > 0 for n in stopped_at)
