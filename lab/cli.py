@@ -563,6 +563,24 @@ def rm(
         out.print(f"deleted {n} run{'s' if n != 1 else ''}", markup=False)
 
 
+@app.command(hidden=True)
+def driver(
+    store: Optional[str] = typer.Option(None, help="Run store folder."),
+    device: str = typer.Option("auto", help="auto, cpu, cuda or cuda:N."),
+    workers: Optional[int] = typer.Option(None, help="Worker processes."),
+    group_size: Optional[int] = typer.Option(None, help="Most configurations per batched group."),
+    linger: float = typer.Option(30.0, help="Seconds to wait for new work once the queue is empty."),
+) -> None:
+    """Background driver for the interactive lab: trains every queued run in the store."""
+    from .launch import DriverSettings
+    from .store import resolve_store_dir
+    from .workers.background import serve
+
+    with user_errors():
+        code = serve(resolve_store_dir(store), DriverSettings(device, workers, group_size, linger))
+    raise typer.Exit(code)
+
+
 def main() -> None:
     """Console-script entry point."""
     try:

@@ -10,8 +10,6 @@ files) it is plain timestamped lines at a modest rate, with no control codes.
 from __future__ import annotations
 
 import dataclasses
-import importlib.metadata
-import platform
 import signal
 import time
 from dataclasses import dataclass, field
@@ -23,16 +21,15 @@ from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
 
-from . import __version__
 from .core import events as ev
 from .core.config import RunConfig, check_config
-from .core.data import get_corpus
 from .core.train import TrainOptions
 from .experiments import RunSpec
+from .launch import check_corpora, enqueue_specs
 from .store import DriverLock, RunRow, Store, resolve_store_dir
 from .workers.driver import Driver
 from .workers.local import LocalExecutor
-from .workers.scheduler import check_device, default_group_size, plan_groups, plan_workers
+from .workers.scheduler import check_device, cuda_device_count, plan_execution
 
 SPARK = "▁▂▃▄▅▆▇█"
 PLAIN_STEP_EVERY_S = 10.0  # at most one step line per run this often in plain output
@@ -67,25 +64,6 @@ def override_specs(specs: list[RunSpec], max_iters: int | None, data: str | None
             raise HeadlessError(f"{spec.run_key}: " + "; ".join(m for _, m in problems))
         out.append(dataclasses.replace(spec, config=cfg))
     return out
-
-
-def check_corpora(specs: list[RunSpec]) -> dict[str, str]:
-    """Load every corpus the runs need and check block sizes; returns data -> SHA-256."""
-    shas: dict[str, str] = {}
-    for spec in specs:
-        corpus = get_corpus(spec.config.data)
-        corpus.check_block_size(spec.config.block_size)
-        shas[spec.config.data] = corpus.sha256
-    return shas
-
-
-def provenance(corpus_sha: str) -> dict:
-    try:
-        torch_version = importlib.metadata.version("torch")
-    except importlib.metadata.PackageNotFoundError:  # pragma: no cover
-        torch_version = "unknown"
-    return {"lab": __version__, "torch": torch_version, "python": platform.python_version(),
-            "corpus_sha256": corpus_sha}
 
 
 @dataclass
@@ -225,34 +203,24 @@ class HeadlessOptions:
     fresh: bool = False
 
 
-def _cuda_devices() -> int:
-    import torch
-
-    return torch.cuda.device_count() if torch.cuda.is_available() else 0
-
-
 def run_headless(specs: list[RunSpec], opts: HeadlessOptions, console: Console) -> int:
     """Train `specs` to the end; returns the exit code (0 all finished, 1 any not finished)."""
     if opts.workers is not None and opts.workers < 1:
         raise HeadlessError(f"--workers {opts.workers}: give at least 1 worker")
     if opts.group_size is not None and opts.group_size < 1:
         raise HeadlessError(f"--group-size {opts.group_size}: give at least 1 (1 disables grouping)")
-    cuda = _cuda_devices()
+    cuda = cuda_device_count()
     problem = check_device(opts.device, cuda)
     if problem:
         raise HeadlessError(problem)
-    shas = check_corpora(specs)
+    shas = check_corpora(specs)  # before the store is touched: nothing half-written on a data error
     store_dir = resolve_store_dir(opts.store)
     lock = DriverLock(store_dir)
     lock.acquire()
     try:
         with Store.open(store_dir) as store:
             store.mark_interrupted()
-            rows = []
-            for spec in specs:
-                row = store.enqueue(spec.suite, spec.name, spec.base_name, spec.config, spec.reference, fresh=opts.fresh)
-                store.set_provenance(row.run_id, provenance(shas[spec.config.data]))
-                rows.append(row)
+            rows = enqueue_specs(store, specs, shas, fresh=opts.fresh)
             return _drive(store, rows, opts, cuda, console)
     finally:
         lock.release()
@@ -267,10 +235,7 @@ def _drive(store: Store, rows: list[RunRow], opts: HeadlessOptions, cuda: int, c
         console.print(f"{skipped} of {len(rows)} runs already have results (finished or diverged); "
                       "skipping them (use --fresh to train again)")
     if todo:
-        device = opts.device if opts.device != "auto" else ("cuda" if cuda else "cpu")
-        group_size = opts.group_size or default_group_size(device)
-        n_groups = len(plan_groups(todo, group_size))
-        specs = plan_workers(device, opts.workers, n_groups, cuda)
+        group_size, n_groups, specs = plan_execution(opts.device, opts.workers, opts.group_size, todo, cuda)
         console.print(f"training {len(todo)} runs in {n_groups} group(s) on {len(specs)} worker(s) "
                       f"({specs[0].device}, {specs[0].threads} thread(s) each); store {store.dir}")
         driver = Driver(store, LocalExecutor(specs), group_size=group_size, options=TrainOptions(),

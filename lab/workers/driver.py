@@ -71,7 +71,8 @@ class Driver:
     # -- the loop --------------------------------------------------------------------------------
     def run(self) -> None:
         self.store.clear_requests()
-        self.store.set_driver_info(_pid(), accepting=True)
+        # A driver with a fixed scope (headless) trains only its own runs: it takes no new work.
+        self.store.set_driver_info(_pid(), accepting=self.scope is None)
         self.executor.start()
         try:
             while True:

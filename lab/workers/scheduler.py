@@ -93,3 +93,22 @@ def check_device(device: str, cuda_devices: int) -> str | None:
 
 def default_group_size(device: str) -> int:
     return DEFAULT_GPU_GROUP_SIZE if device.startswith("cuda") else DEFAULT_CPU_GROUP_SIZE
+
+
+def plan_execution(device: str, workers: int | None, group_size: int | None, queued: Sequence[RunRow],
+                   cuda_devices: int) -> tuple[int, int, list[WorkerSpec]]:
+    """The group cap, the number of groups the queue makes, and the workers to start.
+
+    `device` may be "auto"; it resolves to every visible GPU, else the CPU.
+    """
+    resolved = device if device != "auto" else ("cuda" if cuda_devices else "cpu")
+    cap = group_size or default_group_size(resolved)
+    n_groups = max(1, len(plan_groups(queued, cap)))
+    return cap, n_groups, plan_workers(resolved, workers, n_groups, cuda_devices)
+
+
+def cuda_device_count() -> int:
+    """Visible CUDA devices (imports torch; 0 on a CPU-only build)."""
+    import torch
+
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0

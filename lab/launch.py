@@ -1,0 +1,90 @@
+"""Starting work, shared by both front-ends: `run --headless` and the TUI.
+
+Before anything is written: every corpus a run needs is found, verified and checked against
+its block size. Then runs are enqueued in the store with their provenance. The TUI, which
+never trains, also starts a detached background driver when no driver holds the store.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import os
+import platform
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import __version__
+from .core.data import get_corpus
+from .experiments import RunSpec
+from .store import DriverLock, RunRow, Store
+
+
+def check_corpora(specs: list[RunSpec]) -> dict[str, str]:
+    """Load every corpus the runs need and check block sizes; returns data -> SHA-256.
+
+    Raises DataError (one line) for the first problem, before anything is written.
+    """
+    shas: dict[str, str] = {}
+    for spec in specs:
+        corpus = get_corpus(spec.config.data)
+        corpus.check_block_size(spec.config.block_size)
+        shas[spec.config.data] = corpus.sha256
+    return shas
+
+
+def provenance(corpus_sha: str) -> dict:
+    """Versions and corpus a run was trained with (device and dtype come from the worker)."""
+    try:
+        torch_version = importlib.metadata.version("torch")
+    except importlib.metadata.PackageNotFoundError:  # pragma: no cover
+        torch_version = "unknown"
+    return {"lab": __version__, "torch": torch_version, "python": platform.python_version(),
+            "corpus_sha256": corpus_sha}
+
+
+def enqueue_specs(store: Store, specs: list[RunSpec], corpus_shas: dict[str, str], fresh: bool = False) -> list[RunRow]:
+    """Queue each run with its provenance (finished and diverged ones stay results).
+
+    `corpus_shas` is what `check_corpora` returned for these specs: check first, then write.
+    """
+    shas = corpus_shas
+    rows = []
+    for spec in specs:
+        row = store.enqueue(spec.suite, spec.name, spec.base_name, spec.config, spec.reference, fresh=fresh)
+        store.set_provenance(row.run_id, provenance(shas[spec.config.data]))
+        rows.append(store.get(row.run_id) or row)
+    return rows
+
+
+@dataclass(frozen=True)
+class DriverSettings:
+    """How a background driver trains: the same choices `run --headless` offers."""
+
+    device: str = "auto"
+    workers: int | None = None
+    group_size: int | None = None
+    linger_s: float = 30.0
+
+
+def start_background_driver(store_dir: Path, settings: DriverSettings = DriverSettings()) -> int | None:
+    """Start a detached driver for the store unless one already holds it.
+
+    The driver runs in its own session (it survives the TUI and its terminal), logs to
+    `<store>/driver.log`, trains every queued run, and exits `linger_s` seconds after the
+    queue empties. Returns its pid, or None when a driver was already running.
+    """
+    if DriverLock.is_held(store_dir):
+        return None
+    store_dir.mkdir(parents=True, exist_ok=True)
+    args = [sys.executable, "-m", "lab", "driver", "--store", str(store_dir), "--device", settings.device,
+            "--linger", str(settings.linger_s)]
+    if settings.workers:
+        args += ["--workers", str(settings.workers)]
+    if settings.group_size:
+        args += ["--group-size", str(settings.group_size)]
+    with open(store_dir / "driver.log", "ab") as log:
+        proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True,
+                                close_fds=True, cwd=os.getcwd(), env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    return proc.pid
