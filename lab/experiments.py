@@ -60,6 +60,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import tomlkit
+from tomlkit.items import AoT, InlineTable, Table
 
 from lab.core.config import DROPOUT_SITES, SETTING_KEYS, RunConfig, check_config, check_value, default_values
 
@@ -270,6 +271,92 @@ def save_document(path: str | os.PathLike, doc: tomlkit.TOMLDocument) -> None:
         raise
 
 
+def toml_value(value: Any) -> str:
+    """`value` written as TOML: tables inline ({ 1 = 0.025 }), lists on one line."""
+    if isinstance(value, dict):
+        if not value:
+            return "{}"
+        return "{ " + ", ".join(f"{toml_key(str(k))} = {toml_value(v)}" for k, v in value.items()) + " }"
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(toml_value(v) for v in value) + "]"
+    return tomlkit.item(value).as_string()
+
+
+def toml_key(key: str) -> str:
+    """A key as TOML writes it: bare when it can be, quoted otherwise ("skips.2")."""
+    return key if _BARE_KEY.fullmatch(key) else json.dumps(key)
+
+
+def document_item(doc: tomlkit.TOMLDocument, path: KeyPath) -> Any:
+    """The table, array or value at `path` (("suites", "quick", "runs", 0)) in a document."""
+    item: Any = doc
+    for part in path:
+        item = item[part]
+    return item
+
+
+def set_key(doc: tomlkit.TOMLDocument, path: KeyPath, key: str, value: Any) -> None:
+    """Set `key` to `value` (None removes it) in the table at `path`, keeping the file's layout.
+
+    In a [table], an existing key keeps its line and its comment (the comment stays in its
+    column); a new setting goes after the table's last setting, above its runs, grid and
+    references (and so above any comments that introduce the next table). An inline table ({ name = "a", ... }, e.g. a run entry) is written again on its
+    line with its other keys as they were written.
+    """
+    _set_text(doc, path, key, None if value is None else toml_value(value))
+
+
+_STRUCTURE_KEYS = ("runs", "grid", "references")
+
+
+def _parse_item(text: str) -> Any:
+    return tomlkit.parse(f"v = {text}")["v"]
+
+
+def _set_text(doc: tomlkit.TOMLDocument, path: KeyPath, key: str, text: str | None) -> None:
+    table = document_item(doc, path)
+    if isinstance(table, InlineTable):
+        items = [(k, v.as_string()) for k, v in table.value.body if k is not None]
+        items = [(k.key, t) for k, t in items]
+        if text is None:
+            items = [(k, t) for k, t in items if k != key]
+        elif any(k == key for k, _ in items):
+            items = [(k, text if k == key else t) for k, t in items]
+        else:
+            items.append((key, text))
+        inline = "{ " + ", ".join(f"{toml_key(k)} = {t.strip()}" for k, t in items) + " }" if items else "{}"
+        parent, last = path[:-1], path[-1]
+        if isinstance(last, int):
+            document_item(doc, parent)[last] = _parse_item(inline)
+        else:
+            _set_text(doc, parent, last, inline)
+        return
+    if text is None:
+        if key in table:
+            del table[key]
+        return
+    item = _parse_item(text)
+    if key in table:
+        old = table.item(key)
+        width, comment = len(old.trivia.comment_ws) + len(old.as_string()), old.trivia.comment
+        table[key] = item
+        if comment:  # keep the comment in its column
+            pad = width - len(item.as_string())
+            table.item(key).trivia.comment_ws = " " * max(1, pad)
+        return
+    item.trivia.trail = "\n"
+    keys = [k for k, v in table.value.body if k is not None and not isinstance(v, (Table, AoT))]
+    if key not in _STRUCTURE_KEYS:  # settings go above the suite's runs, grid and references
+        keys = [k for k in keys if k.key not in _STRUCTURE_KEYS] or keys[:0]
+        if not keys and any(k is not None for k, _ in table.value.body):
+            table.value._insert_at(0, key, item)  # tomlkit has no public insert
+            return
+    if keys:
+        table.value._insert_after(keys[-1], key, item)
+    else:
+        table.add(key, item)
+
+
 # -- names ----------------------------------------------------------------------------------
 
 
@@ -307,6 +394,13 @@ def name_problem(name: Any, what: str = "run name") -> str | None:
         return f"{what} {name!r} contains '#', which is reserved for replicate seeds (name#seed)"
     if name != name.strip():
         return f"{what} {name!r} has leading or trailing spaces; remove them"
+    return None
+
+
+def reference_problem(value: Any) -> str | None:
+    """Why `value` cannot be a reference (a published val loss for a run), or None."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:
+        return f"reference must be a number (a val loss), got {value!r}"
     return None
 
 
@@ -656,8 +750,9 @@ class _Checker:
         out = {}
         for name, value in refs.items():
             kpath = rpath + (name,)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:
-                self.add(kpath, f"reference must be a number (a val loss), got {value!r}")
+            msg = reference_problem(value)
+            if msg:
+                self.add(kpath, msg)
             elif name not in names:
                 if check_unmatched:
                     close = difflib.get_close_matches(name, sorted(names), n=1, cutoff=0.5)
@@ -691,6 +786,30 @@ def _apply(values: dict, origin: dict, assigns: list[_Assign], rank: int) -> Non
             origin[f"skips.{depth}"] = (rank, a.path)
         else:
             values[a.key], origin[a.key] = a.value, (rank, a.path)
+
+
+def resolve_settings(*levels: dict) -> dict[str, Any]:
+    """The settings a run gets from raw settings tables, least specific first ([defaults], the
+    suite, the run entry), by the override rules above.
+
+    Keys that are not settings, and values that fail their own check, are skipped: this shows
+    what a level inherits while it is being edited (the TUI's placeholders and cross-key
+    checks); `parse_experiments` is what validates a file.
+    """
+    values, origin = default_values(), {}
+    for rank, table in enumerate(levels):
+        assigns = []
+        for key, value in table.items():
+            if key.startswith("skips."):
+                ok = check_value("skips", {key[len("skips."):]: value}) is None
+            elif key in SETTING_KEYS:
+                ok = check_value(key, value) is None
+            else:
+                ok = False
+            if ok:
+                assigns.append(_Assign(key, value, ()))
+        _apply(values, origin, assigns, rank)
+    return values
 
 
 def _blame(key: str, origin: dict, fallback: KeyPath) -> KeyPath:

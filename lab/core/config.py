@@ -252,6 +252,32 @@ def check_value(name: str, value: Any) -> str | None:
     return None
 
 
+def value_from_text(name: str, text: str) -> Any:
+    """A setting typed as text (a form field, a grid value list) as the value it means.
+
+    `name` is a setting key, the `dropout` shorthand or "skips.N" (a rate). Numbers for int and
+    float settings (an integer typed for a float setting becomes a float), true/false for bool,
+    the text itself otherwise. Text that is not of the setting's kind comes back as the
+    stripped text, so `check_value` reports it with its usual message.
+    """
+    spec = field_spec(name)
+    kind = "float" if name.startswith("skips.") else spec.kind if spec else "str"
+    text = text.strip()
+    if kind == "bool":
+        return {"true": True, "false": False}.get(text, text)
+    if kind == "int":
+        try:
+            return int(text)
+        except ValueError:
+            pass
+    if kind in ("int", "float"):
+        try:
+            return float(text)
+        except ValueError:
+            return text
+    return text
+
+
 def check_config(values: dict[str, Any]) -> list[tuple[str, str]]:
     """Check a complete, expanded settings dict. Returns (key, message) pairs, empty when valid.
 

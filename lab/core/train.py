@@ -15,6 +15,7 @@ any group gives the same losses as trained alone.
 
 from __future__ import annotations
 
+import errno
 import math
 import os
 import time
@@ -356,8 +357,12 @@ class GroupTrainer:
 def failure_reason(exc: BaseException, group_size: int) -> str:
     """One line for a failed group, with advice where there is some."""
     if isinstance(exc, torch.OutOfMemoryError) or "out of memory" in str(exc).lower():
-        hint = f"; retry with a smaller --group-size (this group had {group_size})" if group_size > 1 else ""
-        return f"out of memory{hint}"
+        if group_size > 1:
+            return f"out of memory; retry with a smaller --group-size (this group had {group_size})"
+        return "out of memory with the run alone in its group; use a smaller batch_size, block_size or model"
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES):
+        return (f"cannot write a checkpoint: {exc.strerror}; free disk space (or fix the store folder), "
+                "then rerun to resume from the last good checkpoint")
     if isinstance(exc, (DataError, CheckpointError)):
         return str(exc)
     return f"{type(exc).__name__}: {exc}"

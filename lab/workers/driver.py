@@ -48,6 +48,7 @@ class Driver:
         self.ended: set[str] = set()
         self.stopping = False
         self.requeue_when_stopped: set[str] = set()  # group-mates of a run stopped on request
+        self.retry: list[str] = []  # runs of a group that ran out of memory, to requeue
         self._ids = itertools.count()
         self._idle_since: float | None = None
 
@@ -143,7 +144,8 @@ class Driver:
                 path.unlink(missing_ok=True)
 
     def _absorb(self, items: list[tuple[int, str, object]]) -> None:
-        batch: list = []
+        batch: list = []  # core events to write, in order
+        shown: list = []  # what the view hears: the same, with memory retries as warnings
         for slot, task_id, event in items:
             if isinstance(event, GroupDone):
                 continue
@@ -153,15 +155,35 @@ class Driver:
                     batch = []
                 self._worker_died(event)
                 continue
+            if self._retry_smaller(task_id, event):
+                event = ev.Warned(event.run_id, event.step, f"{event.reason.split(';')[0]} in a group of "
+                                  f"{len(self.tasks[task_id].run_ids)}; retrying in groups of at most {self.group_size}")
             batch.append(event)
+            shown.append(event)
             if isinstance(event, ev.TERMINAL):
                 self.ended.add(event.run_id)
         if batch:
             self.store.apply_many(batch)
+        if self.retry:  # after the batch, so the requeue is not overwritten by its events
+            self.store.requeue(self.retry)
+            self.dispatched.difference_update(self.retry)
+            self.ended.difference_update(self.retry)
+            self.retry = []
         self._requeue_group_mates(batch)
-        for _, _, event in items:
-            if not isinstance(event, GroupDone):
-                self.on_event(event)
+        for event in shown:
+            self.on_event(event)
+
+    def _retry_smaller(self, task_id: str, event: object) -> bool:
+        """A group that ran out of memory is retried in smaller groups instead of failing.
+
+        Only a run alone in its group fails for memory (with advice to lower --group-size)."""
+        task = self.tasks.get(task_id)
+        if not (isinstance(event, ev.Failed) and event.reason.startswith("out of memory")
+                and task is not None and len(task.run_ids) > 1):
+            return False
+        self.group_size = min(self.group_size, max(1, len(task.run_ids) // 2))
+        self.retry.append(event.run_id)
+        return True
 
     def _requeue_group_mates(self, events: list) -> None:
         back = [e.run_id for e in events if isinstance(e, ev.Stopped) and e.run_id in self.requeue_when_stopped]

@@ -1,0 +1,1 @@
+"""Screens of the interactive lab; `lab.tui.app` wires them together."""

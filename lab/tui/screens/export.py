@@ -1,0 +1,64 @@
+"""A small dialog: where to write the results table, and as CSV or Markdown."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical
+from textual.screen import ModalScreen
+from textual.widgets import Button, Input, Label, RadioButton, RadioSet
+
+SUFFIX = {"csv": ".csv", "markdown": ".md"}
+
+
+class ExportScreen(ModalScreen[tuple[Path, str] | None]):
+    """Returns (path, "csv" | "markdown"), or None when cancelled."""
+
+    BINDINGS = [Binding("escape", "cancel", "Cancel")]
+
+    def __init__(self, default_path: Path) -> None:
+        super().__init__()
+        self.default_path = default_path
+
+    def compose(self) -> ComposeResult:
+        with Vertical(id="export-dialog", classes="dialog"):
+            yield Label("Export the table shown", classes="dialog-title")
+            with RadioSet(id="export-format"):
+                yield RadioButton("CSV (full precision)", value=True, id="fmt-csv")
+                yield RadioButton("Markdown", id="fmt-markdown")
+            yield Label("File")
+            yield Input(str(self.default_path), id="export-path")
+            with Horizontal(classes="dialog-buttons"):
+                yield Button("Export", variant="primary", id="export-ok")
+                yield Button("Cancel", id="export-cancel")
+
+    @property
+    def fmt(self) -> str:
+        return "markdown" if self.query_one("#fmt-markdown", RadioButton).value else "csv"
+
+    def on_radio_set_changed(self, event: RadioSet.Changed) -> None:
+        box = self.query_one("#export-path", Input)
+        path = Path(box.value)
+        if path.suffix in SUFFIX.values():
+            box.value = str(path.with_suffix(SUFFIX[self.fmt]))
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        self._done()
+
+    def on_button_pressed(self, event: Button.Pressed) -> None:
+        if event.button.id == "export-ok":
+            self._done()
+        else:
+            self.dismiss(None)
+
+    def _done(self) -> None:
+        value = self.query_one("#export-path", Input).value.strip()
+        if not value:
+            self.notify("give a file name", severity="warning")
+            return
+        self.dismiss((Path(value).expanduser(), self.fmt))
+
+    def action_cancel(self) -> None:
+        self.dismiss(None)

@@ -1,0 +1,62 @@
+"""Dialogs that ask before something irreversible: quitting with runs in flight, restarting."""
+
+from __future__ import annotations
+
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Vertical
+from textual.screen import ModalScreen
+from textual.widgets import Button, Label, Static
+
+
+class ChoiceScreen(ModalScreen[str | None]):
+    """A question with a few buttons; returns the chosen button's id, None for escape."""
+
+    BINDINGS = [Binding("escape", "cancel", "Cancel")]
+
+    def __init__(self, title: str, text: str, choices: list[tuple[str, str, str]], id: str | None = None) -> None:
+        """`choices`: (id, label, variant) per button, the first one focused."""
+        super().__init__(id=id)
+        self.title_text = title
+        self.text = text
+        self.choices = choices
+
+    def compose(self) -> ComposeResult:
+        with Vertical(classes="dialog"):
+            yield Label(self.title_text, classes="dialog-title")
+            yield Static(self.text, classes="dialog-text")
+            with Vertical(classes="dialog-choices"):
+                for key, label, variant in self.choices:
+                    yield Button(label, id=key, variant=variant)  # type: ignore[arg-type]
+
+    def on_mount(self) -> None:
+        self.query(Button).first().focus()
+
+    def on_button_pressed(self, event: Button.Pressed) -> None:
+        self.dismiss(None if event.button.id == "cancel" else event.button.id)
+
+    def action_cancel(self) -> None:
+        self.dismiss(None)
+
+
+STOP = "stop"
+LEAVE = "leave"
+
+
+class QuitScreen(ChoiceScreen):
+    """Quitting while a driver trains: stop the runs, leave them running, or stay."""
+
+    def __init__(self, running: int, queued: int, headless: bool) -> None:
+        what = " and ".join(p for p in (f"{running} running" if running else "",
+                                         f"{queued} queued" if queued else "") if p)
+        driver = ("a headless `dropres-lab run --headless` is training them; stopping asks it to stop too"
+                  if headless else "the background driver keeps training them after the lab closes if you leave")
+        super().__init__(
+            "Runs are in flight",
+            f"{what} run{'s' if running + queued != 1 else ''}: {driver}. "
+            "Reopen the lab at any time to see their progress.",
+            [(STOP, "Stop runs (checkpointed, resumable)", "warning"),
+             (LEAVE, "Leave running in the background", "primary"),
+             ("cancel", "Cancel", "default")],
+            id="quit-dialog",
+        )

@@ -1,0 +1,228 @@
+"""Results: the comparative table of `lab.results`, with the same cells as `dropres-lab results`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Iterable
+
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal
+from textual.screen import Screen
+from textual.widgets import DataTable, Footer, Header, Label, Select, Static
+
+from lab.results import ResultRow, columns, result_rows, to_csv, to_markdown
+from lab.store import STATUSES
+
+from ..widgets.runs_table import MARK
+from ..widgets.synced_table import ColumnSpec, SyncedTable, cell
+from .export import ExportScreen
+
+if TYPE_CHECKING:
+    from ..app import LabApp
+
+ALL = "*"
+
+#: Column header -> the ResultRow value it sorts by (varied settings sort by their value).
+SORT_FIELDS = {"#": "rank", "run": "name", "suite": "suite", "status": "status", "step": "step", "n": "n",
+               "best val": "best_val", "Δ best": "delta_best", "final val": "final_val",
+               "final train": "final_train", "gap": "gap", "exact val": "exact_val", "reference": "reference",
+               "Δ ref": "delta_ref", "tok/s": "tokens_per_s", "wall": "wall_s"}
+
+
+def sort_value(row: ResultRow, header: str) -> Any:
+    field = SORT_FIELDS.get(header)
+    return getattr(row, field) if field else row.varied.get(header)
+
+
+def sort_rows(rows: list[ResultRow], header: str | None, reverse: bool) -> list[ResultRow]:
+    """Rows ordered by one column; rows without a value always come last."""
+    if header is None:
+        return list(reversed(rows)) if reverse else list(rows)
+    have = [r for r in rows if sort_value(r, header) is not None]
+    missing = [r for r in rows if sort_value(r, header) is None]
+    try:
+        have.sort(key=lambda r: sort_value(r, header), reverse=reverse)
+    except TypeError:  # mixed types in one column: compare as text
+        have.sort(key=lambda r: str(sort_value(r, header)), reverse=reverse)
+    return have + missing
+
+
+def row_key(row: ResultRow) -> str:
+    return " ".join(row.run_ids)
+
+
+class ResultsScreen(Screen):
+    """One suite's runs (or every suite's), ranked by best validation loss."""
+
+    BINDINGS = [
+        Binding("space", "toggle_mark", "Mark"),
+        Binding("c", "compare", "Compare"),
+        Binding("s", "sort_next", "Sort"),
+        Binding("S", "sort_reverse", "Reverse"),
+        Binding("e", "export", "Export"),
+        Binding("d", "open_detail", "Detail", show=False),
+    ]
+
+    app: "LabApp"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.sort_header: str | None = None  # None: ranked by best val, as `results` prints
+        self.reverse = False
+        self.shown: list[ResultRow] = []
+        self._suites: list[str] = []
+        self._headers: list[str] = []
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        with Horizontal(id="results-filters"):
+            yield Label("suite", classes="filter-label")
+            yield Select([], id="suite-filter", allow_blank=False, prompt="suite")
+            yield Label("status", classes="filter-label")
+            yield Select([("any status", ALL)] + [(s, s) for s in STATUSES], id="status-filter",
+                         allow_blank=False, value=ALL)
+            yield Static(id="results-note", classes="summary")
+        yield SyncedTable(id="results-table")
+        yield Footer()
+
+    # -- data ----------------------------------------------------------------------------------
+
+    def on_screen_resume(self) -> None:
+        self.refresh_live(None)
+
+    def refresh_live(self, changed: Iterable[str] | None) -> None:
+        self._update_suites()
+        self._fill()
+
+    def _update_suites(self) -> None:
+        suites = list(dict.fromkeys(live.row.suite for live in self.app.live.values()))
+        if suites == self._suites:
+            return
+        select = self.query_one("#suite-filter", Select)
+        current = select.value if self._suites else None
+        self._suites = suites
+        with self.prevent(Select.Changed):
+            select.set_options([("all suites", ALL)] + [(s, s) for s in suites])
+            if current in suites or current == ALL:
+                select.value = current
+            else:  # the newest suite, the one most likely being worked on
+                select.value = suites[-1] if suites else ALL
+
+    def selection(self) -> tuple[str | None, str | None]:
+        suite = self.query_one("#suite-filter", Select).value
+        status = self.query_one("#status-filter", Select).value
+        return (None if suite in (ALL, Select.BLANK) else suite, None if status in (ALL, Select.BLANK) else status)
+
+    def _fill(self) -> None:
+        suite, status = self.selection()
+        runs = [live.row for live in self.app.live.values() if suite is None or live.row.suite == suite]
+        ranked = result_rows(runs)  # ranked over the whole suite, then filtered
+        rows = [r for r in ranked if status is None or r.status == status]
+        rows = sort_rows(rows, self.sort_header, self.reverse)
+        with_suite = len({r.suite for r in ranked}) > 1
+        cols = columns(ranked, with_suite)
+        self._headers = [c.header for c in cols]
+        table = self.query_one(SyncedTable)
+        arrow = " ▼" if self.reverse else " ▲"
+        specs = [ColumnSpec("mark", " ", 1)] + [
+            ColumnSpec(c.header, c.header + (arrow if c.header == self.sort_header else ""), None, c.justify)
+            for c in cols
+        ]
+        table.set_columns(specs)
+        marked = self.app.marked
+        table.sync([
+            (row_key(r), [cell(MARK if set(r.run_ids) & marked else " ", style="bold yellow")]
+             + [self._cell(c.cell(r), c.justify, c.header, r) for c in cols])
+            for r in rows
+        ])
+        self.shown = rows
+        order = f"sorted by {self.sort_header}{' (descending)' if self.reverse else ''}" if self.sort_header \
+            else "ranked by best val" + (" (reversed)" if self.reverse else "")
+        self.query_one("#results-note", Static).update(
+            f"{len(rows)} of {len(ranked)} runs · {order}")
+
+    @staticmethod
+    def _cell(text: str, justify: str, header: str, row: ResultRow) -> Text:
+        from lab.results import _STATUS_STYLE
+
+        style = _STATUS_STYLE.get(row.status, "") if header == "status" else ""
+        if row.rank == 1 and row.best_val is not None and header in ("#", "run", "best val"):
+            style = "bold"
+        return cell(text, justify, style)
+
+    def on_select_changed(self, event: Select.Changed) -> None:
+        self._fill()
+
+    # -- the app's list-screen protocol ----------------------------------------------------------
+
+    def _current(self) -> ResultRow | None:
+        key = self.query_one(SyncedTable).current_key
+        return next((r for r in self.shown if row_key(r) == key), None)
+
+    def current_run_ids(self) -> list[str]:
+        row = self._current()
+        return list(row.run_ids) if row else []
+
+    # -- actions -------------------------------------------------------------------------------
+
+    def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
+        event.stop()
+        self.action_open_detail()
+
+    def action_open_detail(self) -> None:
+        ids = self.current_run_ids()
+        if ids:
+            self.app.open_detail(ids)
+
+    def action_toggle_mark(self) -> None:
+        for run_id in self.current_run_ids():
+            self.app.toggle_mark(run_id)
+        self._fill()
+        table = self.query_one(SyncedTable)
+        if table.cursor_row < table.row_count - 1:
+            table.move_cursor(row=table.cursor_row + 1, animate=False)
+
+    def action_compare(self) -> None:
+        self.app.action_compare()
+
+    def on_data_table_header_selected(self, event: DataTable.HeaderSelected) -> None:
+        header = str(event.column_key.value)
+        if header == "mark":
+            return
+        if header == self.sort_header:
+            self.reverse = not self.reverse
+        else:
+            self.sort_header, self.reverse = header, False
+        self._fill()
+
+    def action_sort_next(self) -> None:
+        """Sort by the next column (after the last one: back to the ranking)."""
+        headers = self._headers
+        if self.sort_header not in headers:
+            self.sort_header = headers[0] if headers else None
+        else:
+            i = headers.index(self.sort_header) + 1
+            self.sort_header = headers[i] if i < len(headers) else None
+        self.reverse = False
+        self._fill()
+
+    def action_sort_reverse(self) -> None:
+        self.reverse = not self.reverse
+        self._fill()
+
+    def action_export(self) -> None:
+        if not self.shown:
+            self.app.notify("nothing to export: the table is empty", severity="warning")
+            return
+        suite, _ = self.selection()
+        default = Path(self.app.store.dir) / f"results-{suite or 'all'}.csv"
+        self.app.push_screen(ExportScreen(default), self._export)
+
+    def _export(self, choice: tuple[Path, str] | None) -> None:
+        if choice is None:
+            return
+        path, fmt = choice
+        text = to_csv(self.shown) if fmt == "csv" else to_markdown(self.shown)
+        self.app.write_export(path, text, len(self.shown))

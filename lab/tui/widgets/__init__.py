@@ -1,0 +1,1 @@
+"""Widgets of the interactive lab (the Experiments forms live in `forms*.py`)."""

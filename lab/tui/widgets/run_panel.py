@@ -1,0 +1,73 @@
+"""The panel under the Runs table: the highlighted run's val and train curves as Sparklines."""
+
+from __future__ import annotations
+
+import math
+
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.containers import Horizontal, Vertical
+from textual.widgets import Label, Sparkline, Static
+
+from lab.results import _STATUS_STYLE as STATUS_STYLE
+from lab.results import fmt_duration, fmt_loss, fmt_rate
+
+from ..poller import LiveRun
+
+
+def finite(values: tuple[float, ...]) -> list[float]:
+    return [v for v in values if v is not None and math.isfinite(v)]
+
+
+def _range(values: list[float]) -> str:
+    return f"{fmt_loss(values[-1])}  (min {fmt_loss(min(values))}, max {fmt_loss(max(values))})" if values else "no evaluations yet"
+
+
+class RunPanel(Vertical):
+    """Live curves of one run; `show(None)` when the table is empty."""
+
+    def compose(self) -> ComposeResult:
+        yield Static(id="panel-title")
+        with Horizontal(classes="curve-row"):
+            yield Label("val  ", classes="curve-label")
+            yield Sparkline([], id="val-spark")
+            yield Label("", id="val-range", classes="curve-range")
+        with Horizontal(classes="curve-row"):
+            yield Label("train", classes="curve-label")
+            yield Sparkline([], id="train-spark")
+            yield Label("", id="train-range", classes="curve-range")
+
+    def show(self, live: LiveRun | None) -> None:
+        title = self.query_one("#panel-title", Static)
+        val, train = self.query_one("#val-spark", Sparkline), self.query_one("#train-spark", Sparkline)
+        if live is None:
+            title.update("No runs yet: launch some from Experiments (F2) or `dropres-lab run --headless`.")
+            val.data, train.data = [], []
+            self.query_one("#val-range", Label).update("")
+            self.query_one("#train-range", Label).update("")
+            return
+        r = live.row
+        line = Text(no_wrap=True, overflow="ellipsis")
+        line.append(live.label, style="bold")
+        line.append("  ")
+        line.append(r.status, style=STATUS_STYLE.get(r.status, ""))
+        parts = [f"step {r.step}/{r.max_iters}"]
+        if r.best_val is not None:
+            parts.append(f"best val {fmt_loss(r.best_val)}")
+        if live.tokens_per_s:
+            parts.append(f"{fmt_rate(live.tokens_per_s)} tok/s")
+        if live.eta_s is not None:
+            parts.append(f"ETA {fmt_duration(live.eta_s)}")
+        if r.device:
+            parts.append(f"{r.device}" + (f", group of {r.group_size}" if r.group_size else ""))
+        if r.error:
+            parts.append(r.error)
+        line.append("  " + " · ".join(parts), style="dim")
+        title.update(line)
+        vals, trains = finite(live.val), finite(live.train)
+        if list(val.data or []) != vals:
+            val.data = vals
+        if list(train.data or []) != trains:
+            train.data = trains
+        self.query_one("#val-range", Label).update(_range(vals))
+        self.query_one("#train-range", Label).update(_range(trains))

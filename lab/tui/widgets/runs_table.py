@@ -1,0 +1,90 @@
+"""The Runs screen's table: one row per run, updated in place as the store changes."""
+
+from __future__ import annotations
+
+from rich.text import Text
+
+from lab.headless import sparkline
+from lab.results import _STATUS_STYLE as STATUS_STYLE
+from lab.results import fmt_duration, fmt_loss, fmt_rate
+
+from ..poller import LiveRun
+from .synced_table import ColumnSpec, SyncedTable, cell
+
+MARK = "●"
+BAR_WIDTH = 10
+CURVE_WIDTH = 12
+RUN_WIDTH = 22
+
+COLUMNS = (
+    ColumnSpec("mark", " ", 1),
+    ColumnSpec("run", "run", RUN_WIDTH),
+    ColumnSpec("status", "status", 8),
+    ColumnSpec("progress", "progress", BAR_WIDTH),
+    ColumnSpec("step", "step", 11, "right"),
+    ColumnSpec("train", "train", 6, "right"),
+    ColumnSpec("val", "val", 6, "right"),
+    ColumnSpec("curve", "val curve", CURVE_WIDTH),
+    ColumnSpec("rate", "tok/s", 7, "right"),
+    ColumnSpec("eta", "ETA", 6, "right"),
+    ColumnSpec("device", "device", 6),
+)
+
+
+def status_text(status: str) -> Text:
+    return cell(status, style=STATUS_STYLE.get(status, ""))
+
+
+def progress_bar(step: int, max_iters: int, status: str, width: int = BAR_WIDTH) -> Text:
+    """A bar of heavy lines (half cells with "╸"), coloured by status."""
+    frac = 0.0 if max_iters <= 0 else min(1.0, max(0.0, step / max_iters))
+    halves = int(frac * width * 2)
+    full, half = divmod(halves, 2)
+    bar = Text(no_wrap=True)
+    bar.append("━" * full + ("╸" if half else ""), style=STATUS_STYLE.get(status, "") or "cyan")
+    bar.append("━" * (width - full - half), style="grey30")
+    return bar
+
+
+def elide(text: str, width: int) -> str:
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def compact(n: int) -> str:
+    """Step counts up to 99999 as they are, larger ones in thousands ("500k")."""
+    return str(n) if n < 100_000 else f"{n // 1000}k"
+
+
+def short_loss(x: float | None) -> str:
+    """A loss in six characters ("1.2345", "12.345")."""
+    return fmt_loss(x)[:6].rstrip(".")
+
+
+def run_cells(live: LiveRun, marked: bool) -> tuple:
+    """The cells of one run's row (only store data: no clock, so views are reproducible)."""
+    r = live.row
+    finished = r.status == "finished"
+    return (
+        cell(MARK if marked else " ", style="bold yellow"),
+        cell(elide(live.label, RUN_WIDTH)),
+        status_text(r.status),
+        progress_bar(r.step, r.max_iters, r.status),
+        cell(f"{compact(r.step)}/{compact(r.max_iters)}", "right"),
+        cell(short_loss(r.final_train if finished and r.final_train is not None else r.last_train_loss), "right"),
+        cell(short_loss(r.final_val if finished and r.final_val is not None else r.last_val_loss), "right"),
+        cell(sparkline(live.val, CURVE_WIDTH), style="cyan"),
+        cell(fmt_rate(live.tokens_per_s), "right"),
+        cell(fmt_duration(live.eta_s), "right"),
+        cell(r.device or ""),
+    )
+
+
+class RunsTable(SyncedTable):
+    """Every run in the store, in the order runs were first queued."""
+
+    def on_mount(self) -> None:
+        self.set_columns(COLUMNS)
+
+    def show(self, runs: list[LiveRun], marked: set[str]) -> None:
+        self.set_columns(COLUMNS)
+        self.sync([(live.run_id, run_cells(live, live.run_id in marked)) for live in runs])
