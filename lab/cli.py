@@ -303,9 +303,8 @@ def _find_runs(st: "Store", suite: str, name: str, file: Optional[Path] = None) 
 
 
 def _write_atomic(path: Path, text: str) -> Path:
-    """Write `text` to `path` via a temporary file and a rename: readers never see half a file."""
-    import os
-    import tempfile
+    """Write `text` to `path` atomically, with one-line errors for the mistakes a user can make."""
+    from .core.atomic import write_atomic
 
     target = path.expanduser()
     if target.is_dir():
@@ -314,18 +313,8 @@ def _write_atomic(path: Path, text: str) -> Path:
     if not parent.is_dir():
         raise UserError(f"--output {path}: the folder {parent} does not exist; create it first")
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=parent)
+        write_atomic(target, text)
     except OSError as e:
-        raise UserError(f"cannot write {path}: {e.strerror or e}") from None
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, target.stat().st_mode & 0o7777 if target.exists() else 0o644)
-        os.replace(tmp, target)
-    except OSError as e:
-        Path(tmp).unlink(missing_ok=True)
         raise UserError(f"cannot write {path}: {e.strerror or e}") from None
     return target
 

@@ -53,7 +53,6 @@ import json
 import os
 import re
 import sys
-import tempfile
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
@@ -62,6 +61,7 @@ from typing import Any, Iterator
 import tomlkit
 from tomlkit.items import AoT, InlineTable, Table
 
+from lab.core.atomic import write_atomic
 from lab.core.config import DROPOUT_SITES, SETTING_KEYS, RunConfig, check_config, check_value, default_values
 
 if sys.version_info >= (3, 11):
@@ -253,22 +253,7 @@ def save_document(path: str | os.PathLike, doc: tomlkit.TOMLDocument) -> None:
     The temporary file is in the same directory so `os.replace` is a rename on one file system;
     the original file's permissions are kept, and a symlinked file is written through its link.
     """
-    target = Path(os.path.realpath(path))
-    text = tomlkit.dumps(doc)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, target.stat().st_mode & 0o7777 if target.exists() else 0o644)
-        os.replace(tmp, target)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
+    write_atomic(path, tomlkit.dumps(doc))
 
 
 def toml_value(value: Any) -> str:

@@ -8,13 +8,13 @@ name and renamed, so a kill mid-write leaves the previous checkpoint intact; the
 
 from __future__ import annotations
 
-import os
 import re
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from .atomic import TEMP_SUFFIX, atomic_writer
 
 FORMAT = 1
 CHECKPOINT_FILE_RE = re.compile(r"^step_(\d+)\.pt$")
@@ -40,16 +40,8 @@ def save_checkpoint(folder: Path, step: int, state: dict[str, Any], keep: int = 
     """Write state as folder/step_NNNNNNNNN.pt atomically, then prune to the newest `keep`."""
     folder.mkdir(parents=True, exist_ok=True)
     dest = folder / checkpoint_name(step)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".pt")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            torch.save({"format": FORMAT, **state}, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, dest)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_writer(dest) as fh:
+        torch.save({"format": FORMAT, **state}, fh)
     prune_checkpoints(folder, keep)
     return dest
 
@@ -58,7 +50,7 @@ def prune_checkpoints(folder: Path, keep: int) -> None:
     """Delete all but the newest `keep` checkpoints, and any temp file a kill left behind."""
     for old in list_checkpoints(folder)[keep:]:
         old.unlink(missing_ok=True)
-    for tmp in folder.glob(".tmp-*.pt"):
+    for tmp in folder.glob(f".*{TEMP_SUFFIX}"):
         tmp.unlink(missing_ok=True)
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
@@ -18,6 +17,8 @@ from functools import lru_cache
 from pathlib import Path
 
 import torch
+
+from .atomic import write_atomic
 
 TINY_SHAKESPEARE = "tinyshakespeare"
 TINY_SHAKESPEARE_URL = (
@@ -64,14 +65,7 @@ def _download(url: str, dest: Path, expected_sha256: str, timeout: float = 30.0)
             f"downloaded Tiny Shakespeare has SHA-256 {digest[:12]}..., expected "
             f"{expected_sha256[:12]}...; not kept. Retry later or pass --data PATH"
         )
-    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=".download-")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(payload)
-        os.replace(tmp, dest)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_atomic(dest, payload)
     return dest
 
 
