@@ -56,12 +56,15 @@ def cpu_count() -> int:
         return os.cpu_count() or 1
 
 
-def plan_workers(device: str, workers: int | None, n_groups: int, cuda_devices: int) -> list[WorkerSpec]:
+def plan_workers(device: str, workers: int | None, n_runs: int, cuda_devices: int) -> list[WorkerSpec]:
     """Worker processes for a device choice ("auto", "cpu", "cuda", "cuda:N").
 
     GPUs: one worker per visible GPU ("auto" and "cuda") or on the one named. CPU: the cores
-    are split evenly; by default one worker per group up to the core count, because a small
-    model's matmuls scale poorly over threads while separate groups scale almost perfectly.
+    are split evenly; by default one single-threaded worker per core (the driver splits
+    groups to keep every worker busy), fewer only when there are fewer runs than cores.
+    Measured on 2 cores (benchmarks/results/worker-split.md): two 1-thread workers beat one
+    2-thread worker, and by far when anything else uses the CPU, because a small model's
+    matmuls scale poorly over threads and intra-op threads stall when a core is taken.
     """
     if device == "auto":
         device = "cuda" if cuda_devices > 0 else "cpu"
@@ -73,7 +76,7 @@ def plan_workers(device: str, workers: int | None, n_groups: int, cuda_devices: 
         count = workers or len(gpus)
         return [WorkerSpec(gpus[i % len(gpus)], 1) for i in range(count)]
     cores = cpu_count()
-    count = workers or max(1, min(cores, n_groups))
+    count = workers or max(1, min(cores, n_runs))
     threads = max(1, cores // count)
     return [WorkerSpec("cpu", threads) for _ in range(count)]
 
@@ -99,12 +102,14 @@ def plan_execution(device: str, workers: int | None, group_size: int | None, que
                    cuda_devices: int) -> tuple[int, int, list[WorkerSpec]]:
     """The group cap, the number of groups the queue makes, and the workers to start.
 
+    Workers are sized for the runs queued now; the driver splits groups to fill them.
+
     `device` may be "auto"; it resolves to every visible GPU, else the CPU.
     """
     resolved = device if device != "auto" else ("cuda" if cuda_devices else "cpu")
     cap = group_size or default_group_size(resolved)
     n_groups = max(1, len(plan_groups(queued, cap)))
-    return cap, n_groups, plan_workers(resolved, workers, n_groups, cuda_devices)
+    return cap, n_groups, plan_workers(resolved, workers, len(queued), cuda_devices)
 
 
 def cuda_device_count() -> int:

@@ -1,0 +1,51 @@
+"""Which runs train together and on how many workers."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from types import SimpleNamespace
+
+from lab.core.config import RunConfig
+from lab.workers import scheduler
+from lab.workers.scheduler import check_device, plan_groups, plan_workers
+
+
+def row(name: str, step: int = 0, **settings):
+    cfg = RunConfig.from_dict({"n_layer": 2, **settings})
+    return SimpleNamespace(run_id=name, config=cfg, checkpoint_step=step or None)
+
+
+def test_runs_differing_only_in_rates_and_seed_share_a_group():
+    runs = [row("a", skips={1: 0.025}), row("b", skips={1: 0.5}, seed=7, dropout=0.0), row("c", skips={1: 0.1})]
+    assert [[r.run_id for r in g] for g in plan_groups(runs, 16)] == [["a", "b", "c"]]
+
+
+def test_shapes_skip_depths_schedules_and_resume_steps_split_groups():
+    runs = [row("a"), row("b", n_layer=4), row("c", skips={1: 0.0, 2: 0.5}), row("d", lr=3e-4),
+            row("e", step=500), row("f")]
+    groups = [[r.run_id for r in g] for g in plan_groups(runs, 16)]
+    assert groups == [["a", "f"], ["b"], ["c"], ["d"], ["e"]]
+
+
+def test_the_group_size_caps_groups_in_queue_order():
+    runs = [row(str(i), skips={1: i / 10}) for i in range(5)]
+    assert [[r.run_id for r in g] for g in plan_groups(runs, 2)] == [["0", "1"], ["2", "3"], ["4"]]
+
+
+def test_cpu_cores_are_split_between_single_threaded_workers(monkeypatch):
+    monkeypatch.setattr(scheduler, "cpu_count", lambda: 8)
+    assert plan_workers("cpu", None, 20, 0) == [scheduler.WorkerSpec("cpu", 1)] * 8
+    assert plan_workers("cpu", None, 1, 0) == [scheduler.WorkerSpec("cpu", 8)]
+    assert plan_workers("auto", 2, 20, 0) == [scheduler.WorkerSpec("cpu", 4)] * 2
+
+
+def test_one_worker_per_gpu():
+    assert [w.device for w in plan_workers("auto", None, 20, 2)] == ["cuda:0", "cuda:1"]
+    assert [w.device for w in plan_workers("cuda:1", None, 20, 2)] == ["cuda:1"]
+
+
+def test_device_choices_are_checked():
+    assert check_device("cpu", 0) is None and check_device("auto", 0) is None
+    assert "CUDA is not available" in check_device("cuda", 0)
+    assert "only 1 CUDA device" in check_device("cuda:3", 1)
+    assert "use auto, cpu, cuda or cuda:N" in check_device("gpu", 1)
