@@ -294,7 +294,8 @@ def set_key(doc: tomlkit.TOMLDocument, path: KeyPath, key: str, value: Any) -> N
 _STRUCTURE_KEYS = ("runs", "grid", "references")
 
 
-def _parse_item(text: str) -> Any:
+def toml_item(text: str) -> Any:
+    """A value written as TOML text (toml_value's output, say) as an item to put in a document."""
     return tomlkit.parse(f"v = {text}")["v"]
 
 
@@ -312,7 +313,7 @@ def _set_text(doc: tomlkit.TOMLDocument, path: KeyPath, key: str, text: str | No
         inline = "{ " + ", ".join(f"{toml_key(k)} = {t.strip()}" for k, t in items) + " }" if items else "{}"
         parent, last = path[:-1], path[-1]
         if isinstance(last, int):
-            document_item(doc, parent)[last] = _parse_item(inline)
+            document_item(doc, parent)[last] = toml_item(inline)
         else:
             _set_text(doc, parent, last, inline)
         return
@@ -320,7 +321,7 @@ def _set_text(doc: tomlkit.TOMLDocument, path: KeyPath, key: str, text: str | No
         if key in table:
             del table[key]
         return
-    item = _parse_item(text)
+    item = toml_item(text)
     if key in table:
         old = table.item(key)
         width, comment = len(old.trivia.comment_ws) + len(old.as_string()), old.trivia.comment

@@ -1,0 +1,503 @@
+"""The Experiments screen: tree, forms checked as typed, save keeping comments, grids, launch."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import textwrap
+from pathlib import Path
+
+import pytest
+from textual.app import App
+from textual.widgets import Button, Checkbox, Input, Select, Tree
+
+from lab.experiments import load_document, load_experiments, set_key
+from lab.tui.screens.experiments import ExperimentsScreen, Target
+from lab.tui.widgets.forms import SkipRow
+from lab.tui.widgets.forms_grid import GridBuilder
+
+SIZE = (120, 36)
+
+EXPERIMENTS = textwrap.dedent("""\
+    # Test experiments: these comments must survive every edit.
+    default_suite = "quick"
+
+    [defaults]              # every run starts from these
+    n_layer = 2
+    n_head = 4
+    n_embd = 64
+    block_size = 32
+    batch_size = 4
+    dropout = 0.1           # shorthand for the four sites
+    skips = { 1 = 0.0 }
+    max_iters = 100
+    lr = 1e-3
+    min_lr = 1e-4
+    eval_interval = 50
+    eval_iters = 5
+
+    [suites.quick]
+    description = "two hand-written runs"
+    max_iters = 50          # quick: fewer steps
+    runs = [
+      # the baseline
+      { name = "base" },
+      { name = "skip2", skips = { 1 = 0.025, 2 = 0.5 } },
+    ]
+    references = { base = 1.5 }
+
+    # a grid suite
+    [suites.sweep]
+    description = "attention dropout sweep"
+    grid = { attn_dropout = [0.0, 0.2] }
+    """)
+
+COMMENTS = [line.strip() for line in EXPERIMENTS.splitlines() if "#" in line]
+
+
+class Host(App):
+    """The smallest app that shows the screen, and records what it asks to launch."""
+
+    TITLE = "dropres-lab"
+
+    def __init__(self, path: Path) -> None:
+        super().__init__()
+        self.path = path
+        self.launched: list[ExperimentsScreen.LaunchRequested] = []
+
+    def on_mount(self) -> None:
+        self.push_screen(ExperimentsScreen(self.path))
+
+    def on_experiments_screen_launch_requested(self, message: ExperimentsScreen.LaunchRequested) -> None:
+        self.launched.append(message)
+
+
+@pytest.fixture
+def toml_path(tmp_path: Path) -> Path:
+    path = tmp_path / "experiments.toml"
+    path.write_text(EXPERIMENTS, encoding="utf-8")
+    return path
+
+
+def sync(test):
+    """Run an async test with asyncio (the suite needs no async plugin)."""
+
+    @functools.wraps(test)
+    def run(*args, **kwargs):
+        asyncio.run(test(*args, **kwargs))
+
+    return run
+
+
+def screen_of(app: App) -> ExperimentsScreen:
+    screen = app.screen
+    assert isinstance(screen, ExperimentsScreen)
+    return screen
+
+
+async def select(pilot, target: Target) -> ExperimentsScreen:
+    """Move the tree's cursor to a level, as the arrow keys would, and wait for its form."""
+    screen = screen_of(pilot.app)
+    tree = screen.query_one("#exp-tree", Tree)
+    node = next(n for n in _nodes(tree.root) if n.data == target)
+    if node.parent is not None and not node.parent.is_root:
+        node.parent.expand()
+    await pilot.pause()
+    tree.move_cursor(node)
+    await pilot.pause()
+    await pilot.pause()
+    assert screen.target == target
+    return screen
+
+
+def _nodes(node):
+    for child in node.children:
+        yield child
+        yield from _nodes(child)
+
+
+async def type_into(pilot, control: Input, text: str, keys: bool = False) -> None:
+    """Focus a field and replace its text: key by key, or (faster) as a paste would."""
+    control.focus()
+    if keys:
+        control.value = ""
+        await pilot.press(*text)
+    else:
+        control.value = text
+    await pilot.pause()
+
+
+def no_blink(app: App) -> None:
+    for control in app.screen.query(Input):
+        control.cursor_blink = False
+
+
+# -- snapshots ---------------------------------------------------------------------------------
+
+
+def test_snapshot_run_form(snap_compare, toml_path):
+    async def run_before(pilot):
+        await pilot.pause()
+        await select(pilot, Target("run", "quick", 1))
+        no_blink(pilot.app)
+
+    assert snap_compare(Host(toml_path), terminal_size=SIZE, run_before=run_before)
+
+
+def test_snapshot_form_with_errors(snap_compare, toml_path):
+    async def run_before(pilot):
+        await pilot.pause()
+        screen = await select(pilot, Target("run", "quick", 1))
+        form = screen.form
+        await type_into(pilot, form.row("n_embd").control, "66")  # not divisible by n_head = 4
+        await type_into(pilot, form.row("n_layer").control, "two")
+        await type_into(pilot, form.query(".skip-rate").last(Input), "1.5")
+        screen.query_one("#exp-tree", Tree).focus()
+        await pilot.pause()
+        form.scroll_to_widget(form.row("n_layer"), top=True, animate=False)
+        await pilot.pause()
+        no_blink(pilot.app)
+
+    assert snap_compare(Host(toml_path), terminal_size=SIZE, run_before=run_before)
+
+
+# -- forms, save, comments ------------------------------------------------------------------------
+
+
+@sync
+async def test_tree_lists_suites_runs_and_grid_runs(toml_path):
+    app = Host(toml_path)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause()
+        screen = screen_of(app)
+        tree = screen.query_one("#exp-tree", Tree)
+        labels = {n.data: str(n.label) for n in _nodes(tree.root)}
+        assert "two hand-written runs" in labels[Target("suite", "quick")]
+        assert "2 runs" in labels[Target("suite", "quick")]
+        assert labels[Target("run", "quick", 0)] == "base"
+        assert "attn_dropout=0.2" in labels[Target("grid_run", "sweep", name="attn_dropout=0.2")]
+        assert screen.target == Target("run", "quick", 0)  # the default suite's first run
+
+
+@sync
+async def test_fill_field_save_keeps_comments(toml_path):
+    app = Host(toml_path)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause()
+        screen = await select(pilot, Target("run", "quick", 0))
+        form = screen.form
+        assert form.row("lr").control.placeholder == "0.001"  # inherited from [defaults]
+        assert form.row("max_iters").control.placeholder == "50"  # inherited from the suite
+        await type_into(pilot, form.row("lr").control, "0.002", keys=True)
+        await type_into(pilot, form.row("reference").control, "1.25")
+        await type_into(pilot, form.row("dropout").control, "0.3")  # the sites now inherit 0.3
+        assert form.row("mlp_dropout").control.placeholder == "0.3"
+        await type_into(pilot, form.row("dropout").control, "")
+        assert form.row("mlp_dropout").control.placeholder == "0.1"
+        assert screen.dirty
+        await pilot.press("ctrl+s")
+        await pilot.pause()
+        assert not screen.dirty
+
+        screen = await select(pilot, Target("suite", "quick"))
+        assert screen.form.row("max_iters").control.value == "50"
+        await type_into(pilot, screen.form.row("max_iters").control, "80")
+        await pilot.press("ctrl+s")
+        await pilot.pause()
+
+    text = toml_path.read_text(encoding="utf-8")
+    for comment in COMMENTS:
+        assert comment.split("#", 1)[1] in text
+    assert '{ name = "base", lr = 0.002 }' in text
+    assert "max_iters = 80          # quick: fewer steps" in text  # the comment keeps its column
+    assert "lr = 1e-3" in text  # untouched values stay as written
+    assert "references = { base = 1.25 }" in text
+    runs = {r.name: r for r in load_experiments(toml_path).suites["quick"].runs}
+    assert runs["base"].config.lr == 0.002
+    assert runs["base"].config.max_iters == 80
+    assert runs["base"].reference == 1.25
+
+
+@sync
+async def test_clearing_a_field_inherits_again(toml_path):
+    app = Host(toml_path)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause()
+        screen = await select(pilot, Target("suite", "quick"))
+        await type_into(pilot, screen.form.row("max_iters").control, "")
+        assert screen.form.row("max_iters").control.placeholder == "100"
+        assert screen.action_save()
+    assert "max_iters = 50" not in toml_path.read_text(encoding="utf-8")
+    assert load_experiments(toml_path).suites["quick"].runs[0].config.max_iters == 100
+
+
+@sync
+async def test_invalid_values_block_saving_and_say_why(toml_path):
+    app = Host(toml_path)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause()
+        screen = await select(pilot, Target("run", "quick", 1))
+        form = screen.form
+        await type_into(pilot, form.row("n_embd").control, "66")
+        error = form.row("n_embd").query_one(".field-error")
+        assert "n_embd = 66 is not divisible by n_head = 4" in str(error.render())
+        assert error.display
+        assert not screen.action_save()
+        assert toml_path.read_text(encoding="utf-8") == EXPERIMENTS
+
+        await type_into(pilot, form.row("n_embd").control, "")
+        assert not form.row("n_embd").query_one(".field-error").display
+        rate = form.query(".skip-rate").last(Input)
+        await type_into(pilot, rate, "1.5")
+        row_error = form.query(SkipRow).last().query_one(".field-error")
+        assert "skips.2 = 1.5 is outside [0, 1]" in str(row_error.render())
+        assert any("skips.2 = 1.5" in p for p in screen.blocking_problems())
+        await pilot.press("ctrl+s")
+        await pilot.pause()
+        assert toml_path.read_text(encoding="utf-8") == EXPERIMENTS
+
+        # Launching is refused too, and nothing is posted.
+        screen.query_one("#exp-tree", Tree).focus()
+        await pilot.press("l")
+        await pilot.pause()
+        assert app.launched == []
+
+        await type_into(pilot, rate, "0.5")
+        assert screen.blocking_problems() == []
+        await type_into(pilot, form.row("n_head").control, "3")  # cross-key: 64 % 3
+        assert "n_embd = 64 is not divisible by n_head = 3" in str(form.row("n_embd").query_one(".field-error").render())
+        assert not screen.action_save()
+
+
+@sync
+async def test_document_problems_are_shown_with_validate_messages(toml_path):
+    app = Host(toml_path)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause()
+        screen = await select(pilot, Target("run", "quick", 1))
+        await type_into(pilot, screen.form.row("name").control, "base")  # a duplicate name
+        message = str(screen.form.row("name").query_one(".field-error").render())
+        assert "duplicate run name 'base'" in message
+        assert not screen.action_save()
+        await type_into(pilot, screen.form.row("name").control, "skip2/x")
+        assert "contains a path separator" in str(screen.form.row("name").query_one(".field-error").render())
+        await type_into(pilot, screen.form.row("name").control, "")
+        assert "run name must not be empty" in str(screen.form.row("name").query_one(".field-error").render())
+        assert not screen.action_save()
+
+
+@sync
+async def test_changes_on_disk_are_not_overwritten_unasked(toml_path):
+    app = Host(toml_path)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause()
+        screen = await select(pilot, Target("run", "quick", 0))
+        await type_into(pilot, screen.form.row("seed").control, "5")
+        toml_path.write_text(EXPERIMENTS + "# edited elsewhere\n", encoding="utf-8")
+        assert not screen.action_save()  # warned: the file changed since it was read
+        assert toml_path.read_text(encoding="utf-8").endswith("# edited elsewhere\n")
+        await pilot.press("ctrl+r")  # take the file's version instead
+        await pilot.pause()
+        assert not screen.dirty and screen.form.row("seed").control.value == ""
+        await type_into(pilot, screen.form.row("seed").control, "6")
+        assert screen.action_save()
+    text = toml_path.read_text(encoding="utf-8")
+    assert "# edited elsewhere" in text and '{ name = "base", seed = 6 }' in text
+
+
+@sync
+async def test_add_and_remove_skip_rows(toml_path):
+    app = Host(toml_path)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause()
+        screen = await select(pilot, Target("run", "quick", 0))
+        form = screen.form
+        assert not list(form.query(SkipRow))  # inherits [defaults]
+        await pilot.click("#skip-add")
+        await pilot.pause()
+        rows = list(form.query(SkipRow))
+        assert [r.texts for r in rows] == [("1", "0"), ("", "")]  # the inherited path, then a new row
+        await type_into(pilot, rows[1].query_one(".skip-depth", Input), "2")
+        await type_into(pilot, rows[1].query_one(".skip-rate", Input), "0.3")
+        assert screen.doc["suites"]["quick"]["runs"][0]["skips"].unwrap() == {"1": 0.0, "2": 0.3}
+
+        await pilot.click(f"#skip-remove-{rows[0].number}")
+        await pilot.pause()
+        assert [r.texts for r in form.query(SkipRow)] == [("2", "0.3")]
+        assert screen.doc["suites"]["quick"]["runs"][0]["skips"].unwrap() == {"2": 0.3}
+
+        await type_into(pilot, form.query_one(".skip-depth", Input), "9")  # beyond 2 * n_layer
+        message = str(form.query_one(SkipRow).query_one(".field-error").render())
+        assert "skip depth 9 spans more than the 4 sub-layers of 2 blocks" in message
+        assert not screen.action_save()
+        await type_into(pilot, form.query_one(".skip-depth", Input), "2")
+        assert screen.action_save()
+
+        row = form.query_one(SkipRow)
+        await pilot.click(f"#skip-remove-{row.number}")  # no rows: inherit [defaults] again
+        await pilot.pause()
+        assert "skips" not in screen.doc["suites"]["quick"]["runs"][0]
+        assert screen.action_save()
+    assert load_experiments(toml_path).suites["quick"].runs[0].config.skips == ((1, 0.0),)
+
+
+@sync
+async def test_grid_builder_previews_names_and_adds_a_grid(toml_path):
+    app = Host(toml_path)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause()
+        screen = await select(pilot, Target("suite", "sweep"))
+        await pilot.press("g")
+        await pilot.pause()
+        builder = app.screen
+        assert isinstance(builder, GridBuilder)
+        values = builder.query_one("#grid-values", Input)
+        assert values.value == "0.0, 0.2"  # the suite's current values for its first key
+        builder.query_one("#grid-key", Select).value = "skips.1"
+        await pilot.pause()
+        await type_into(pilot, values, "0, 0.1")
+        assert builder.names == ["attn_dropout=0,skips.1=0", "attn_dropout=0,skips.1=0.1",
+                                 "attn_dropout=0.2,skips.1=0", "attn_dropout=0.2,skips.1=0.1"]
+        assert "attn_dropout=0.2,skips.1=0.1" in str(builder.query_one("#grid-preview-text").render())
+
+        await type_into(pilot, values, "0, 1.5")  # a problem: shown with the validate message
+        assert builder.names == []
+        assert any("skips.1 = 1.5 is outside [0, 1]" in p for p in builder.problems)
+        assert builder.query_one("#grid-add", Button).disabled
+
+        await type_into(pilot, values, "0, 0.1")
+        await pilot.click("#grid-add")
+        await pilot.pause()
+        assert app.screen is screen
+        tree = screen.query_one("#exp-tree", Tree)
+        grid_runs = [n.data.name for n in _nodes(tree.root) if n.data.kind == "grid_run" and n.data.suite == "sweep"]
+        assert len(grid_runs) == 4
+        assert screen.action_save()
+
+        await pilot.press("g")  # replace the whole grid
+        await pilot.pause()
+        builder = app.screen
+        builder.query_one("#grid-key", Select).value = "lr"
+        builder.query_one("#grid-replace", Checkbox).value = True
+        await pilot.pause()
+        await type_into(pilot, builder.query_one("#grid-values", Input), "0.001, 0.002, 0.003")
+        assert builder.names == ["lr=0.001", "lr=0.002", "lr=0.003"]
+        await pilot.press("escape")  # cancelled: nothing changes
+        await pilot.pause()
+        assert not screen.dirty
+
+    text = toml_path.read_text(encoding="utf-8")
+    assert 'grid = { attn_dropout = [0.0, 0.2], "skips.1" = [0.0, 0.1] }' in text
+    assert "# a grid suite" in text
+    assert [r.name for r in load_experiments(toml_path).suites["sweep"].runs][-1] == "attn_dropout=0.2,skips.1=0.1"
+
+
+@sync
+async def test_grid_runs_are_read_only(toml_path):
+    app = Host(toml_path)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause()
+        screen = await select(pilot, Target("grid_run", "sweep", name="attn_dropout=0.2"))
+        form = screen.form
+        assert form.row("attn_dropout").control.value == "0.2"
+        assert form.row("attn_dropout").control.disabled
+        assert "Read-only" in str(form.query_one("#form-notice").render())
+        await pilot.press("n")  # a grid suite gets no run entries: they would be crossed
+        await pilot.pause()
+        assert "runs" not in screen.doc["suites"]["sweep"]
+
+
+@sync
+async def test_new_duplicate_delete_run(toml_path):
+    app = Host(toml_path)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause()
+        screen = await select(pilot, Target("run", "quick", 1))
+        screen.query_one("#exp-tree", Tree).focus()
+        await pilot.press("d")
+        await pilot.pause()
+        assert screen.target == Target("run", "quick", 2)
+        assert screen.form.row("name").control.value == "skip2-copy"
+        assert [r.texts for r in screen.form.query(SkipRow)] == [("1", "0.025"), ("2", "0.5")]
+
+        screen.query_one("#exp-tree", Tree).focus()
+        await pilot.press("n")
+        await pilot.pause()
+        assert screen.target == Target("run", "quick", 3)
+        name = screen.form.row("name").control
+        assert name.has_focus and name.value == "run"
+        await type_into(pilot, name, "fresh-one")
+        await type_into(pilot, screen.form.row("seed").control, "7")
+
+        await select(pilot, Target("run", "quick", 0))
+        screen.query_one("#exp-tree", Tree).focus()
+        await pilot.press("x")  # delete "base" and its reference
+        await pilot.pause()
+        assert screen.target == Target("run", "quick", 0)
+        assert screen.form.row("name").control.value == "skip2"
+        assert screen.action_save()
+
+    text = toml_path.read_text(encoding="utf-8")
+    assert '{ name = "base" }' not in text and "references" not in text
+    assert "# the baseline" in text and "# quick: fewer steps" in text
+    runs = load_experiments(toml_path).suites["quick"].runs
+    assert [r.name for r in runs] == ["skip2", "skip2-copy", "fresh-one"]
+    assert runs[1].config.skips == runs[0].config.skips
+    assert runs[2].config.seed == 7
+
+
+@sync
+async def test_launch_posts_the_selected_specs(toml_path):
+    app = Host(toml_path)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause()
+        screen = await select(pilot, Target("run", "quick", 1))
+        screen.query_one("#exp-tree", Tree).focus()
+        await pilot.press("l")
+        await pilot.pause()
+        await pilot.press("L")
+        await pilot.pause()
+        screen.query_one("#exp-fresh", Checkbox).value = True
+        await select(pilot, Target("grid_run", "sweep", name="attn_dropout=0"))
+        screen.query_one("#exp-tree", Tree).focus()
+        await pilot.press("l")
+        await pilot.pause()
+        await pilot.press("A")
+        await pilot.pause()
+    launched = [([s.run_key for s in m.specs], m.fresh) for m in app.launched]
+    assert launched == [
+        (["quick/skip2"], False),
+        (["quick/base", "quick/skip2"], False),
+        (["sweep/attn_dropout=0"], True),
+        (["quick/base", "quick/skip2", "sweep/attn_dropout=0", "sweep/attn_dropout=0.2"], False),  # never fresh
+    ]
+    assert app.launched[0].specs[0].config.skips == ((1, 0.025), (2, 0.5))
+    assert app.launched[1].specs[0].reference == 1.5
+
+
+@sync
+async def test_launch_saves_pending_edits_first(toml_path):
+    app = Host(toml_path)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause()
+        screen = await select(pilot, Target("run", "quick", 0))
+        await type_into(pilot, screen.form.row("max_iters").control, "20")
+        screen.query_one("#exp-tree", Tree).focus()
+        await pilot.press("l")
+        await pilot.pause()
+        assert not screen.dirty
+    assert [s.config.max_iters for s in app.launched[0].specs] == [20]
+    assert "{ name = \"base\", max_iters = 20 }" in toml_path.read_text(encoding="utf-8")
+
+
+def test_set_key_keeps_layout(toml_path):
+    doc = load_document(toml_path)
+    set_key(doc, ("defaults",), "dropout", 0.25)
+    set_key(doc, ("defaults",), "warmup_iters", 10)  # new: after the last setting
+    set_key(doc, ("suites", "quick"), "n_layer", 3)  # new: above runs and references
+    set_key(doc, ("suites", "quick", "runs", 1), "lr", 0.01)
+    text = doc.as_string()
+    assert "dropout = 0.25          # shorthand for the four sites" in text
+    assert "eval_iters = 5\nwarmup_iters = 10\n\n[suites.quick]" in text
+    assert 'max_iters = 50          # quick: fewer steps\nn_layer = 3\nruns = [' in text
+    assert '{ name = "skip2", skips = { 1 = 0.025, 2 = 0.5 }, lr = 0.01 },' in text
