@@ -102,10 +102,30 @@ def config_from_options(base: dict, overrides: dict) -> RunConfig:
 
 
 @app.callback(invoke_without_command=True)
-def main_callback(ctx: typer.Context) -> None:
-    """Open the interactive lab when no command is given."""
-    if ctx.invoked_subcommand is None:
-        out.print(ctx.get_help())
+def main_callback(
+    ctx: typer.Context,
+    store: Optional[Path] = typer.Option(None, "--store", help="Run store folder the interactive lab shows and launches into (default: $DROPRES_STORE, else ./runs). Commands take their own --store after the command name."),
+    file: Path = typer.Option(DEFAULT_FILE, "--file", "-f", help="Experiments file the interactive lab edits and launches from."),
+) -> None:
+    """Open the interactive lab when no command is given.
+
+    The lab (Textual) edits experiments.toml, launches runs into a background driver, shows every run in the store live, compares results and overlays loss curves. F1 in the lab lists its keys.
+    """
+    if ctx.invoked_subcommand is not None:
+        if store is not None or file != DEFAULT_FILE:
+            with user_errors():
+                raise UserError(f"--store and --file before a command apply to the interactive lab only; "
+                                f"put them after the command: dropres-lab {ctx.invoked_subcommand} --store DIR")
+        return
+    with user_errors():
+        if not (sys.stdin.isatty() and sys.stdout.isatty()):
+            raise UserError("the interactive lab needs a terminal; `dropres-lab --help` lists the commands "
+                            "that do not (e.g. `dropres-lab run --headless`)")
+        from .tui import run_lab
+
+        message = run_lab(store, file)
+    if message:
+        out.print(message, markup=False, highlight=False, soft_wrap=True)
 
 
 @app.command()

@@ -23,7 +23,7 @@ from rich.text import Text
 
 from .core import events as ev
 from .core.config import RunConfig, check_config
-from .core.train import TrainOptions
+from .core.config import TrainOptions
 from .experiments import RunSpec
 from .launch import check_corpora, enqueue_specs
 from .store import DriverLock, RunRow, Store, resolve_store_dir

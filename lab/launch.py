@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import __version__
-from .core.data import get_corpus
 from .experiments import RunSpec
 from .store import DriverLock, RunRow, Store
 
@@ -26,6 +25,8 @@ def check_corpora(specs: list[RunSpec]) -> dict[str, str]:
 
     Raises DataError (one line) for the first problem, before anything is written.
     """
+    from .core.data import get_corpus  # torch: only when work is actually launched
+
     shas: dict[str, str] = {}
     for spec in specs:
         corpus = get_corpus(spec.config.data)

@@ -347,7 +347,7 @@ def columns(rows: Sequence[ResultRow], with_suite: bool = False) -> list[Column]
 
 # -- Rich ----------------------------------------------------------------------------------
 
-_STATUS_STYLE = {"finished": "green", "running": "cyan", "queued": "dim", "failed": "red",
+STATUS_STYLE = {"finished": "green", "running": "cyan", "queued": "dim", "failed": "red",
                  "diverged": "magenta", "stopped": "yellow"}
 
 
@@ -372,7 +372,7 @@ def render_rich_table(rows: Sequence[ResultRow], title: str | None = None) -> Ta
         previous = r.suite
         cells: list[Any] = [c.cell(r) for c in cols]
         i = [c.header for c in cols].index("status")
-        cells[i] = Text(cells[i], style=_STATUS_STYLE.get(r.status, ""))
+        cells[i] = Text(cells[i], style=STATUS_STYLE.get(r.status, ""))
         table.add_row(*cells, style="bold" if r.rank == 1 and r.best_val is not None else None)
     return table
 

@@ -64,7 +64,8 @@ def alive(pid: int) -> bool:
 
 
 def test_out_of_memory_in_a_group_retries_its_runs_in_smaller_groups(lab_dir, tmp_path):
-    res = cli(lab_dir, "run", "--headless", "alpha", env=injected(tmp_path, OOM_IN_GROUPS.format(min_group=2)))
+    res = cli(lab_dir, "run", "--headless", "alpha", "--workers", "1",
+              env=injected(tmp_path, OOM_IN_GROUPS.format(min_group=2)))
     assert res.returncode == 0, res.stdout + res.stderr
     assert "retrying in groups of at most 1" in res.stdout
     got = rows(lab_dir, "alpha")

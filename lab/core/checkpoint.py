@@ -12,8 +12,6 @@ import re
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from .atomic import TEMP_SUFFIX, atomic_writer
 
 FORMAT = 1
@@ -40,6 +38,8 @@ def save_checkpoint(folder: Path, step: int, state: dict[str, Any], keep: int = 
     """Write state as folder/step_NNNNNNNNN.pt atomically, then prune to the newest `keep`."""
     folder.mkdir(parents=True, exist_ok=True)
     dest = folder / checkpoint_name(step)
+    import torch  # here, not at import time: the store and its clients never need torch
+
     with atomic_writer(dest) as fh:
         torch.save({"format": FORMAT, **state}, fh)
     prune_checkpoints(folder, keep)
@@ -56,6 +56,8 @@ def prune_checkpoints(folder: Path, keep: int) -> None:
 
 def load_checkpoint(path: Path) -> dict[str, Any]:
     """Load one checkpoint safely; any damage becomes a CheckpointError naming the file."""
+    import torch
+
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # truncated, corrupt or foreign file

@@ -317,3 +317,26 @@ def default_values() -> dict[str, Any]:
     d = dataclasses.asdict(RunConfig())
     d["skips"] = dict(d["skips"])
     return d
+
+
+# -- how to train (never what): options that do not change a run's identity, and the schedule --
+
+
+@dataclass
+class TrainOptions:
+    """How to train (never what): these choices do not change a run's identity."""
+
+    device: str = "cpu"
+    log_interval: int = 10  # steps between StepLogged events (losses are gathered then)
+    eval_batch_windows: int = 64  # windows per no-grad forward in evaluations
+    keep_checkpoints: int = 2
+
+
+def lr_at(cfg: RunConfig, it: int) -> float:
+    """Linear warm-up (lr * it / warmup_iters, the authors' nanoGPT), then cosine to min_lr."""
+    if it < cfg.warmup_iters or cfg.max_iters <= cfg.warmup_iters:
+        return cfg.lr * it / cfg.warmup_iters
+    if it >= cfg.max_iters:
+        return cfg.min_lr
+    ratio = (it - cfg.warmup_iters) / (cfg.max_iters - cfg.warmup_iters)
+    return cfg.min_lr + 0.5 * (1.0 + math.cos(math.pi * ratio)) * (cfg.lr - cfg.min_lr)

@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 
 from .atomic import write_atomic
+from .errors import DataError
 
 TINY_SHAKESPEARE = "tinyshakespeare"
 TINY_SHAKESPEARE_URL = (
@@ -26,10 +27,6 @@ TINY_SHAKESPEARE_URL = (
 )
 TINY_SHAKESPEARE_SHA256 = "86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed"
 TRAIN_FRACTION = 0.9
-
-
-class DataError(Exception):
-    """A corpus problem the user can fix; the message is one line that says how."""
 
 
 def cache_dir() -> Path:

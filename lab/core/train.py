@@ -19,7 +19,6 @@ import errno
 import math
 import os
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -27,31 +26,11 @@ import torch
 
 from . import events as ev
 from .checkpoint import CheckpointError, load_latest, save_checkpoint
-from .config import RunConfig
+from .config import RunConfig, TrainOptions, lr_at  # noqa: F401  (re-exported)
 from .data import Corpus, DataError, get_corpus, get_batch, random_starts, window_batch
 from .model import Decoder, config_losses, token_losses
 
 EVAL_SEED_OFFSET = 0x5EED_E7A1  # evaluation windows: a stream of their own
-
-
-@dataclass
-class TrainOptions:
-    """How to train (never what): these choices do not change a run's identity."""
-
-    device: str = "cpu"
-    log_interval: int = 10  # steps between StepLogged events (losses are gathered then)
-    eval_batch_windows: int = 64  # windows per no-grad forward in evaluations
-    keep_checkpoints: int = 2
-
-
-def lr_at(cfg: RunConfig, it: int) -> float:
-    """Linear warm-up (lr * it / warmup_iters, the authors' nanoGPT), then cosine to min_lr."""
-    if it < cfg.warmup_iters or cfg.max_iters <= cfg.warmup_iters:
-        return cfg.lr * it / cfg.warmup_iters
-    if it >= cfg.max_iters:
-        return cfg.min_lr
-    ratio = (it - cfg.warmup_iters) / (cfg.max_iters - cfg.warmup_iters)
-    return cfg.min_lr + 0.5 * (1.0 + math.cos(math.pi * ratio)) * (cfg.lr - cfg.min_lr)
 
 
 def mask_seed(configs: list[RunConfig]) -> int:

@@ -11,7 +11,7 @@ import signal
 import time
 from pathlib import Path
 
-from ..core.train import TrainOptions
+from ..core.config import TrainOptions
 from ..launch import DriverSettings
 from ..store import DriverLock, Store
 from .driver import Driver

@@ -15,7 +15,7 @@ from typing import Callable, Iterable
 
 from ..core import events as ev
 from ..core.checkpoint import list_checkpoints
-from ..core.train import TrainOptions
+from ..core.config import TrainOptions
 from ..store import RunRow, Store
 from .executor import Executor, GroupDone, GroupTask, WorkerDied
 from .scheduler import plan_groups, resume_step
@@ -132,6 +132,7 @@ class Driver:
         self.tasks[task_id] = task
         self.slot_of_task[task_id] = slot
         self.dispatched.update(task.run_ids)
+        self.ended.difference_update(task.run_ids)
         self.executor.submit(slot, task)
 
     def _discard_unrecorded_checkpoints(self, run: RunRow) -> None:
@@ -162,6 +163,7 @@ class Driver:
             shown.append(event)
             if isinstance(event, ev.TERMINAL):
                 self.ended.add(event.run_id)
+                self.dispatched.discard(event.run_id)  # a client may queue it again later
         if batch:
             self.store.apply_many(batch)
         if self.retry:  # after the batch, so the requeue is not overwritten by its events

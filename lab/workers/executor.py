@@ -9,7 +9,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 
-from ..core.train import TrainOptions
+from ..core.config import TrainOptions
 
 
 @dataclass(frozen=True)

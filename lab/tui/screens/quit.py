@@ -47,14 +47,14 @@ class QuitScreen(ChoiceScreen):
     """Quitting while a driver trains: stop the runs, leave them running, or stay."""
 
     def __init__(self, running: int, queued: int, headless: bool) -> None:
-        what = " and ".join(p for p in (f"{running} running" if running else "",
-                                         f"{queued} queued" if queued else "") if p)
-        driver = ("a headless `dropres-lab run --headless` is training them; stopping asks it to stop too"
-                  if headless else "the background driver keeps training them after the lab closes if you leave")
+        counts = ", ".join(p for p in (f"{running} running" if running else "",
+                                        f"{queued} queued" if queued else "") if p)
+        driver = ("A headless `dropres-lab run --headless` is training them: stopping asks it to stop too; "
+                  "leaving lets it carry on in its terminal."
+                  if headless else "If you leave, the background driver keeps training them after the lab closes.")
         super().__init__(
-            "Runs are in flight",
-            f"{what} run{'s' if running + queued != 1 else ''}: {driver}. "
-            "Reopen the lab at any time to see their progress.",
+            f"Runs in flight: {counts}",
+            f"{driver} Reopen the lab at any time to see their progress.",
             [(STOP, "Stop runs (checkpointed, resumable)", "warning"),
              (LEAVE, "Leave running in the background", "primary"),
              ("cancel", "Cancel", "default")],

@@ -65,6 +65,8 @@ class ResultsScreen(Screen):
         Binding("d", "open_detail", "Detail", show=False),
     ]
 
+    AUTO_FOCUS = "#results-table"
+
     app: "LabApp"
 
     def __init__(self) -> None:
@@ -79,13 +81,13 @@ class ResultsScreen(Screen):
         yield Header()
         with Horizontal(id="results-filters"):
             yield Label("suite", classes="filter-label")
-            yield Select([], id="suite-filter", allow_blank=False, prompt="suite")
+            yield Select([("all suites", ALL)], id="suite-filter", allow_blank=False, value=ALL)
             yield Label("status", classes="filter-label")
             yield Select([("any status", ALL)] + [(s, s) for s in STATUSES], id="status-filter",
                          allow_blank=False, value=ALL)
             yield Static(id="results-note", classes="summary")
         yield SyncedTable(id="results-table")
-        yield Footer()
+        yield Footer(compact=True, show_command_palette=False)
 
     # -- data ----------------------------------------------------------------------------------
 
@@ -145,11 +147,11 @@ class ResultsScreen(Screen):
 
     @staticmethod
     def _cell(text: str, justify: str, header: str, row: ResultRow) -> Text:
-        from lab.results import _STATUS_STYLE
+        from lab.results import STATUS_STYLE
 
-        style = _STATUS_STYLE.get(row.status, "") if header == "status" else ""
-        if row.rank == 1 and row.best_val is not None and header in ("#", "run", "best val"):
-            style = "bold"
+        style = STATUS_STYLE.get(row.status, "") if header == "status" else ""
+        if row.rank == 1 and row.best_val is not None:  # as `dropres-lab results` prints it
+            style = f"bold {style}".strip()
         return cell(text, justify, style)
 
     def on_select_changed(self, event: Select.Changed) -> None:

@@ -28,6 +28,8 @@ class RunsScreen(Screen):
         Binding("R", "restart_run", "Restart"),
     ]
 
+    AUTO_FOCUS = "#runs-table"
+
     app: "LabApp"
 
     def compose(self) -> ComposeResult:
@@ -35,7 +37,7 @@ class RunsScreen(Screen):
         yield Static(id="runs-summary", classes="summary")
         yield RunsTable(id="runs-table")
         yield RunPanel(id="run-panel")
-        yield Footer()
+        yield Footer(compact=True, show_command_palette=False)
 
     # -- keeping up with the store -----------------------------------------------------------
 
@@ -60,6 +62,11 @@ class RunsScreen(Screen):
         parts = [f"{counts[s]} {s}" for s in order if counts.get(s)]
         marked = len(self.app.marked)
         text = " · ".join(parts) or "no runs in the store yet"
+        if not self.app.driver_alive:
+            if counts.get("running"):
+                text += "   (no driver: runs shown running were interrupted; r resumes one)"
+            elif counts.get("queued"):
+                text += "   (no driver is running: r on a queued run starts one)"
         if marked:
             text += f"   ({marked} marked: c compares them)"
         self.query_one("#runs-summary", Static).update(text)

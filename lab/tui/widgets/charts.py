@@ -8,10 +8,11 @@ from typing import Sequence
 from textual_plotext import PlotextPlot
 
 from lab.core.config import RunConfig
-from lab.core.train import lr_at
+from lab.core.config import lr_at
 
 #: Distinct plotext colours for overlaid curves, in order.
 PALETTE = ("cyan", "orange", "green", "magenta", "red", "blue", "yellow", "white")
+MARKER = "hd"  # quarter blocks: finer than whole cells, and drawn by every terminal font
 MAX_POINTS = 400  # a plot is at most a few hundred cells wide: thin longer curves
 
 
@@ -28,19 +29,27 @@ class LossChart(PlotextPlot):
     """Loss against iteration: one run's train and val curves, or several runs' val curves."""
 
     def show_curves(self, title: str, curves: Sequence[tuple[str, Sequence[int], Sequence[float]]],
-                    xmax: int | None = None) -> None:
-        """Plot (label, steps, losses) curves; an empty list shows an empty frame."""
+                    xmax: int | None = None, colors: Sequence[str] = PALETTE, zoom: bool = False) -> None:
+        """Plot (label, steps, losses) curves; an empty list shows an empty frame.
+
+        `zoom`: fit the y axis to the curves after the first tenth of training (as the paper's
+        figures do), so the differences between runs are not flattened by the initial drop.
+        """
         plt = self.plt
         plt.clear_figure()
         plt.title(title)
         plt.xlabel("iteration")
-        plt.ylabel("loss")
+        tails: list[float] = []
         for i, (label, steps, values) in enumerate(curves):
             xs, ys = thin(steps, values)
             if xs:
-                plt.plot(xs, ys, label=label, color=PALETTE[i % len(PALETTE)], marker="braille")
+                plt.plot(xs, ys, label=label, color=colors[i % len(colors)], marker=MARKER)
+                tails += [y for x, y in zip(xs, ys) if xmax and x >= xmax / 10]
         if xmax:
             plt.xlim(0, xmax)
+        if zoom and len(tails) > 1 and max(tails) > min(tails):
+            pad = (max(tails) - min(tails)) * 0.05
+            plt.ylim(min(tails) - pad, max(tails) + pad)
         self.refresh()
 
 
@@ -59,7 +68,11 @@ class LrChart(PlotextPlot):
             seen.append(key)
             n = 120
             xs = sorted({round(cfg.max_iters * j / n) for j in range(n + 1)} | {min(cfg.warmup_iters, cfg.max_iters)})
-            plt.plot(xs, [lr_at(cfg, x) for x in xs], color=PALETTE[i % len(PALETTE)], marker="braille")
+            plt.plot(xs, [lr_at(cfg, x) for x in xs], color=PALETTE[i % len(PALETTE)], marker=MARKER)
+        if seen:
+            top = max(k[0] for k in seen)
+            ticks = [0.0, top / 2, top]
+            plt.yticks(ticks, [f"{t:.0e}" if t else "0" for t in ticks])
         if at_step is not None and configs:
-            plt.vline(at_step, "grey")
+            plt.vline(at_step, "gray")
         self.refresh()

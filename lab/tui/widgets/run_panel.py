@@ -9,7 +9,7 @@ from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical
 from textual.widgets import Label, Sparkline, Static
 
-from lab.results import _STATUS_STYLE as STATUS_STYLE
+from lab.results import STATUS_STYLE
 from lab.results import fmt_duration, fmt_loss, fmt_rate
 
 from ..poller import LiveRun
@@ -17,6 +17,15 @@ from ..poller import LiveRun
 
 def finite(values: tuple[float, ...]) -> list[float]:
     return [v for v in values if v is not None and math.isfinite(v)]
+
+
+def fitted(values: list[float]) -> list[float]:
+    """Values capped at the one a tenth of the way in, so the first steep drop does not
+    flatten the rest of the curve (the same view as the detail chart's fitted y axis)."""
+    if len(values) < 10:
+        return values
+    cap = values[len(values) // 10]
+    return [min(v, cap) for v in values]
 
 
 def _range(values: list[float]) -> str:
@@ -65,9 +74,9 @@ class RunPanel(Vertical):
         line.append("  " + " · ".join(parts), style="dim")
         title.update(line)
         vals, trains = finite(live.val), finite(live.train)
-        if list(val.data or []) != vals:
-            val.data = vals
-        if list(train.data or []) != trains:
-            train.data = trains
+        if list(val.data or []) != fitted(vals):
+            val.data = fitted(vals)
+        if list(train.data or []) != fitted(trains):
+            train.data = fitted(trains)
         self.query_one("#val-range", Label).update(_range(vals))
         self.query_one("#train-range", Label).update(_range(trains))

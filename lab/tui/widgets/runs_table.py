@@ -5,26 +5,25 @@ from __future__ import annotations
 from rich.text import Text
 
 from lab.headless import sparkline
-from lab.results import _STATUS_STYLE as STATUS_STYLE
+from lab.results import STATUS_STYLE
 from lab.results import fmt_duration, fmt_loss, fmt_rate
 
 from ..poller import LiveRun
 from .synced_table import ColumnSpec, SyncedTable, cell
 
 MARK = "●"
-BAR_WIDTH = 10
+BAR_WIDTH = 8
 CURVE_WIDTH = 12
-RUN_WIDTH = 22
+RUN_WIDTH = 28
 
 COLUMNS = (
-    ColumnSpec("mark", " ", 1),
-    ColumnSpec("run", "run", RUN_WIDTH),
+    ColumnSpec("run", "  run", RUN_WIDTH),
     ColumnSpec("status", "status", 8),
     ColumnSpec("progress", "progress", BAR_WIDTH),
     ColumnSpec("step", "step", 11, "right"),
     ColumnSpec("train", "train", 6, "right"),
     ColumnSpec("val", "val", 6, "right"),
-    ColumnSpec("curve", "val curve", CURVE_WIDTH),
+    ColumnSpec("curve", "recent val", CURVE_WIDTH),
     ColumnSpec("rate", "tok/s", 7, "right"),
     ColumnSpec("eta", "ETA", 6, "right"),
     ColumnSpec("device", "device", 6),
@@ -46,8 +45,15 @@ def progress_bar(step: int, max_iters: int, status: str, width: int = BAR_WIDTH)
     return bar
 
 
-def elide(text: str, width: int) -> str:
-    return text if len(text) <= width else text[: width - 1] + "…"
+def run_label(suite: str, name: str, width: int) -> str:
+    """"suite/name" in `width` characters, shortening the suite first (the name tells runs apart)."""
+    text = f"{suite}/{name}"
+    if len(text) <= width:
+        return text
+    room = width - len(name) - 2  # "…/"
+    if room >= 3:
+        return f"{suite[:room]}…/{name}"
+    return "…" + name[-(width - 1):]
 
 
 def compact(n: int) -> str:
@@ -65,8 +71,8 @@ def run_cells(live: LiveRun, marked: bool) -> tuple:
     r = live.row
     finished = r.status == "finished"
     return (
-        cell(MARK if marked else " ", style="bold yellow"),
-        cell(elide(live.label, RUN_WIDTH)),
+        Text.assemble((MARK if marked else " ", "bold yellow"), " ",
+                      run_label(r.suite, r.name, RUN_WIDTH - 2), no_wrap=True),
         status_text(r.status),
         progress_bar(r.step, r.max_iters, r.status),
         cell(f"{compact(r.step)}/{compact(r.max_iters)}", "right"),
@@ -82,9 +88,23 @@ def run_cells(live: LiveRun, marked: bool) -> tuple:
 class RunsTable(SyncedTable):
     """Every run in the store, in the order runs were first queued."""
 
+    def __init__(self, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self._made: dict[str, tuple[LiveRun, bool, tuple]] = {}  # run id -> (state, marked, cells)
+
     def on_mount(self) -> None:
         self.set_columns(COLUMNS)
 
     def show(self, runs: list[LiveRun], marked: set[str]) -> None:
+        """Show `runs`; cells are formatted again only for runs whose state or mark changed
+        (a `LiveRun` is replaced only when its run changed), so unchanged rows cost nothing."""
         self.set_columns(COLUMNS)
-        self.sync([(live.run_id, run_cells(live, live.run_id in marked)) for live in runs])
+        rows, made = [], {}
+        for live in runs:
+            is_marked = live.run_id in marked
+            old = self._made.get(live.run_id)
+            cells = old[2] if old is not None and old[0] is live and old[1] == is_marked else run_cells(live, is_marked)
+            made[live.run_id] = (live, is_marked, cells)
+            rows.append((live.run_id, cells))
+        self._made = made
+        self.sync(rows)

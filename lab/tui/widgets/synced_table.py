@@ -38,7 +38,7 @@ class SyncedTable(DataTable):
     Enter selects the row (the screen opens the run's detail), so the footer says so.
     """
 
-    BINDINGS = [Binding("enter", "select_cursor", "Detail")]
+    BINDINGS = [Binding("enter", "select_cursor", "Detail", show=False)]
 
     def __init__(self, **kwargs: Any) -> None:
         kwargs.setdefault("cursor_type", "row")
@@ -90,7 +90,7 @@ class SyncedTable(DataTable):
         for key, cells in rows:
             cells = tuple(cells)
             old = self._cells.get(key)
-            if old == cells:
+            if old is cells or old == cells:
                 continue
             for column, before, after in zip(columns, old or (None,) * len(cells), cells):
                 if before != after:

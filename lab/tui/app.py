@@ -1,0 +1,534 @@
+"""The interactive lab: a Textual app that is a client of the run store (DESIGN.md section 3).
+
+`LabApp` wires the screens together and owns the lab's state as the views see it:
+
+* `live`: every run in the store (`LiveRun`: its row and bounded loss histories), kept up to
+  date by one polling thread (`lab.tui.poller`) that posts one `StoreUpdated` message per
+  batch of changes; the active screen redraws only the runs that changed;
+* `marked`: runs marked (space) in Runs or Results for comparison;
+* what the user asks for (launch, cancel, resume, restart, stop) becomes writes to the store:
+  runs enqueued with `lab.launch`, requests the driver acts on, and a detached background
+  driver started when none holds the store. The lab never trains and never talks to workers.
+
+Screens are Textual modes (each keeps its own state while another is shown): experiments
+(`lab.tui.screens.experiments`), runs, results and detail; help, export and the quit question
+are modal screens on top.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from functools import partial
+from pathlib import Path
+from typing import Iterable, Sequence
+
+from textual import on, work
+from textual.app import App, SystemCommand
+from textual.binding import Binding
+from textual.message import Message
+from textual.screen import Screen
+
+from lab.core.errors import DataError
+from lab.experiments import RunSpec
+from lab.launch import DriverSettings, check_corpora, enqueue_specs, start_background_driver
+from lab.store import DriverInfo, DriverLock, Store, StoreError, resolve_store_dir
+
+from .poller import LiveRun, Pending, StorePoller, StoreUpdated, Update
+from .screens.detail import DetailScreen
+from .screens.experiments import ExperimentsScreen
+from .screens.help import HelpScreen
+from .screens.quit import LEAVE, STOP, ChoiceScreen, QuitScreen
+from .screens.results import ResultsScreen
+from .screens.runs import RunsScreen
+from .widgets.synced_table import SyncedTable
+
+#: Seconds between store polls: a run's row is redrawn at most 1 / POLL_S (2) times a second.
+POLL_S = 0.5
+#: After starting a background driver, how long to wait for it before trying again.
+DRIVER_GRACE_S = 30.0  # torch's import alone can take seconds on a busy machine
+DRIVER_ATTEMPTS = 3
+
+
+def display_path(path: Path) -> str:
+    """A path as short as it reads unambiguously: relative to the working folder, or with ~."""
+    try:
+        rel = os.path.relpath(path)
+        if not rel.startswith(".."):
+            return rel
+    except ValueError:  # pragma: no cover - another drive on Windows
+        pass
+    home = str(Path.home())
+    text = str(path)
+    return "~" + text[len(home):] if text.startswith(home + os.sep) else text
+
+
+class LabApp(App[str | None]):
+    """`dropres-lab` with no command. The return value is a line to print after closing."""
+
+    CSS_PATH = "app.tcss"
+    TITLE = "dropres-lab"
+
+    BINDINGS = [
+        Binding("f1", "help", "Help"),
+        Binding("f2", "show('experiments')", "Experiments"),
+        Binding("f3", "show('runs')", "Runs"),
+        Binding("f4", "show('results')", "Results"),
+        Binding("f5", "detail", "Detail"),
+        Binding("question_mark", "help", "Help", show=False),
+        Binding("1", "show('experiments')", "Experiments", show=False),
+        Binding("2", "show('runs')", "Runs", show=False),
+        Binding("3", "show('results')", "Results", show=False),
+        Binding("4", "detail", "Detail", show=False),
+        Binding("q", "quit", "Quit"),
+        Binding("ctrl+q", "quit", "Quit", show=False, priority=True),
+    ]
+
+    class Notice(Message):
+        """A background action's outcome, to show as a notification."""
+
+        def __init__(self, text: str, severity: str = "information", want_driver: bool = False,
+                     show_runs: bool = False) -> None:
+            super().__init__()
+            self.text = text
+            self.severity = severity
+            self.want_driver = want_driver
+            self.show_runs = show_runs
+
+    def __init__(
+        self,
+        store_dir: str | os.PathLike[str] | None = None,
+        experiments_path: str | os.PathLike[str] = "experiments.toml",
+        *,
+        driver_settings: DriverSettings = DriverSettings(),
+        poll_interval: float = POLL_S,
+        start_mode: str | None = None,
+    ) -> None:
+        """Opens the store (StoreError, one line, if it cannot be used)."""
+        super().__init__()
+        self.store_dir = resolve_store_dir(store_dir)
+        self.store = Store.open(self.store_dir)
+        self._poller = StorePoller(self.store_dir)
+        self.experiments_path = Path(experiments_path)
+        self.driver_settings = driver_settings
+        self.poll_interval = poll_interval
+        self.live: dict[str, LiveRun] = {}
+        self.marked: set[str] = set()
+        self.detail_ids: list[str] = []
+        self.driver: DriverInfo | None = None
+        self._start_mode = start_mode
+        self._previous_mode = "runs"
+        self._pending = Pending()
+        self._wake = threading.Event()
+        self._stopping = False
+        self._want_driver = False
+        self._driver_started_at = 0.0
+        self._driver_attempts = 0
+        self.add_mode("experiments", lambda: ExperimentsScreen(self.experiments_path))
+        self.add_mode("runs", RunsScreen)
+        self.add_mode("results", ResultsScreen)
+        self.add_mode("detail", DetailScreen)
+
+    # -- start and stop ------------------------------------------------------------------------
+
+    def on_mount(self) -> None:
+        self._apply(self._poller.poll(force=True))  # first paint shows the store as it is
+        mode = self._start_mode
+        if mode is None:
+            mode = "runs" if self.live else "experiments"
+        self.switch_mode(mode)
+        self._poll_store()
+
+    def on_unmount(self) -> None:
+        self._stopping = True
+        self._wake.set()
+
+    @work(thread=True, exclusive=True, group="store-poll", exit_on_error=False)
+    def _poll_store(self) -> None:
+        """Poll the store every `poll_interval` (or when woken) and post coalesced updates."""
+        failing = False
+        try:
+            while True:
+                self._wake.wait(self.poll_interval)
+                self._wake.clear()
+                if self._stopping:
+                    return
+                try:
+                    update = self._poller.poll()
+                except StoreError as exc:
+                    if not failing:
+                        self.post_message(self.Notice(str(exc), "error"))
+                    failing = True
+                    continue
+                failing = False
+                if self._pending.offer(update):
+                    self.post_message(StoreUpdated())
+        finally:
+            self._poller.close()
+
+    def poke(self) -> None:
+        """Poll now rather than at the next interval (after the lab wrote to the store)."""
+        self._wake.set()
+
+    def on_store_updated(self, message: StoreUpdated) -> None:
+        self._apply(self._pending.take())
+
+    def _apply(self, update: Update) -> None:
+        for run_id in update.removed:
+            self.live.pop(run_id, None)
+            self.marked.discard(run_id)
+        self.live.update(update.changed)
+        if update.driver_changed:
+            self.driver = update.driver
+        self._show_status()
+        self._keep_driver()
+        if update.changed or update.removed or update.driver_changed:
+            refresh = getattr(self.screen, "refresh_live", None)
+            if refresh is not None and self.screen.is_mounted:
+                refresh(set(update.changed) | update.removed)
+
+    # -- the driver ------------------------------------------------------------------------------
+
+    @property
+    def driver_alive(self) -> bool:
+        return self.driver is not None and self.driver.alive
+
+    @property
+    def headless_holds_store(self) -> bool:
+        """A driver holds the store and takes no new work (a headless run, or one stopping)."""
+        return self.driver_alive and self.driver is not None and not self.driver.accepting
+
+    def _show_status(self) -> None:
+        d = self.driver
+        if d is None or not d.alive:
+            driver = "no driver"
+        elif d.accepting:
+            driver = f"background driver pid {d.pid}"
+        else:
+            driver = f"driver pid {d.pid} (headless or stopping: takes no new work)"
+        self.sub_title = f"{display_path(self.store_dir)} · {driver}"
+
+    def _keep_driver(self) -> None:
+        """After a launch: if queued runs wait and no driver came (or it exited as the runs were
+        queued), start one again, a few times at most."""
+        if not self._want_driver:
+            return
+        statuses = {live.row.status for live in self.live.values()}
+        if "queued" not in statuses:
+            if "running" not in statuses:
+                self._want_driver = False
+            return
+        if self.driver_alive:
+            self._driver_attempts = 0
+            return
+        if time.monotonic() - self._driver_started_at < DRIVER_GRACE_S:
+            return
+        if self._driver_attempts >= DRIVER_ATTEMPTS:
+            self._want_driver = False
+            self.notify(f"the background driver did not start; see {self.store.log_path}", severity="error",
+                        timeout=10)
+            return
+        self._start_driver()
+
+    def _start_driver(self) -> int | None:
+        """Start a background driver unless one holds the store (callable from any thread)."""
+        self._driver_started_at = time.monotonic()
+        self._driver_attempts += 1
+        self._want_driver = True
+        return start_background_driver(self.store.dir, self.driver_settings)
+
+    def _headless_message(self) -> str:
+        info = self.store.driver_info()
+        pid = f" (pid {info.pid})" if info is not None and info.pid else ""
+        return (f"a headless run{pid} holds the store {display_path(self.store_dir)} and takes no new work; "
+                "wait for it to finish (or stop it), then try again")
+
+    def _store_refuses_work(self) -> bool:
+        """Whether a live driver that takes no new work holds the store (read fresh)."""
+        info = self.store.driver_info()
+        return info is not None and info.alive and not info.accepting
+
+    # -- launching (from the Experiments screen) -------------------------------------------------
+
+    @on(ExperimentsScreen.LaunchRequested)
+    def _launch_requested(self, message: ExperimentsScreen.LaunchRequested) -> None:
+        """The Experiments screen's launch: queue the runs and drive them."""
+        self.launch(list(message.specs), bool(message.fresh))
+
+    def launch(self, specs: Sequence[RunSpec], fresh: bool = False) -> None:
+        """Check corpora, enqueue, start a background driver unless one holds the store."""
+        if not specs:
+            self.notify("nothing to launch", severity="warning")
+            return
+        self._launch(list(specs), fresh)
+
+    @work(thread=True, group="store-write", exit_on_error=False)
+    def _launch(self, specs: list[RunSpec], fresh: bool) -> None:
+        self.post_message(self._enqueue(specs, fresh))
+
+    def _enqueue(self, specs: list[RunSpec], fresh: bool) -> "LabApp.Notice":
+        try:
+            if self._store_refuses_work():
+                return self.Notice(self._headless_message(), "error")
+            shas = check_corpora(specs)
+            rows = enqueue_specs(self.store, specs, shas, fresh)
+            queued = sum(r.status == "queued" for r in rows)
+            pid = self._start_driver() if queued else None
+        except (DataError, StoreError, OSError) as exc:
+            return self.Notice(str(exc), "error")
+        parts = [f"queued {queued} run{'s' if queued != 1 else ''}"]
+        done = sum(r.status in ("finished", "diverged") for r in rows)
+        running = sum(r.status == "running" for r in rows)
+        if done:
+            parts.append(f"{done} already finished (kept as results; restart one with R to train it again)")
+        if running:
+            parts.append(f"{running} already running")
+        if pid:
+            parts.append(f"background driver started (pid {pid}, log {display_path(self.store.log_path)})")
+        elif queued:
+            parts.append("the running driver takes them")
+        return self.Notice("; ".join(parts), want_driver=bool(queued), show_runs=True)
+
+    def on_lab_app_notice(self, message: "LabApp.Notice") -> None:
+        if message.text:
+            self.notify(message.text, severity=message.severity,  # type: ignore[arg-type]
+                        timeout=8 if message.severity == "error" else 5)
+        if message.want_driver:
+            self._want_driver = True
+        if message.show_runs and self.current_mode != "runs":
+            self.action_show("runs")
+        self.poke()
+
+    # -- acting on runs --------------------------------------------------------------------------
+
+    def toggle_mark(self, run_id: str) -> None:
+        if run_id in self.marked:
+            self.marked.discard(run_id)
+        elif run_id in self.live:
+            self.marked.add(run_id)
+
+    def cancel_run(self, run_id: str) -> None:
+        live = self.live.get(run_id)
+        if live is None:
+            return
+        if live.row.status not in ("queued", "running"):
+            self.notify(f"{live.label} is {live.row.status}: nothing to cancel", severity="warning")
+            return
+        self._act("cancel", run_id)
+
+    def resume_run(self, run_id: str) -> None:
+        live = self.live.get(run_id)
+        if live is None:
+            return
+        status = live.row.status
+        if status in ("finished", "diverged"):
+            self.notify(f"{live.label} is {status}, a result; restart it (R) to train it again from step 0",
+                        severity="warning")
+        elif status == "queued" and not DriverLock.is_held(self.store.dir):
+            self._act("drive", run_id)  # queued with no driver to take it: start one
+        elif status == "queued" or (status == "running" and self.driver_alive):
+            self.notify(f"{live.label} is already {status}", severity="warning")
+        else:
+            self._act("resume", run_id)
+
+    def restart_run(self, run_id: str) -> None:
+        live = self.live.get(run_id)
+        if live is None:
+            return
+        if live.row.status == "running" and self.driver_alive:
+            self.notify(f"{live.label} is running: cancel it (x) first, then restart it", severity="warning")
+            return
+
+        def confirmed(choice: str | None) -> None:
+            if choice == "restart":
+                self._act("restart", run_id)
+
+        self.push_screen(ChoiceScreen(
+            f"Restart {live.label}?",
+            f"It trains again from step 0 with the same settings; its {live.row.step} steps of metrics "
+            "and its checkpoints are deleted.",
+            [("restart", "Restart from step 0", "warning"), ("cancel", "Keep it", "default")]), confirmed)
+
+    @work(thread=True, group="store-write", exit_on_error=False)
+    def _act(self, kind: str, run_id: str) -> None:
+        try:
+            notice = self._do(kind, run_id)
+        except (DataError, StoreError, OSError) as exc:
+            notice = self.Notice(str(exc), "error")
+        self.post_message(notice)
+
+    def _do(self, kind: str, run_id: str) -> "LabApp.Notice":
+        row = self.store.get(run_id)
+        if row is None:
+            return self.Notice("that run is no longer in the store", "warning")
+        label = f"{row.suite}/{row.name}"
+        if kind == "cancel":
+            if DriverLock.is_held(self.store.dir):
+                self.store.request(run_id, "cancel")
+                mates = (f"; its {row.group_size - 1} group-mate(s) stop with it and are queued again to resume"
+                         if row.status == "running" and (row.group_size or 1) > 1 else "")
+                return self.Notice(f"cancel requested: the driver stops {label} (resumable){mates}")
+            # No driver would ever read the request: end the run here.
+            self.store.stop_runs([run_id], "cancelled")
+            return self.Notice(f"{label} cancelled (no driver was running it)")
+        if self._store_refuses_work():
+            return self.Notice(self._headless_message(), "error")
+        if kind == "drive":
+            pid = self._start_driver()
+            how = f"background driver started (pid {pid})" if pid else "a driver is already running"
+            return self.Notice(f"{label} is queued; {how}", want_driver=True)
+        if kind == "resume":
+            if not self.store.requeue([run_id]):
+                return self.Notice(f"{label} cannot be resumed ({row.status})", "warning")
+            step = (self.store.get(run_id) or row).step
+            pid = self._start_driver()
+            how = f"; background driver started (pid {pid})" if pid else ""
+            return self.Notice(f"{label} queued to resume at step {step}{how}", want_driver=True)
+        if kind == "restart":
+            spec = RunSpec(row.suite, row.name, row.config, row.reference, row.base_name)
+            enqueue_specs(self.store, [spec], check_corpora([spec]), fresh=True)
+            pid = self._start_driver()
+            how = f"; background driver started (pid {pid})" if pid else ""
+            return self.Notice(f"{label} queued to train again from step 0{how}", want_driver=True)
+        raise ValueError(kind)
+
+    def action_stop_all(self) -> None:
+        """Ask the driver to stop every run (checkpointed, resumable) and exit."""
+        if not self.driver_alive:
+            self.notify("no driver is running", severity="warning")
+            return
+        self.store.request(None, "stop_all")
+        self.notify("stop requested: the driver checkpoints its runs and exits; resume them with r")
+        self.poke()
+
+    def write_export(self, path: Path, text: str, n_rows: int) -> None:
+        """Write an exported table atomically and say where it went."""
+        from lab.core.atomic import write_atomic
+
+        target = path.expanduser()
+        if target.is_dir():
+            problem = f"{target} is a folder; give a file name, e.g. {target / 'results.csv'}"
+        elif not target.parent.is_dir():
+            problem = f"the folder {target.parent} does not exist; create it first or choose another"
+        else:
+            try:
+                write_atomic(target, text)
+            except OSError as exc:
+                problem = f"cannot write {target}: {exc.strerror or exc}"
+            else:
+                self.notify(f"wrote {n_rows} row{'s' if n_rows != 1 else ''} to {target}", timeout=8)
+                return
+        self.notify(problem, severity="error", timeout=8)
+
+    # -- navigation --------------------------------------------------------------------------------
+
+    def action_show(self, mode: str) -> None:
+        if isinstance(self.screen, (HelpScreen, ChoiceScreen)):
+            self.pop_screen()
+        if mode != self.current_mode:
+            if self.current_mode in ("experiments", "runs", "results"):
+                self._previous_mode = self.current_mode
+            self.switch_mode(mode)
+
+    def _list_selection(self) -> list[str]:
+        current = getattr(self.screen, "current_run_ids", None)
+        return current() if current is not None else []
+
+    def open_detail(self, run_ids: Iterable[str]) -> None:
+        self.detail_ids = [i for i in run_ids if i in self.live]
+        if self.current_mode == "detail":
+            self.screen.on_screen_resume()  # type: ignore[attr-defined]
+        else:
+            self.action_show("detail")
+
+    def action_detail(self) -> None:
+        """The highlighted run in detail (from Runs or Results), or the last one shown."""
+        ids = self._list_selection() if self.current_mode != "detail" else self.detail_ids
+        self.open_detail(ids or self.detail_ids)
+
+    def action_compare(self) -> None:
+        """Overlay the val curves of the marked runs."""
+        ids = [i for i in self.live if i in self.marked]
+        if len(ids) < 2:
+            self.notify("mark two or more runs with space (in Runs or Results), then press c",
+                        severity="warning")
+            return
+        self.open_detail(ids)
+
+    def action_back(self) -> None:
+        self.action_show(self._previous_mode)
+
+    def help_sections(self) -> list[tuple[str, Sequence]]:
+        sections: list[tuple[str, Sequence]] = [("Everywhere", self.BINDINGS + [
+            Binding("ctrl+p", "command_palette", "Command palette (also: Stop all runs)")])]
+        sections.append(("Experiments", ExperimentsScreen.BINDINGS))
+        sections += [
+            ("Runs", SyncedTable.BINDINGS + RunsScreen.BINDINGS),
+            ("Results", SyncedTable.BINDINGS + ResultsScreen.BINDINGS
+             + [Binding("click header", "", "Sort by that column (again: reverse)")]),
+            ("Detail", DetailScreen.BINDINGS),
+        ]
+        return sections
+
+    def action_help(self) -> None:
+        if not isinstance(self.screen, HelpScreen):
+            self.push_screen(HelpScreen(self.help_sections()))
+
+    def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
+        """The command palette reaches every key's action, plus a few without a key."""
+        seen = set()
+        for command in super().get_system_commands(screen):
+            seen.add(command.title)
+            yield command
+        sources: list[tuple[object, Sequence]] = [(screen, getattr(screen, "BINDINGS", [])), (self, self.BINDINGS)]
+        for namespace, bindings in sources:
+            for b in bindings:
+                if not isinstance(b, Binding) or not b.description or b.description in seen:
+                    continue
+                seen.add(b.description)
+                yield SystemCommand(b.description, f"key: {b.key_display or b.key}",
+                                    partial(self.run_action, b.action, namespace))  # type: ignore[arg-type]
+        for mode, title in (("runs", "Runs"), ("results", "Results")):
+            if title not in seen:
+                yield SystemCommand(title, "show the screen", partial(self.action_show, mode))
+        yield SystemCommand("Stop all runs", "ask the driver to checkpoint every run and exit (resumable)",
+                            self.action_stop_all)
+
+    # -- quitting ----------------------------------------------------------------------------------
+
+    async def action_quit(self) -> None:
+        if isinstance(self.screen, QuitScreen):
+            return
+        running = sum(live.row.status == "running" for live in self.live.values())
+        queued = sum(live.row.status == "queued" for live in self.live.values())
+        if not (running or queued) or not DriverLock.is_held(self.store.dir):
+            self.exit()
+            return
+
+        def chosen(choice: str | None) -> None:
+            if choice == STOP:
+                try:
+                    self.store.request(None, "stop_all")
+                except StoreError as exc:
+                    self.notify(str(exc), severity="error")
+                    return
+                self.exit("stop requested: the driver checkpoints the runs and exits; "
+                          "reopen the lab and resume them with r")
+            elif choice == LEAVE:
+                pid = self.driver.pid if self.driver is not None else None
+                where = ("in the headless run's terminal" if headless
+                         else f"in the background (log {self.store.log_path})")
+                self.exit(f"runs continue {where}, driver pid {pid}; run `dropres-lab` again to watch them")
+
+        headless = self.headless_holds_store
+        self.push_screen(QuitScreen(running, queued, headless=headless), chosen)
+
+
+def run_lab(store: str | os.PathLike[str] | None = None, experiments: str | os.PathLike[str] = "experiments.toml") -> str | None:
+    """Open the lab; returns the line to print once it closes."""
+    app = LabApp(store, experiments)
+    try:
+        return app.run()
+    finally:
+        app.store.close()
