@@ -542,3 +542,22 @@ def test_the_bare_command_needs_a_terminal_and_keeps_help_working() -> None:
     assert got.exit_code == 2 and "put them after the command" in got.output
     got = runner.invoke(app, ["--help"])
     assert got.exit_code == 0 and "--store" in got.output and "interactive lab" in got.output
+
+
+def test_switching_screens_does_not_accumulate_footer_watchers(synthetic: Path) -> None:
+    """Textual 8.2.8's Footer leaked a watcher per key on every recompose (issue #6666)."""
+    from lab.tui.widgets.footer import LabFooter
+
+    async def go() -> list[int]:
+        app = LabApp(synthetic, start_mode="runs")
+        counts = []
+        async with app.run_test(size=SIZE) as pilot:
+            for i in range(24):
+                await pilot.press("f4" if i % 2 else "f3")
+                await pilot.pause()
+                footer = app.screen.query_one(LabFooter)
+                counts.append(sum(len(w) for w in getattr(footer, "__watchers", {}).values()))
+        return counts
+
+    counts = asyncio.run(go())
+    assert max(counts[8:]) <= max(counts[:8]), counts

@@ -21,12 +21,13 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import Screen
-from textual.widgets import Footer, Header, Log, Static
+from textual.widgets import Header, Log, Static
 
 from lab.results import STATUS_STYLE, columns, fmt_loss, result_rows
 from lab.results import fmt_setting
 from lab.store import RunRow
 
+from ..widgets.footer import LabFooter
 from ..widgets.charts import LossChart, LrChart
 from ..widgets.synced_table import ColumnSpec, SyncedTable, cell
 
@@ -81,7 +82,7 @@ class DetailScreen(Screen):
                 yield LrChart(id="lr-chart")
         yield Log(id="detail-log", highlight=False)
         yield SyncedTable(id="compare-table", cursor_type="none")
-        yield Footer(compact=True, show_command_palette=False)
+        yield LabFooter(compact=True, show_command_palette=False)
 
     # -- what to show --------------------------------------------------------------------------
 

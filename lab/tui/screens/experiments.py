@@ -32,7 +32,7 @@ from textual.binding import Binding
 from textual.containers import Horizontal
 from textual.message import Message
 from textual.screen import Screen
-from textual.widgets import Checkbox, Footer, Header, Static, Tree
+from textual.widgets import Checkbox, Header, Static, Tree
 
 from lab.core.config import DROPOUT_SITES, FIELDS, SETTING_KEYS, check_config, value_from_text
 from lab.experiments import (
@@ -52,6 +52,7 @@ from lab.experiments import (
     toml_value,
 )
 
+from ..widgets.footer import LabFooter
 from ..widgets.forms import FORM_SETTINGS, FormData, SettingsForm, number_from_text
 from ..widgets.forms_grid import GridBuilder, GridChange, Preview
 
@@ -146,7 +147,7 @@ class ExperimentsScreen(Screen):
             fresh = Checkbox("launch fresh", False, compact=True, id="exp-fresh")
             fresh.tooltip = "Launch from step 0, dropping checkpoints and metrics (not for Launch all)"
             yield fresh
-        yield Footer(compact=True, show_command_palette=False)
+        yield LabFooter(compact=True, show_command_palette=False)
 
     async def on_mount(self) -> None:
         self.load()

@@ -10,11 +10,12 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal
 from textual.screen import Screen
-from textual.widgets import DataTable, Footer, Header, Label, Select, Static
+from textual.widgets import DataTable, Header, Label, Select, Static
 
 from lab.results import ResultRow, columns, result_rows, to_csv, to_markdown
 from lab.store import STATUSES
 
+from ..widgets.footer import LabFooter
 from ..widgets.runs_table import MARK
 from ..widgets.synced_table import ColumnSpec, SyncedTable, cell
 from .export import ExportScreen
@@ -87,7 +88,7 @@ class ResultsScreen(Screen):
                          allow_blank=False, value=ALL)
             yield Static(id="results-note", classes="summary")
         yield SyncedTable(id="results-table")
-        yield Footer(compact=True, show_command_palette=False)
+        yield LabFooter(compact=True, show_command_palette=False)
 
     # -- data ----------------------------------------------------------------------------------
 

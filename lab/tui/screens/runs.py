@@ -7,8 +7,9 @@ from typing import TYPE_CHECKING, Iterable
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.screen import Screen
-from textual.widgets import DataTable, Footer, Header, Static
+from textual.widgets import DataTable, Header, Static
 
+from ..widgets.footer import LabFooter
 from ..widgets.run_panel import RunPanel
 from ..widgets.runs_table import RunsTable
 
@@ -37,7 +38,7 @@ class RunsScreen(Screen):
         yield Static(id="runs-summary", classes="summary")
         yield RunsTable(id="runs-table")
         yield RunPanel(id="run-panel")
-        yield Footer(compact=True, show_command_palette=False)
+        yield LabFooter(compact=True, show_command_palette=False)
 
     # -- keeping up with the store -----------------------------------------------------------
 
