@@ -1,0 +1,1 @@
+"""Benchmarks of dropres-lab against a plain nanoGPT-style baseline (not part of the package)."""
