@@ -54,8 +54,16 @@ def test_a_diverging_run_exits_1_and_its_neighbour_finishes(lab_dir):
     (["run", "--headless", "--file", "missing.toml"], "missing.toml"),
     (["run", "--headless", "--data", "nope.txt"], "nope.txt"),
     (["run", "alpha"], "--headless"),
+    (["run", "--headless", "--data", "empty.txt"], "is empty"),
+    (["run", "--headless", "--data", "binary.bin"], "looks binary"),
+    (["run", "--headless", "--data", "short.txt"], "too short for block_size 16"),
+    (["run", "--headless", "--data", "latin1.txt"], "not UTF-8"),
 ])
 def test_user_errors_exit_2_with_one_line_and_write_nothing(lab_dir, args, message):
+    (lab_dir / "empty.txt").write_bytes(b"")
+    (lab_dir / "binary.bin").write_bytes(bytes(range(256)) * 10)
+    (lab_dir / "short.txt").write_text("to be or not")
+    (lab_dir / "latin1.txt").write_bytes("café au lait ".encode("latin-1") * 100)
     res = cli(lab_dir, *args)
     assert res.returncode == 2, res.stdout + res.stderr
     assert message in res.stderr and "Traceback" not in res.stderr
