@@ -73,6 +73,10 @@ runs = [ {{ name = "deep", n_layer = 2 }}, {{ name = "wide", n_embd = 32 }} ]
 [suites.boom]
 runs = [ {{ name = "ok" }}, {{ name = "nan", lr = 1e10, min_lr = 0.0 }} ]
 
+[suites.long]
+max_iters = 1000000
+runs = [ {{ name = "x" }} ]
+
 [suites.slow]
 max_iters = 1000
 eval_interval = 50

@@ -78,11 +78,12 @@ def test_a_store_path_that_is_a_file_is_refused(lab_dir):
 
 
 def test_a_second_driver_on_the_same_store_is_refused_with_the_first_ones_pid(lab_dir):
-    first = start(lab_dir, "run", "--headless", "slow")
+    first = start(lab_dir, "run", "--headless", "long")
     try:
         wait_for(lambda: (lab_dir / "runs" / "store.sqlite3").exists() and any(
-            r.status == "running" for r in rows(lab_dir, "slow").values()), what="first driver to start")
+            r.status == "running" for r in rows(lab_dir, "long").values()), what="first driver to start")
         second = cli(lab_dir, "run", "--headless", "alpha")
+        assert first.poll() is None, "the first driver must still be running"
         assert second.returncode == 2
         assert f"pid {first.pid}" in second.stderr and "Traceback" not in second.stderr
     finally:
