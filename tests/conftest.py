@@ -44,9 +44,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 #: Tiny suites for end-to-end tests of the driver, workers and CLI.
 
-SUITES = """
-default_suite = "alpha"
-
+#: [defaults] of a tiny model (a 60-step run takes about a second); format with corpus=PATH.
+TINY_DEFAULTS = """
 [defaults]
 data = "{corpus}"
 n_layer = 1
@@ -62,7 +61,11 @@ min_lr = 1e-4
 warmup_iters = 5
 eval_interval = 20
 eval_iters = 2
+"""
 
+SUITES = """
+default_suite = "alpha"
+""" + TINY_DEFAULTS + """
 [suites.alpha]
 grid = {{ "skips.1" = [0.0, 0.1] }}
 references = {{ "skips.1=0" = 3.0 }}

@@ -31,7 +31,7 @@ from lab.tui.screens.quit import QuitScreen
 from lab.tui.widgets.runs_table import RunsTable
 from lab.tui.widgets.synced_table import SyncedTable
 
-from conftest import write_corpus
+from conftest import TINY_DEFAULTS, write_corpus
 
 ROOT = Path(__file__).resolve().parents[1]
 SIZE = (120, 36)
@@ -321,23 +321,7 @@ def test_twenty_busy_runs_coalesce_and_the_app_stays_responsive(tmp_path: Path, 
 
 TINY = """
 default_suite = "tiny"
-
-[defaults]
-data = "{corpus}"
-n_layer = 1
-n_head = 2
-n_embd = 16
-block_size = 16
-batch_size = 4
-dropout = 0.0
-skips = {{ 1 = 0.0 }}
-max_iters = 60
-lr = 1e-3
-min_lr = 1e-4
-warmup_iters = 5
-eval_interval = 20
-eval_iters = 2
-
+""" + TINY_DEFAULTS + """
 [suites.tiny]
 runs = [ {{ name = "a" }} ]
 

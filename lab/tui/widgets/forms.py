@@ -91,7 +91,22 @@ class FormData:
     skips_note: str = ""
 
 
-class FieldRow(Vertical):
+class ShowsError:
+    """A form row with a `.field-error` label under it: shows the rule set's message, or hides it."""
+
+    _error: str
+
+    def show_error(self, message: str | None) -> None:
+        message = message or ""
+        if message != self._error:
+            self._error = message
+            error = self.query_one(".field-error", Label)
+            error.update(message)
+            error.set_class(bool(message), "-shown")
+            self.set_class(bool(message), "-invalid")
+
+
+class FieldRow(ShowsError, Vertical):
     """A setting: label, input (or select), a line of help, and the message when it is wrong."""
 
     def __init__(self, key: str, label: str | None = None) -> None:
@@ -147,17 +162,9 @@ class FieldRow(Vertical):
     def own_error(self) -> str | None:
         return None if isinstance(self.control, Select) else field_problem(self.key, self.text)
 
-    def show_error(self, message: str | None) -> None:
-        message = message or ""
-        if message != self._error:
-            self._error = message
-            error = self.query_one(".field-error", Label)
-            error.update(message)
-            error.set_class(bool(message), "-shown")
-            self.set_class(bool(message), "-invalid")
 
 
-class SkipRow(Vertical):
+class SkipRow(ShowsError, Vertical):
     """One skip path: depth (sub-layers spanned), dropout rate, and a remove button."""
 
     def __init__(self, number: int, depth: str = "", rate: str = "") -> None:
@@ -197,14 +204,6 @@ class SkipRow(Vertical):
             return msg
         return check_value("skips", {depth: value_from_text(f"skips.{depth}", rate)})
 
-    def show_error(self, message: str | None) -> None:
-        message = message or ""
-        if message != self._error:
-            self._error = message
-            error = self.query_one(".field-error", Label)
-            error.update(message)
-            error.set_class(bool(message), "-shown")
-            self.set_class(bool(message), "-invalid")
 
 
 class SkipList(Vertical):
