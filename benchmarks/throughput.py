@@ -19,7 +19,8 @@ core slows a step by 2x to 100x (the intra-op threads wait at each barrier for a
 thread). Medians cannot absorb that when the other load lasts minutes, so on Linux the script
 watches the CPU time used by other processes (/proc/stat minus its own): it waits for the
 machine to be quiet before each measurement, and repeats a measurement during which other
-processes used more than --max-foreign cores, within a --max-wait budget; what it had to do is
+processes used more than --max-foreign cores, within a --max-wait budget; the medians are taken
+over the undisturbed measurements (all of them when fewer than 3 are), and what it had to do is
 written next to the results. Without /proc/stat it measures blindly.
 
     python benchmarks/throughput.py            # about 4 minutes on 2 quiet cores; writes results/throughput.md
@@ -59,10 +60,12 @@ DEPTHS = (2, 4, 16)
 GROUP_SIZE = 8
 SKIP_RATES = (0.025, 0.05, 0.1, 0.2, 0.5, 0.99)  # skip-1 rates cycled over a group
 LOG_INTERVAL = 10  # both loops bring losses to the host every 10 steps, as their real loops do
+BATCH_SIZE, BLOCK_SIZE = 8, 64
+TOKENS_PER_CONFIG_STEP = BATCH_SIZE * BLOCK_SIZE
 
 
 def bench_config(n_layer: int, **overrides) -> RunConfig:
-    values = dict(n_layer=n_layer, n_head=4, n_embd=128, block_size=64, batch_size=8, bias=False,
+    values = dict(n_layer=n_layer, n_head=4, n_embd=128, block_size=BLOCK_SIZE, batch_size=BATCH_SIZE, bias=False,
                   norm="stream", skip_dropout="paper", dropout=0.2, skips={1: 0.025},
                   max_iters=50_000, seed=1337)
     values.update(overrides)
@@ -228,23 +231,33 @@ def load_average() -> str:
         return "n/a"
 
 
-def summarise(runners: list[list[Runner]]) -> list[dict]:
+def clean(r: Runner, max_foreign: float) -> list[float]:
+    """Throughputs of the measurements no other process disturbed (all of them if fewer than 3)."""
+    kept = [t for t, f in zip(r.tokens_per_s, r.foreign) if f <= max_foreign]
+    return kept if len(kept) >= 3 else r.tokens_per_s
+
+
+def summarise(runners: list[list[Runner]], max_foreign: float) -> list[dict]:
     rows = []
     for core1, coreN, base in runners:
-        b = statistics.median(base.tokens_per_s)
+        base_kept = clean(base, max_foreign)
+        b = statistics.median(base_kept)
         for r in (core1, coreN):
-            c = statistics.median(r.tokens_per_s)
-            paired = [x / y for x, y in zip(r.tokens_per_s, base.tokens_per_s)]
+            kept = clean(r, max_foreign)
+            c = statistics.median(kept)
+            paired = [x / y for x, y, f, g in zip(r.tokens_per_s, base.tokens_per_s, r.foreign, base.foreign)
+                      if f <= max_foreign and g <= max_foreign] or [x / y for x, y in zip(r.tokens_per_s, base.tokens_per_s)]
             rows.append({
                 "model": f"{r.n_layer} blocks", "N": r.n, "core": c, "per_config": c / r.n, "baseline": b,
                 "ratio": c / b, "paired": statistics.median(paired), "paired_min": min(paired),
                 "paired_max": max(paired), "best_ratio": max(r.tokens_per_s) / max(base.tokens_per_s),
-                "spread": (max(r.tokens_per_s) - min(r.tokens_per_s)) / c,
-                "base_spread": (max(base.tokens_per_s) - min(base.tokens_per_s)) / b,
-                "steps": r.steps, "base_steps": base.steps, "raw": r.tokens_per_s, "base_raw": base.tokens_per_s,
-                "ms_step": 1e3 * statistics.median(r.seconds) / r.steps,
-                "base_ms_step": 1e3 * statistics.median(base.seconds) / base.steps,
-                "foreign": max(r.foreign + base.foreign),
+                "spread": (max(kept) - min(kept)) / c,
+                "base_spread": (max(base_kept) - min(base_kept)) / b,
+                "kept": f"{len(kept)} / {len(base_kept)}",
+                "steps": r.steps, "base_steps": base.steps,
+                "raw": list(zip(r.tokens_per_s, r.foreign)), "base_raw": list(zip(base.tokens_per_s, base.foreign)),
+                "ms_step": 1e3 * r.n * TOKENS_PER_CONFIG_STEP / c,  # at the median throughput
+                "base_ms_step": 1e3 * TOKENS_PER_CONFIG_STEP / b,
             })
     return rows
 
@@ -273,27 +286,35 @@ def markdown(rows: list[dict], info: dict, repeats: int, group_size: int) -> str
                      f"{r['baseline']:,.0f} | {r['ratio']:.3f} |")
     lines += [
         "",
-        "Details: ms per step (median), steps per measurement, spread of the repeats ((max - min) / median), "
-        "the paired ratio (median, min and max over repeats of core / baseline measured back to back), "
-        "the ratio of the best repeats, and the most CPU other processes used during a kept measurement (cores).",
+        "Medians are over the measurements no other process disturbed (used more than "
+        f"{info['max_foreign']} cores while they ran), all of them if fewer than 3 were clean.",
         "",
-        "| model | N | core ms/step | baseline ms/step | steps core / baseline | spread core | spread baseline "
-        "| paired ratio (min - max) | best-repeat ratio | other load |",
+        "Details: ms per step (at the median), steps per measurement, clean measurements kept (core / baseline), "
+        "spread of the kept ones ((max - min) / median), the paired ratio (median, min and max of core / baseline "
+        "measured back to back, both clean) and the ratio of the best repeats.",
+        "",
+        "| model | N | core ms/step | baseline ms/step | steps core / baseline | kept core / baseline "
+        "| spread core | spread baseline | paired ratio (min - max) | best-repeat ratio |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
         lines.append(f"| {r['model']} | {r['N']} | {r['ms_step']:.1f} | {r['base_ms_step']:.1f} | "
-                     f"{r['steps']} / {r['base_steps']} | {100 * r['spread']:.1f} % | {100 * r['base_spread']:.1f} % | "
-                     f"{r['paired']:.3f} ({r['paired_min']:.3f} - {r['paired_max']:.3f}) | {r['best_ratio']:.3f} | "
-                     f"{r['foreign']:.2f} |")
-    lines += ["", "Raw tokens/s per repeat (in measurement order):", ""]
+                     f"{r['steps']} / {r['base_steps']} | {r['kept']} | {100 * r['spread']:.1f} % | "
+                     f"{100 * r['base_spread']:.1f} % | "
+                     f"{r['paired']:.3f} ({r['paired_min']:.3f} - {r['paired_max']:.3f}) | {r['best_ratio']:.3f} |")
+    mark = float(info["max_foreign"])
+
+    def fmt(raw: list[tuple[float, float]]) -> str:
+        return ", ".join(f"{t:,.0f}" + (f" (other load {f:.2f})" if f > mark else "") for t, f in raw)
+
+    lines += ["", "Raw tokens/s per repeat, in measurement order (other load in cores where it disturbed one):", ""]
     for r in rows:
-        lines.append(f"- {r['model']}, N = {r['N']}: core {', '.join(f'{x:,.0f}' for x in r['raw'])}")
+        lines.append(f"- {r['model']}, N = {r['N']}: core {fmt(r['raw'])}")
     seen = set()
     for r in rows:
         if r["model"] not in seen:
             seen.add(r["model"])
-            lines.append(f"- {r['model']}: baseline {', '.join(f'{x:,.0f}' for x in r['base_raw'])}")
+            lines.append(f"- {r['model']}: baseline {fmt(r['base_raw'])}")
     lines.append("")
     return "\n".join(lines)
 
@@ -332,12 +353,11 @@ def main(argv: list[str] | None = None) -> int:
     monitor = LoadMonitor(args.max_foreign, max_wait)
     info = machine_info()
     info["load_start"] = load_average()
+    info["max_foreign"] = str(args.max_foreign)
     console.print(f"[bold]throughput[/]: {info['cpu']}, nproc {info['nproc']}, torch {info['torch']}, "
                   f"{info['threads']} threads, repeats {repeats}, load {info['load_start']}")
 
     corpus = get_corpus(args.data)
-    ref = bench_config(2)
-    tokens_per_config_step = ref.batch_size * ref.block_size
     runners: list[list[Runner]] = []  # per depth: [core N=1, core N=group, baseline]
     t_start = time.perf_counter()
     for n_layer in depths:
@@ -359,7 +379,7 @@ def main(argv: list[str] | None = None) -> int:
                 secs, foreign = monitor.timed(lambda r=r: r.measure(r.steps))
                 r.seconds.append(secs)
                 r.foreign.append(foreign)
-                r.tokens_per_s.append(r.steps * r.n * tokens_per_config_step / secs)
+                r.tokens_per_s.append(r.steps * r.n * TOKENS_PER_CONFIG_STEP / secs)
         console.print(f"  repeat {rep + 1}/{repeats} done ({time.perf_counter() - t_start:.0f} s; "
                       f"waited {monitor.waited:.0f} s for quiet, {monitor.remeasured} measurements repeated)")
     info["load_end"] = load_average()
@@ -372,8 +392,8 @@ def main(argv: list[str] | None = None) -> int:
         if monitor.exhausted:
             info["load_note"] += "; the --max-wait budget ran out, so later measurements may be disturbed"
 
-    rows = summarise(runners)
-    table = Table(title=f"Training throughput, tokens/s (median of {repeats}; {info['threads']} threads, nproc {info['nproc']})")
+    rows = summarise(runners, args.max_foreign)
+    table = Table(title=f"Training throughput, tokens/s (median of up to {repeats} clean repeats; {info['threads']} threads, nproc {info['nproc']})")
     for col in ("model", "N", "tokens/s core", "tokens/s per config", "baseline tokens/s", "ratio core/baseline"):
         table.add_column(col, justify="left" if col == "model" else "right")
     for row in rows:
