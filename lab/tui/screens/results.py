@@ -16,6 +16,7 @@ from lab.results import ResultRow, columns, result_rows, to_csv, to_markdown
 from lab.store import STATUSES
 
 from ..widgets.footer import LabFooter
+from .run_list import RunListActions
 from ..widgets.runs_table import MARK
 from ..widgets.synced_table import ColumnSpec, SyncedTable, cell
 from .export import ExportScreen
@@ -54,7 +55,7 @@ def row_key(row: ResultRow) -> str:
     return " ".join(row.run_ids)
 
 
-class ResultsScreen(Screen):
+class ResultsScreen(RunListActions, Screen):
     """One suite's runs (or every suite's), ranked by best validation loss."""
 
     BINDINGS = [
@@ -168,27 +169,10 @@ class ResultsScreen(Screen):
         row = self._current()
         return list(row.run_ids) if row else []
 
-    # -- actions -------------------------------------------------------------------------------
-
-    def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
-        event.stop()
-        self.action_open_detail()
-
-    def action_open_detail(self) -> None:
-        ids = self.current_run_ids()
-        if ids:
-            self.app.open_detail(ids)
-
-    def action_toggle_mark(self) -> None:
-        for run_id in self.current_run_ids():
-            self.app.toggle_mark(run_id)
+    def redraw_marks(self) -> None:
         self._fill()
-        table = self.query_one(SyncedTable)
-        if table.cursor_row < table.row_count - 1:
-            table.move_cursor(row=table.cursor_row + 1, animate=False)
 
-    def action_compare(self) -> None:
-        self.app.action_compare()
+    # -- actions -------------------------------------------------------------------------------
 
     def on_data_table_header_selected(self, event: DataTable.HeaderSelected) -> None:
         header = str(event.column_key.value)

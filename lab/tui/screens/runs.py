@@ -10,6 +10,7 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Header, Static
 
 from ..widgets.footer import LabFooter
+from .run_list import RunListActions
 from ..widgets.run_panel import RunPanel
 from ..widgets.runs_table import RunsTable
 
@@ -17,7 +18,7 @@ if TYPE_CHECKING:
     from ..app import LabApp
 
 
-class RunsScreen(Screen):
+class RunsScreen(RunListActions, Screen):
     """The table of runs, with the highlighted run's curves below it."""
 
     BINDINGS = [
@@ -79,33 +80,16 @@ class RunsScreen(Screen):
     def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
         self._show_panel()
 
-    def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
-        event.stop()
-        self.action_open_detail()
-
     # -- what the app asks of a list screen ----------------------------------------------------
 
     def current_run_ids(self) -> list[str]:
         key = self.query_one(RunsTable).current_key
         return [key] if key else []
 
-    # -- actions -------------------------------------------------------------------------------
-
-    def action_open_detail(self) -> None:
-        ids = self.current_run_ids()
-        if ids:
-            self.app.open_detail(ids)
-
-    def action_toggle_mark(self) -> None:
-        for run_id in self.current_run_ids():
-            self.app.toggle_mark(run_id)
+    def redraw_marks(self) -> None:
         self.refresh_live([])
-        table = self.query_one(RunsTable)
-        if table.cursor_row < table.row_count - 1:
-            table.move_cursor(row=table.cursor_row + 1, animate=False)
 
-    def action_compare(self) -> None:
-        self.app.action_compare()
+    # -- actions -------------------------------------------------------------------------------
 
     def action_cancel_run(self) -> None:
         for run_id in self.current_run_ids():
