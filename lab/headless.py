@@ -15,14 +15,14 @@ import time
 from dataclasses import dataclass, field
 from typing import Sequence
 
-from rich.console import Console, Group
+from rich.console import Console
 from rich.live import Live
 from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
 
 from .core import events as ev
-from .core.config import RunConfig, check_config
+from .core.config import check_config
 from .core.config import TrainOptions
 from .experiments import RunSpec
 from .launch import check_corpora, enqueue_specs

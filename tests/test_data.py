@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import io
-import os
 import urllib.error
-from pathlib import Path
 
 import pytest
 import torch

@@ -302,7 +302,7 @@ def skip_paths(cfg: RunConfig) -> list[SkipPath]:
 
 def count_params(cfg: RunConfig, vocab_size: int) -> int:
     """Trainable parameters of one configuration, without building the model."""
-    C, L = cfg.n_embd, cfg.n_sublayers
+    C = cfg.n_embd
     ln = C * (2 if cfg.bias else 1)
     attn = C * 3 * C + C * C + ((3 * C + C) if cfg.bias else 0)
     mlp = C * 4 * C + 4 * C * C + ((4 * C + C) if cfg.bias else 0)
