@@ -343,7 +343,7 @@ def train_baseline(cfg: RunConfig, corpus: Corpus, iters: int | None = None, eva
 # -- self-check: `python benchmarks/baseline.py` ---------------------------------------------------
 
 
-def check_against_core(n_layer: int = 2, steps: int = 30) -> float:
+def check_against_core(n_layer: int = 2, steps: int = 30, corpus: Corpus | None = None) -> float:
     """Largest loss difference between the baseline and the core (N = 1) at zero dropout.
 
     Both start from the core's initial weights and see the same batches, so they must agree to
@@ -352,7 +352,7 @@ def check_against_core(n_layer: int = 2, steps: int = 30) -> float:
     from lab.core.data import get_corpus
     from lab.core.train import GroupTrainer, TrainOptions, lr_at
 
-    corpus = get_corpus()
+    corpus = corpus or get_corpus()
     cfg = RunConfig.from_dict({"n_layer": n_layer, "dropout": 0.0, "skips": {1: 0.0, 2: 0.0}, "max_iters": 200})
     trainer = GroupTrainer([cfg], ["check"], lambda event: None, TrainOptions(), None)
     trainer.setup(corpus)

@@ -27,33 +27,57 @@ from .config import RunConfig
 
 
 class Rates(nn.Module):
-    """Dropout rates of one site, one per configuration, with fast paths for common cases.
+    """Dropout rates of one site, one per configuration, decided once for the life of a group.
 
-    Rates are fixed for the life of a group, so whether all configurations share one rate
-    (then PyTorch's fused kernels apply) or all rates are zero (then nothing is drawn at all,
-    which keeps zero-dropout runs bit-identical however they are grouped) is decided once.
+    All rates zero means nothing is ever drawn, which keeps zero-dropout runs bit-identical
+    however they are grouped. Otherwise masks come from `keep_mask`, which realises each keep
+    probability to the nearest 1/65536 (a rate of exactly 0 keeps everything, exactly 1 drops
+    everything); scales and evaluation use the exact 1 - rate.
     """
 
     def __init__(self, rates: list[float]):
         super().__init__()
         self.values = [float(r) for r in rates]
-        self.register_buffer("keep", torch.tensor([1.0 - r for r in self.values]), persistent=False)
+        keep = [1.0 - r for r in self.values]
+        # keep element iff its 16 random bits (as int16) <= threshold: P = (threshold + 32769) / 65536
+        levels = [round(k * 65536) if 0.0 < k < 1.0 else (65536 if k >= 1.0 else 0) for k in keep]
+        thresholds = [min(max(lv - 32769, -32768), 32767) for lv in levels]
+        self.register_buffer("keep", torch.tensor(keep), persistent=False)
+        self.register_buffer("threshold", torch.tensor(thresholds, dtype=torch.int16), persistent=False)
+        self.register_buffer("inverse", torch.tensor([1.0 / k if k > 0 else 0.0 for k in keep]), persistent=False)
+        self.register_buffer("present", torch.tensor([1.0 if k > 0 else 0.0 for k in keep]), persistent=False)
         self.uniform = self.values[0] if len(set(self.values)) == 1 else None
         self.any = any(r > 0 for r in self.values)
 
+    def per_config(self, values: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """A per-configuration buffer shaped [N, 1, ...] to broadcast over x [N, ...]."""
+        return values.view(-1, *([1] * (x.dim() - 1)))
+
     def keep_view(self, x: torch.Tensor) -> torch.Tensor:
-        """Keep probabilities shaped [N, 1, ...] to broadcast over x [N, ...]."""
-        return self.keep.to(x.dtype).view(-1, *([1] * (x.dim() - 1)))
+        """Keep probabilities shaped [N, 1, ...] in x's dtype."""
+        return self.per_config(self.keep, x).to(x.dtype)
+
+
+def keep_mask(x: torch.Tensor, rates: Rates, factor: torch.Tensor) -> torch.Tensor:
+    """A dropout mask for x [N, ...] in x's dtype: factor[n] where kept, 0 where dropped.
+
+    Why not F.dropout or `rand_like(x) < keep`: on CPU those draw one 32-bit random number per
+    element and make a float of it, which took a quarter of a bf16 training step. Here one
+    64-bit draw gives four 16-bit lanes, compared as int16 against a threshold per
+    configuration; the comparison's bytes multiply the factor straight into x's dtype.
+    """
+    n = x.numel()
+    bits = torch.empty((n + 3) // 4, dtype=torch.int64, device=x.device).random_(-(2**63), None)
+    lanes = bits.view(torch.int16)[:n].view(x.shape)
+    kept = lanes <= rates.per_config(rates.threshold, x)
+    return kept.view(torch.uint8) * rates.per_config(factor, x).to(x.dtype)
 
 
 def dropout(x: torch.Tensor, rates: Rates, training: bool) -> torch.Tensor:
     """Inverted dropout on x [N, ...], per element, with each configuration's own rate."""
     if not training or not rates.any:
         return x
-    if rates.uniform is not None:
-        return F.dropout(x, rates.uniform, training=True)
-    keep = rates.keep_view(x)
-    return x * (torch.rand_like(x) < keep) / keep
+    return x * keep_mask(x, rates, rates.inverse)
 
 
 def skip_path(s: torch.Tensor, rates: Rates, convention: str, training: bool) -> torch.Tensor:
@@ -64,14 +88,13 @@ def skip_path(s: torch.Tensor, rates: Rates, convention: str, training: bool) ->
     """
     if not rates.any:
         return s
-    keep = rates.keep_view(s)
     if convention == "paper":
         if not training:
-            return s * keep
-        return s * (torch.rand_like(s) < keep)
+            return s * rates.keep_view(s)
+        return s * keep_mask(s, rates, rates.present)
     if not training:
         return s
-    return s * (torch.rand_like(s) < keep) / keep
+    return s * keep_mask(s, rates, rates.inverse)
 
 
 # -- layers -------------------------------------------------------------------------------------
@@ -92,7 +115,12 @@ class BatchedLinear(nn.Module):
 
 
 class BatchedLayerNorm(nn.Module):
-    """N LayerNorms over the last dimension: gain [N, C], optional bias [N, C]."""
+    """N LayerNorms over the last dimension: gain [N, C], optional bias [N, C].
+
+    Always normalise-then-scale, even at N = 1 where PyTorch's fused affine LayerNorm would
+    do: the fused kernel rounds differently, and a run must compute the same numbers alone
+    as in any group.
+    """
 
     def __init__(self, n: int, dim: int, bias: bool):
         super().__init__()
@@ -100,9 +128,6 @@ class BatchedLayerNorm(nn.Module):
         self.bias = nn.Parameter(torch.zeros(n, dim)) if bias else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # [N, M, C]
-        if x.shape[0] == 1:  # one configuration: PyTorch's fused affine LayerNorm
-            b = None if self.bias is None else self.bias[0]
-            return F.layer_norm(x, x.shape[-1:], self.weight[0], b, 1e-5)
         y = F.layer_norm(x, x.shape[-1:], None, None, 1e-5) * self.weight.unsqueeze(1)
         return y if self.bias is None else y + self.bias.unsqueeze(1)
 
@@ -122,16 +147,19 @@ class CausalSelfAttention(nn.Module):
         q, k, v = self.c_attn(u).split(C, dim=2)  # each [N, B*T, C]
         q, k, v = (t.reshape(N * B, T, H, C // H).transpose(1, 2) for t in (q, k, v))  # [N*B, H, T, D]
         rates = self.attn_rates
-        if rates.uniform is not None:  # one rate for the whole group: fused attention
-            p = rates.uniform if self.training else 0.0
-            y = F.scaled_dot_product_attention(q, k, v, dropout_p=p, is_causal=True)
-        else:  # a rate per configuration: dropout on explicit attention probabilities
-            att = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(k.size(-1)))  # [N*B, H, T, T]
-            causal = torch.ones(T, T, dtype=torch.bool, device=u.device).tril()
-            att = att.masked_fill(~causal, float("-inf")).softmax(dim=-1)
-            if self.training:
-                att = dropout(att.view(N, B * H, T, T), rates, True).view(N * B, H, T, T)
-            y = att @ v
+        dropping = self.training and rates.any
+        if u.is_cuda and (not dropping or rates.uniform is not None):
+            # GPU: fused attention (flash or memory-efficient kernels), with one group-wide rate
+            y = F.scaled_dot_product_attention(q, k, v, dropout_p=rates.uniform if dropping else 0.0, is_causal=True)
+        else:
+            # CPU, or a rate per configuration: explicit probabilities. On CPU this beats
+            # PyTorch's flash kernel (measured 1.9x on a bf16 training step, 1.2x in bf16
+            # evaluation) and lets keep_mask draw each configuration's attention mask.
+            D = C // H
+            causal = torch.full((T, T), float("-inf"), device=u.device).triu(1)
+            att = torch.baddbmm(causal, q.reshape(-1, T, D), k.reshape(-1, T, D).transpose(1, 2), alpha=1.0 / math.sqrt(D))
+            att = dropout(att.softmax(dim=-1).view(N, B * H, T, T), rates, self.training)
+            y = torch.bmm(att.view(-1, T, T).to(v.dtype), v.reshape(-1, T, D)).view(N * B, H, T, D)
         y = y.transpose(1, 2).reshape(N, B * T, C)
         return dropout(self.c_proj(y), self.out_rates, self.training)
 

@@ -92,7 +92,7 @@ class GroupTrainer:
         self.model.to(self.device)
         self.optimizer = torch.optim.AdamW(
             self.model.decay_groups(cfg.weight_decay), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2),
-            fused=self.device.type == "cuda",
+            fused=True,
         )
         if states:
             self._restore_optimizer(states)
@@ -194,14 +194,23 @@ class GroupTrainer:
         for split in ("train", "val"):
             data = self.corpus.split(split)
             starts = random_starts(data, cfg.eval_iters * cfg.batch_size, cfg.block_size, self.eval_gen)
-            total = torch.zeros(self.n, device=self.device)
-            for chunk in starts.split(self.options.eval_batch_windows):
-                x, y = (t.to(self.device) for t in window_batch(data, chunk, cfg.block_size))
-                with self.amp:
-                    total += token_losses(self.model(x), y).sum(dim=(1, 2))
-            out[split] = (total / (len(starts) * cfg.block_size)).cpu()
+            out[split] = (self._window_sums(data, starts).sum(dim=1) / (len(starts) * cfg.block_size)).cpu()
         self.model.train()
         return out
+
+    def _window_sums(self, data: torch.Tensor, starts: torch.Tensor) -> torch.Tensor:
+        """Summed token loss of every window (no grad, eval mode): [N, windows], in fp32.
+
+        Windows go through the model eval_batch_windows at a time, but the sums are added up
+        only once all are in, so the result does not depend on that batch size.
+        """
+        T = self.cfg.block_size
+        sums = []
+        for chunk in starts.split(self.options.eval_batch_windows):
+            x, y = (t.to(self.device) for t in window_batch(data, chunk, T))
+            with self.amp:
+                sums.append(token_losses(self.model(x), y).sum(dim=2))
+        return torch.cat(sums, dim=1)
 
     @torch.no_grad()
     def exact_val_loss(self) -> torch.Tensor:
@@ -212,11 +221,7 @@ class GroupTrainer:
         starts = torch.arange(0, targets - T + 1, T)
         covered = int(starts[-1]) + T
         self.model.eval()
-        total = torch.zeros(self.n, device=self.device)
-        for chunk in starts.split(self.options.eval_batch_windows):
-            x, y = (t.to(self.device) for t in window_batch(val, chunk, T))
-            with self.amp:
-                total += token_losses(self.model(x), y).sum(dim=(1, 2))
+        total = self._window_sums(val, starts).sum(dim=1)
         rest = targets - covered
         if rest > 0:
             x, y = (t.to(self.device) for t in window_batch(val, torch.tensor([targets - T]), T))
