@@ -47,9 +47,10 @@ def _expected_errors() -> tuple[type[BaseException], ...]:
     from .core.checkpoint import CheckpointError
     from .core.data import DataError
 
+    from .bench import BenchError
     from .headless import HeadlessError
 
-    errors: list[type[BaseException]] = [UserError, DataError, CheckpointError, HeadlessError]
+    errors: list[type[BaseException]] = [UserError, DataError, CheckpointError, HeadlessError, BenchError]
     try:
         from .experiments import ExperimentsError
 
@@ -239,6 +240,99 @@ def run(
         opts = HeadlessOptions(store=store, device=device, workers=workers, group_size=group_size, fresh=fresh)
         code = run_headless(specs, opts, out)
     raise typer.Exit(code)
+
+
+@app.command()
+def bench(
+    suite: Optional[str] = typer.Argument(None, metavar="SUITE", help="Suite to predict (default: the file's default_suite)."),
+    file: Path = typer.Option(DEFAULT_FILE, "--file", "-f", help="Experiments file."),
+    device: str = typer.Option("auto", help="auto (every visible GPU, else CPU), cpu, cuda or cuda:N: as `run --headless` would use."),
+    workers: Optional[int] = typer.Option(None, help="Worker processes, as for `run --headless` (default: one per GPU; on CPU one per group up to the core count)."),
+    group_size: Optional[int] = typer.Option(None, help="Most configurations trained as one batched model (1 disables grouping)."),
+    max_iters: Optional[int] = typer.Option(None, help="Predict with max_iters overridden for every run, as `run --headless --max-iters` trains them."),
+    budget: float = typer.Option(1.5, "--budget", min=0.05, help="Seconds of timed training steps per group shape (at least 3 steps); more is steadier, less is quicker."),
+) -> None:
+    """Measure this machine's training speed for a suite and predict its wall time, in under a minute.
+
+    The suite is planned as `run --headless` plans it: the same workers (device, torch threads each) and the same groups, split over idle workers as the driver splits them. Every distinct group (shape and size) is then built with the real trainer and timed: a few training steps, the evaluation forward over a few chunks of windows, and a checkpoint. The measuring runs in as many concurrent processes as there will be workers, with their thread counts, so the cores and memory are shared as in the launch.
+
+    A group's prediction is max_iters steps + every evaluation (at step 0, every eval_interval and at the end) + the exact validation pass + checkpoints + setup; the driver's dispatch is then replayed (a worker takes the next group when it goes idle) and the last group's end is the predicted wall time.
+
+    The prediction assumes an otherwise idle machine (other load now makes the measurement slow, other load later makes the run slow) and trains every run from step 0: runs already finished in the store are not subtracted. Exit code 2 for a mistake in the command or the file.
+    """
+    from .experiments import load_experiments
+    from .headless import override_specs
+    from .launch import check_corpora
+    from .workers.scheduler import check_device, cuda_device_count
+
+    with user_errors():
+        if workers is not None and workers < 1:
+            raise UserError(f"--workers {workers}: give at least 1 worker")
+        if group_size is not None and group_size < 1:
+            raise UserError(f"--group-size {group_size}: give at least 1 (1 disables grouping)")
+        experiments = load_experiments(file)
+        name = suite or experiments.default_suite
+        specs = override_specs(experiments.select([name]), max_iters, None)
+        cuda = cuda_device_count()
+        problem = check_device(device, cuda)
+        if problem:
+            raise UserError(problem)
+        check_corpora(specs)
+        prediction = _bench_with_progress(specs, device, workers, group_size, cuda, budget)
+    render_prediction(name, prediction)
+
+
+def _bench_with_progress(specs: list, device: str, workers: Optional[int], group_size: Optional[int], cuda: int,
+                         budget: float):
+    """`lab.bench.bench_suite` with a Rich progress line (a plain line when not a terminal)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    from .bench import Plan, bench_suite, plan_text
+
+    if not out.is_terminal:
+        def note(plan: Plan, done: int, total: int) -> None:
+            if done == 0:
+                out.print(f"measuring {total} group shape{'s' if total != 1 else ''} for {plan_text(plan)} ...",
+                          markup=False, highlight=False, soft_wrap=True)
+
+        return bench_suite(specs, device, workers, group_size, cuda_devices=cuda, steps_budget_s=budget, progress=note)
+    columns = (SpinnerColumn(), TextColumn("{task.description}"), BarColumn(bar_width=20), MofNCompleteColumn(),
+               TextColumn("shapes"), TimeElapsedColumn())
+    with Progress(*columns, console=out, transient=True) as bar:
+        task = bar.add_task("planning", total=None)
+
+        def update(plan: Plan, done: int, total: int) -> None:
+            bar.update(task, description=f"measuring {plan_text(plan)}", completed=done, total=total)
+
+        return bench_suite(specs, device, workers, group_size, cuda_devices=cuda, steps_budget_s=budget, progress=update)
+
+
+def render_prediction(suite: str, prediction) -> None:
+    """The per-group table and the one-line prediction of `bench`."""
+    from .bench import fmt_duration
+
+    table = Table(title=f"{suite}: measured group costs and predicted times", title_justify="left")
+    for col, justify in (("group", "left"), ("configs", "right"), ("model", "left"), ("dtype", "left"),
+                         ("ms/step", "right"), ("ms/config-step", "right"), ("tokens/s", "right"),
+                         ("eval s each", "right"), ("worker", "right"), ("starts", "right"), ("predicted", "right")):
+        table.add_column(col, justify=justify, no_wrap=col != "group")
+    for slot in prediction.schedule:
+        cost, times = prediction.cost_of(slot.group), prediction.time_of(slot.group)
+        cfg, n = slot.group[0].config, len(slot.group)
+        label = slot.group[0].spec.name + (f" +{n - 1}" if n > 1 else "")
+        table.add_row(label, str(n), f"{cfg.n_layer} x {cfg.n_embd}", cost.dtype, f"{cost.step_s * 1000:,.1f}",
+                      f"{cost.step_s * 1000 / n:,.1f}", f"{n * cfg.batch_size * cfg.block_size / cost.step_s:,.0f}",
+                      f"{times.per_eval_s:.3g}" if times.per_eval_s < 100 else f"{times.per_eval_s:,.0f}", str(slot.worker + 1), fmt_duration(prediction.startup_s + slot.start_s),
+                      fmt_duration(times.total_s))
+    table.caption = ("model: blocks x n_embd; eval s each: one evaluation (eval_iters batches of each split); "
+                     "predicted: steps, evaluations, exact val, checkpoints and setup of the group")
+    table.caption_justify = "left"
+    print_tables([table])
+    out.print(f"{suite}: {prediction.summary()}", markup=False, highlight=False, soft_wrap=True)
+    out.print(f"measured in {fmt_duration(prediction.measure_s)} with {len(prediction.plan.workers)} concurrent "
+              "process(es) as the launch would run them; assumes an otherwise idle machine, and every run from "
+              "step 0 (runs already finished in a store are not subtracted)",
+              markup=False, highlight=False, soft_wrap=True, style="dim")
 
 
 # -- validate, results, sample, rm ----------------------------------------------------------------

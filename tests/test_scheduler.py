@@ -48,3 +48,11 @@ def test_device_choices_are_checked():
     assert "CUDA is not available" in check_device("cuda", 0)
     assert "only 1 CUDA device" in check_device("cuda:3", 1)
     assert "use auto, cpu, cuda or cuda:N" in check_device("gpu", 1)
+
+
+def test_idle_workers_split_the_largest_groups_in_halves():
+    groups = [[row(str(i)) for i in range(5)], [row("x", n_layer=4)]]
+    spread = scheduler.spread_groups(groups, 4)
+    assert [[r.run_id for r in g] for g in spread] == [["x"], ["3", "4"], ["0", "1"], ["2"]]  # 5 -> 3 + 2 -> 2 + 1
+    assert scheduler.spread_groups(groups, 2) == groups  # as many groups as workers: unchanged
+    assert len(scheduler.spread_groups([[row("a")]], 3)) == 1  # a single run is never split

@@ -11,8 +11,10 @@ import pytest
 from textual.app import App
 from textual.widgets import Button, Checkbox, Input, Select, Tree
 
+from lab.bench import GroupCost, Prediction, bench_suite, plan_suite, shape_key, simulate_schedule
 from lab.experiments import load_document, load_experiments, set_key
 from lab.tui.screens.experiments import ExperimentsScreen, Target
+from lab.tui.screens.launch import LaunchScreen
 from lab.tui.widgets.forms import SkipRow
 from lab.tui.widgets.forms_grid import GridBuilder
 
@@ -55,18 +57,35 @@ EXPERIMENTS = textwrap.dedent("""\
 COMMENTS = [line.strip() for line in EXPERIMENTS.splitlines() if "#" in line]
 
 
+def known_costs(specs, device, workers, group_size, *, progress=None, cancel=None) -> Prediction:
+    """A stand-in for `lab.bench.bench_suite`: the real plan and schedule replay, with every
+    group costing 60 s plus 1 s per configuration-step... per configuration (no measuring)."""
+    plan = plan_suite(specs, "cpu", 2, group_size, 0)
+    if progress is not None:
+        progress(plan, 0, 1)
+    cost = GroupCost(step_s=0.0, window_s=0.0, setup_s=60.0)
+    costs = {shape_key([r.config for r in g]): cost for g in plan.groups}
+    schedule = simulate_schedule(plan.runs, 2, plan.group_size, lambda g: 60.0 * len(g))
+    known_costs.calls += 1  # type: ignore[attr-defined]
+    return Prediction(plan, costs, schedule, startup_s=5.0, measure_s=0.0)
+
+
+known_costs.calls = 0  # type: ignore[attr-defined]
+
+
 class Host(App):
     """The smallest app that shows the screen, and records what it asks to launch."""
 
     TITLE = "dropres-lab"
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, estimator=known_costs) -> None:
         super().__init__()
         self.path = path
+        self.estimator = estimator
         self.launched: list[ExperimentsScreen.LaunchRequested] = []
 
     def on_mount(self) -> None:
-        self.push_screen(ExperimentsScreen(self.path))
+        self.push_screen(ExperimentsScreen(self.path, estimator=self.estimator))
 
     def on_experiments_screen_launch_requested(self, message: ExperimentsScreen.LaunchRequested) -> None:
         self.launched.append(message)
@@ -453,17 +472,19 @@ async def test_launch_posts_the_selected_specs(toml_path):
         await pilot.pause()
         screen = await select(pilot, Target("run", "quick", 1))
         screen.query_one("#exp-tree", Tree).focus()
-        await pilot.press("l")
-        await pilot.pause()
-        await pilot.press("L")
-        await pilot.pause()
+        # Every launch asks first; enter (the focused Launch button) or the same key again confirms.
+        for key, confirm in (("l", "enter"), ("L", "L")):
+            await pilot.press(key)
+            await pilot.pause()
+            assert isinstance(app.screen, LaunchScreen)
+            await pilot.press(confirm)
+            await pilot.pause()
         screen.query_one("#exp-fresh", Checkbox).value = True
         await select(pilot, Target("grid_run", "sweep", name="attn_dropout=0"))
         screen.query_one("#exp-tree", Tree).focus()
-        await pilot.press("l")
-        await pilot.pause()
-        await pilot.press("A")
-        await pilot.pause()
+        for key in ("l", "A"):
+            await pilot.press(key, key)
+            await pilot.pause()
     launched = [([s.run_key for s in m.specs], m.fresh) for m in app.launched]
     assert launched == [
         (["quick/skip2"], False),
@@ -486,6 +507,8 @@ async def test_launch_saves_pending_edits_first(toml_path):
         await pilot.press("l")
         await pilot.pause()
         assert not screen.dirty
+        await pilot.press("enter")
+        await pilot.pause()
     assert [s.config.max_iters for s in app.launched[0].specs] == [20]
     assert "{ name = \"base\", max_iters = 20 }" in toml_path.read_text(encoding="utf-8")
 
@@ -501,3 +524,62 @@ def test_set_key_keeps_layout(toml_path):
     assert "eval_iters = 5\nwarmup_iters = 10\n\n[suites.quick]" in text
     assert 'max_iters = 50          # quick: fewer steps\nn_layer = 3\nruns = [' in text
     assert '{ name = "skip2", skips = { 1 = 0.025, 2 = 0.5 }, lr = 0.01 },' in text
+
+
+async def wait_until(pilot, predicate, timeout: float = 30.0) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not predicate():
+        assert loop.time() < deadline, "timed out"
+        await pilot.pause(0.05)
+
+
+@sync
+async def test_launch_asks_first_with_the_predicted_wall_time(toml_path):
+    app = Host(toml_path)
+    calls = known_costs.calls
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause()
+        screen = await select(pilot, Target("suite", "quick"))
+        screen.query_one("#exp-tree", Tree).focus()
+        await pilot.press("l")
+        dialog = app.screen
+        assert isinstance(dialog, LaunchScreen)
+        assert "Suite quick: launch 2 runs?" in dialog.title_text
+        # Two shapes (skip depths differ), one group each on the two workers: 5 s start + 60 s.
+        expected = "2 runs in 2 groups on 2 workers (CPU, 1 thread each): predicted wall time 1 min 5 s"
+        await wait_until(pilot, lambda: expected in dialog.estimate_text)
+        await pilot.press("escape")  # cancel: nothing is launched
+        await pilot.pause()
+        assert app.launched == [] and app.screen is screen
+
+        await pilot.press("l")  # the same runs and settings again: the estimate is kept, not remeasured
+        await pilot.pause()
+        assert expected in app.screen.estimate_text and known_costs.calls == calls + 1
+        await pilot.press("enter")
+        await pilot.pause()
+    assert [[s.run_key for s in m.specs] for m in app.launched] == [["quick/base", "quick/skip2"]]
+
+
+@sync
+async def test_the_launch_dialog_measures_this_machine_and_stops_measuring_when_left(toml_path):
+    import multiprocessing
+
+    quick = functools.partial(bench_suite, steps_budget_s=0.05)
+    app = Host(toml_path, estimator=quick)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause()
+        screen = await select(pilot, Target("run", "quick", 0))
+        screen.query_one("#exp-tree", Tree).focus()
+        await pilot.press("l")
+        assert "measuring this machine" in app.screen.estimate_text  # at once: the UI does not wait
+        await wait_until(pilot, lambda: multiprocessing.active_children())  # measuring processes started
+        await pilot.press("escape")
+        await wait_until(pilot, lambda: not multiprocessing.active_children())  # measuring ended
+        await pilot.press("l")
+        dialog = app.screen
+        await wait_until(pilot, lambda: "predicted wall time" in dialog.estimate_text, timeout=60)
+        assert "1 run in 1 group on 1 worker (CPU" in dialog.estimate_text
+        await pilot.press("l")
+        await pilot.pause()
+    assert [[s.run_key for s in m.specs] for m in app.launched] == [["quick/base"]]

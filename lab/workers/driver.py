@@ -18,7 +18,7 @@ from ..core.checkpoint import list_checkpoints
 from ..core.config import TrainOptions
 from ..store import RunRow, Store
 from .executor import Executor, GroupDone, GroupTask, WorkerDied
-from .scheduler import plan_groups, resume_step
+from .scheduler import plan_groups, resume_step, spread_groups
 
 #: How often the driver flushes events into the store and looks for requests (seconds).
 POLL_S = 0.25
@@ -112,13 +112,8 @@ class Driver:
         waiting = [r for r in self._queued() if r.run_id not in self.dispatched]
         if not waiting:
             return
-        groups = plan_groups(waiting, self.group_size)
-        # Spread the work: with more idle workers than groups, split the largest groups.
-        while len(groups) < len(idle) and any(len(g) > 1 for g in groups):
-            big = max(groups, key=len)
-            groups.remove(big)
-            half = (len(big) + 1) // 2
-            groups += [big[:half], big[half:]]
+        # Spread the work: with more idle workers than groups, the largest groups are split.
+        groups = spread_groups(plan_groups(waiting, self.group_size), len(idle))
         for slot, group in zip(idle, groups):
             self._submit(slot, group)
 

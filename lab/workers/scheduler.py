@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Protocol, Sequence, TypeVar
 
-from ..store import RunRow
+from ..core.config import RunConfig
 
 #: Largest group on a CPU when the user sets none: larger groups keep the matmuls busier,
 #: and the paper's series (at most 5 configurations a group) always fit in one.
@@ -27,25 +27,56 @@ class WorkerSpec:
     threads: int
 
 
-def resume_step(run: RunRow) -> int:
+class Queued(Protocol):
+    """What the scheduler reads of a queued run: a store row (`RunRow`), or a stand-in for a
+    run not queued yet (`lab.bench` plans a suite before anything is written)."""
+
+    @property
+    def config(self) -> RunConfig: ...
+
+    @property
+    def checkpoint_step(self) -> int | None: ...
+
+
+Q = TypeVar("Q", bound=Queued)
+
+
+def resume_step(run: Queued) -> int:
     """The step a queued run will start from: its newest recorded checkpoint, else 0."""
     return int(run.checkpoint_step or 0)
 
 
-def plan_groups(runs: Sequence[RunRow], group_size: int) -> list[list[RunRow]]:
+def plan_groups(runs: Sequence[Q], group_size: int) -> list[list[Q]]:
     """Split runs into compatible groups of at most `group_size`, keeping queue order.
 
     Compatible means equal `group_key()` and equal resume step. Groups are formed in the order
     their first run was queued, and each is cut into chunks no larger than `group_size`.
     """
-    buckets: dict[tuple, list[RunRow]] = {}
+    buckets: dict[tuple, list[Q]] = {}
     for run in runs:
         buckets.setdefault((run.config.group_key(), resume_step(run)), []).append(run)
-    groups: list[list[RunRow]] = []
+    groups: list[list[Q]] = []
     for members in buckets.values():
         for start in range(0, len(members), max(1, group_size)):
             groups.append(members[start:start + group_size])
     return groups
+
+
+def spread_groups(groups: Sequence[list[Q]], idle_workers: int) -> list[list[Q]]:
+    """The groups to hand to `idle_workers` idle workers, largest groups split to fill them.
+
+    While there are more idle workers than groups, the largest group is cut in two halves
+    (the first half one larger when odd), so no worker waits while another trains a group
+    that could be shared. The driver dispatches with this rule and `lab.bench` simulates it,
+    so a prediction splits groups exactly as a launch will.
+    """
+    out = list(groups)
+    while len(out) < idle_workers and any(len(g) > 1 for g in out):
+        big = max(out, key=len)
+        out.remove(big)
+        half = (len(big) + 1) // 2
+        out += [big[:half], big[half:]]
+    return out
 
 
 def cpu_count() -> int:
@@ -98,7 +129,7 @@ def default_group_size(device: str) -> int:
     return DEFAULT_GPU_GROUP_SIZE if device.startswith("cuda") else DEFAULT_CPU_GROUP_SIZE
 
 
-def plan_execution(device: str, workers: int | None, group_size: int | None, queued: Sequence[RunRow],
+def plan_execution(device: str, workers: int | None, group_size: int | None, queued: Sequence[Queued],
                    cuda_devices: int) -> tuple[int, int, list[WorkerSpec]]:
     """The group cap, the number of groups the queue makes, and the workers to start.
 

@@ -4,7 +4,9 @@ The screen edits the file as a tomlkit document, in place, so comments and layou
 (`lab.experiments.set_key`); it never has rules of its own. A field is checked as it is typed
 with `check_value`, a run's settings together with `check_config`, and the whole edited file
 with `parse_experiments` (the messages `dropres-lab validate` prints) before it is saved or
-launched. Launching posts `ExperimentsScreen.LaunchRequested`; the app enqueues the runs.
+launched. Launching asks first, in a dialog that shows the predicted wall time (`lab.bench`,
+measured meanwhile in a thread, kept for the session), then posts
+`ExperimentsScreen.LaunchRequested`; the app enqueues the runs.
 
 What each level of the tree edits:
 
@@ -35,6 +37,8 @@ from textual.screen import Screen
 from textual.widgets import Checkbox, Header, Static, Tree
 
 from lab.core.config import DROPOUT_SITES, FIELDS, SETTING_KEYS, check_config, value_from_text
+from lab.launch import DriverSettings
+from lab.store import make_run_id
 from lab.experiments import (
     Experiments,
     ExperimentsError,
@@ -55,6 +59,7 @@ from lab.experiments import (
 from ..widgets.footer import LabFooter
 from ..widgets.forms import FORM_SETTINGS, FormData, SettingsForm, number_from_text
 from ..widgets.forms_grid import GridBuilder, GridChange, Preview
+from .launch import LAUNCH, Estimator, LaunchScreen
 
 @dataclass(frozen=True)
 class Target:
@@ -122,9 +127,12 @@ class ExperimentsScreen(Screen):
             self.specs = specs
             self.fresh = fresh
 
-    def __init__(self, experiments_path: Path) -> None:
+    def __init__(self, experiments_path: Path, estimator: Estimator | None = None) -> None:
+        """`estimator`: what predicts a launch's wall time (default `lab.bench.bench_suite`)."""
         super().__init__()
         self.path = Path(experiments_path)
+        self.estimator = estimator
+        self._estimates: dict = {}  # (runs, driver settings) -> the launch dialog's estimate
         self.doc: tomlkit.TOMLDocument | None = None
         self.disk_text = ""
         self.load_problem: str | None = None
@@ -763,8 +771,44 @@ class ExperimentsScreen(Screen):
         if self.dirty and not self.action_save():
             return
         fresh = self.query_one("#exp-fresh", Checkbox).value if fresh is None else fresh
-        self.post_message(self.LaunchRequested(list(specs), fresh))
-        self.notify(f"{what}: {len(specs)} run{'s' if len(specs) != 1 else ''}" + (" (fresh)" if fresh else ""), title="Launch")
+        settings = getattr(self.app, "driver_settings", None) or DriverSettings()
+        todo = self._to_train(specs, fresh)
+        count = f"{len(specs)} run{'s' if len(specs) != 1 else ''}"
+        lines = [f"Queues {count}{' from step 0 (fresh)' if fresh else ''} and starts a background driver if none runs."]
+        if len(todo) < len(specs):
+            lines.append(f"{len(specs) - len(todo)} of them already have results or are training: "
+                         f"{len(todo)} to train.")
+        key = (tuple((s.run_key, s.config.identity_hash()) for s in todo),
+               settings.device, settings.workers, settings.group_size)
+
+        def confirmed(choice: str | None) -> None:
+            if choice == LAUNCH:
+                self.post_message(self.LaunchRequested(list(specs), fresh))
+                self.notify(f"{what}: {count}" + (" (fresh)" if fresh else ""), title="Launch")
+
+        self.app.push_screen(LaunchScreen(f"{what}: launch {count}?", " ".join(lines), todo, settings,
+                                          self._estimates, key, self.estimator, self._busy()), confirmed)
+
+    def _to_train(self, specs: list[RunSpec], fresh: bool) -> list[RunSpec]:
+        """The runs a launch will actually train: not those with results (unless fresh) or
+        training now, as far as the app's view of the store knows."""
+        live = getattr(self.app, "live", {})
+        todo = []
+        for spec in specs:
+            known = live.get(make_run_id(spec.suite, spec.name, spec.config.identity_hash()))
+            status = known.row.status if known is not None else None
+            if status == "running" or (status in ("finished", "diverged") and not fresh):
+                continue
+            todo.append(spec)
+        return todo
+
+    def _busy(self) -> str | None:
+        """Why not to measure now: runs training would slow the measuring and be slowed by it."""
+        live = getattr(self.app, "live", {})
+        if getattr(self.app, "driver_alive", False) and any(r.row.status == "running" for r in live.values()):
+            return ("Not measured now: runs are training, and measuring beside them would slow them and read "
+                    "slow (run `dropres-lab bench` when the machine is idle).")
+        return None
 
     def _current_specs(self, suite: str) -> list[RunSpec]:
         self._check_document()

@@ -1,0 +1,112 @@
+"""`dropres-lab bench`: the plan matches a launch's, the schedule replay, measuring, the CLI."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+
+import pytest
+
+from conftest import ROOT, cli, tiny_config
+from lab.bench import (
+    GroupCost,
+    PlannedRun,
+    evaluations,
+    exact_windows,
+    fmt_duration,
+    group_time,
+    makespan,
+    measure_group,
+    plan_suite,
+    simulate_schedule,
+)
+from lab.core import events as ev
+from lab.core.data import get_corpus
+from lab.core.train import train_group
+from lab.experiments import RunSpec
+
+
+def specs(data, *settings: dict) -> list[RunSpec]:
+    return [RunSpec("s", f"r{i}", tiny_config(data, **s)) for i, s in enumerate(settings)]
+
+
+def test_five_runs_of_one_shape_on_two_workers_split_three_and_two(corpus_file):
+    runs = [PlannedRun(s) for s in specs(corpus_file, *({"skips": {1: r / 10}} for r in range(5)))]
+    schedule = simulate_schedule(runs, 2, 16, lambda group: 10.0 * len(group))
+    assert [(len(s.group), s.worker, s.start_s, s.end_s) for s in schedule] == [(3, 0, 0.0, 30.0), (2, 1, 0.0, 20.0)]
+    assert makespan(schedule) == 30.0
+
+
+def test_a_worker_takes_the_next_group_when_it_goes_idle(corpus_file):
+    # Three shapes (different depths): three groups on two workers; no split after the start.
+    runs = [PlannedRun(s) for s in specs(corpus_file, {"n_layer": 1}, {"n_layer": 2}, {"n_layer": 2}, {"n_layer": 3})]
+    cost = {1: 10.0, 2: 20.0, 3: 5.0}
+    schedule = simulate_schedule(runs, 2, 16, lambda group: cost[group[0].config.n_layer])
+    assert [(s.group[0].config.n_layer, len(s.group), s.worker, s.start_s, s.end_s) for s in schedule] == [
+        (1, 1, 0, 0.0, 10.0), (2, 2, 1, 0.0, 20.0), (3, 1, 0, 10.0, 15.0)]
+    assert makespan(schedule) == 20.0
+    # The group cap cuts groups as the driver does: 2 + 2 + 1 on one worker, one after another.
+    same = [PlannedRun(s) for s in specs(corpus_file, *({"seed": i} for i in range(5)))]
+    capped = simulate_schedule(same, 1, 2, lambda group: float(len(group)))
+    assert [(len(s.group), s.start_s) for s in capped] == [(2, 0.0), (2, 2.0), (1, 4.0)]
+
+
+def test_the_plan_is_the_launch_plan(corpus_file):
+    plan = plan_suite(specs(corpus_file, *({"skips": {1: r / 10}} for r in range(5))), "cpu", 2, None, 0)
+    assert [w.device for w in plan.workers] == ["cpu", "cpu"] and plan.group_size == 16
+    assert [len(g) for g in plan.groups] == [3, 2]
+    one = plan_suite(specs(corpus_file, {}, {"seed": 2}), "cpu", 1, 1, 0)
+    assert [len(g) for g in one.groups] == [1, 1] and len(one.workers) == 1
+
+
+def test_evaluation_and_exact_window_counts_match_the_trainer(corpus_file):
+    cfg = tiny_config(corpus_file, max_iters=25, eval_interval=10)
+    events: list = []
+    train_group([cfg], ["x"], events.append)
+    assert evaluations(cfg) == sum(isinstance(e, ev.Evaluated) for e in events) == 4  # 0, 10, 20, 25
+    assert evaluations(tiny_config(corpus_file, max_iters=20, eval_interval=10)) == 3  # 0, 10, 20
+    assert exact_windows(1 + 64, 16) == 4 and exact_windows(1 + 70, 16) == 5  # 4 full windows, then the rest
+    cost = GroupCost(step_s=0.01, window_s=0.001, setup_s=2.0, checkpoint_s=0.5, exact_windows=100)
+    t = group_time(cfg, cost)
+    assert t.train_s == pytest.approx(0.25) and t.per_eval_s == pytest.approx(2 * 2 * 4 * 0.001)
+    assert t.total_s == pytest.approx(0.25 + 4 * 0.016 + 0.1 + 3 * 0.5 + 2.0)
+
+
+def test_measure_group_times_real_steps_and_evaluation(corpus_file, tmp_path):
+    configs = [tiny_config(corpus_file, seed=s) for s in (1, 2)]
+    cost = measure_group(configs, "cpu", 1, get_corpus(str(corpus_file)), steps_budget_s=0.05, checkpoint_dir=tmp_path)
+    assert cost.steps_timed >= 3 and cost.windows_timed >= 64
+    assert 0 < cost.step_s < 1 and 0 < cost.window_s < cost.step_s and cost.checkpoint_s > 0
+    assert cost.dtype in ("float32", "bfloat16") and cost.exact_windows > 0
+
+
+def test_durations_read_naturally():
+    assert [fmt_duration(s) for s in (0.44, 42, 750, 3 * 3600 + 300, 2 * 86400 + 4 * 3600)] == [
+        "0.4 s", "42 s", "12 min 30 s", "3 h 05 min", "2 d 4 h"]
+
+
+def test_bench_prints_a_prediction_for_a_tiny_suite(lab_dir):
+    res = cli(lab_dir, "bench", "alpha", "--budget", "0.1", "--device", "cpu", "--workers", "1")
+    assert res.returncode == 0, res.stderr
+    assert "skips.1=0 +1" in res.stdout and "ms/step" in res.stdout
+    assert re.search(r"alpha: 2 runs in 1 group on 1 worker \(CPU, \d+ threads? each\): predicted wall time "
+                     r"[\d.]+ s", res.stdout), res.stdout
+
+
+@pytest.mark.parametrize("args, message", [
+    (["bench", "nope"], "nope"),
+    (["bench", "alpha", "--workers", "0"], "--workers 0"),
+    (["bench", "alpha", "--device", "gpu"], "use auto, cpu, cuda or cuda:N"),
+    (["bench", "alpha", "--file", "missing.toml"], "missing.toml"),
+])
+def test_bench_mistakes_are_one_line_and_exit_2(lab_dir, args, message):
+    res = cli(lab_dir, *args)
+    assert res.returncode == 2, res.stdout + res.stderr
+    assert message in res.stderr and "Traceback" not in res.stderr
+    assert len(res.stderr.strip().splitlines()) == 1
+
+
+def test_the_lab_and_bench_import_without_torch():
+    code = "import sys, lab.bench, lab.tui.app; assert 'torch' not in sys.modules, 'torch imported'"
+    subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True)
