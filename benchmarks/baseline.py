@@ -226,9 +226,11 @@ def get_batch(data: torch.Tensor, batch_size: int, block_size: int, generator: t
 
 
 def autocast_for(cfg: RunConfig, device: str):
-    """fp32, or bf16 autocast when the config asks for it (nanoGPT: autocast on GPU only)."""
-    if cfg.dtype == "bfloat16":
-        return torch.autocast(torch.device(device).type, dtype=torch.bfloat16)
+    """nanoGPT's dtype policy, whatever the config says: fp32 on CPU; on a GPU, bf16 autocast
+    where supported (else fp16 there; the baseline uses bf16 or fp32 only)."""
+    kind = torch.device(device).type
+    if kind == "cuda" and torch.cuda.is_bf16_supported():
+        return torch.autocast(kind, dtype=torch.bfloat16)
     return contextlib.nullcontext()
 
 
@@ -353,7 +355,8 @@ def check_against_core(n_layer: int = 2, steps: int = 30, corpus: Corpus | None 
     from lab.core.train import GroupTrainer, TrainOptions, lr_at
 
     corpus = corpus or get_corpus()
-    cfg = RunConfig.from_dict({"n_layer": n_layer, "dropout": 0.0, "skips": {1: 0.0, 2: 0.0}, "max_iters": 200})
+    cfg = RunConfig.from_dict({"n_layer": n_layer, "dropout": 0.0, "skips": {1: 0.0, 2: 0.0}, "max_iters": 200,
+                               "dtype": "float32"})
     trainer = GroupTrainer([cfg], ["check"], lambda event: None, TrainOptions(), None)
     trainer.setup(corpus)
     run = BaselineRun(cfg, corpus)

@@ -51,7 +51,7 @@ if TYPE_CHECKING:
 STEPS_BUDGET_S = 1.5
 MIN_TIMED_STEPS = 3
 MAX_TIMED_STEPS = 400
-#: Evaluation: at least one chunk of windows (TrainOptions.eval_batch_windows), more while
+#: Evaluation: at least one chunk of windows (GroupTrainer.eval_windows), more while
 #: under this many seconds, at most MAX_EVAL_CHUNKS.
 MAX_EVAL_CHUNKS = 4
 #: Evaluation timing budget as a fraction of the steps budget.
@@ -355,8 +355,8 @@ def _measure(configs: Sequence[RunConfig], device: str, threads: int, corpus: "C
         chunk = min(chunk * 2, 32)
 
     # Evaluation: the trainer's own window pass, as estimate_loss and exact_val_loss run it,
-    # one chunk of eval_batch_windows at a time after a small warm-up chunk.
-    val, T, per_chunk = corpus.val, cfg.block_size, options.eval_batch_windows
+    # one chunk of the trainer's eval_windows at a time after a small warm-up chunk.
+    val, T, per_chunk = corpus.val, cfg.block_size, trainer.eval_windows
     gen = torch.Generator().manual_seed(0)
     windows, eval_s = 0, 0.0
     trainer.model.eval()

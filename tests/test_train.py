@@ -226,3 +226,17 @@ def test_bfloat16_autocast_trains_to_finite_losses(corpus_file):
     events = run([tiny_config(corpus_file, dtype="bfloat16")])
     fin = of(events, ev.Finished)
     assert fin and math.isfinite(fin[0].final_val) and fin[0].final_val < 4.0
+
+
+@pytest.mark.parametrize("flags, expected", [(frozenset({"avx512f", "avx512_bf16"}), "bfloat16"),
+                                             (frozenset({"amx_bf16"}), "bfloat16"),
+                                             (frozenset({"avx2"}), "float32")])
+def test_auto_dtype_trains_in_bf16_only_where_the_cpu_multiplies_bf16_natively(corpus_file, monkeypatch, flags, expected):
+    from lab.core import precision
+
+    monkeypatch.setattr(precision, "cpu_flags", lambda: flags)
+    events = run([tiny_config(corpus_file, dtype="auto", max_iters=3)])
+    assert [e.dtype for e in of(events, ev.Started)] == [expected]
+    assert of(events, ev.Finished)
+    pinned = run([tiny_config(corpus_file, dtype="float32", max_iters=3)])
+    assert [e.dtype for e in of(pinned, ev.Started)] == ["float32"]

@@ -26,9 +26,10 @@ import torch
 
 from . import events as ev
 from .checkpoint import CheckpointError, load_latest, save_checkpoint
-from .config import RunConfig, TrainOptions, lr_at  # noqa: F401  (re-exported)
+from .config import EVAL_WINDOW_CONFIGS, RunConfig, TrainOptions, lr_at  # noqa: F401  (re-exported)
 from .data import Corpus, DataError, get_corpus, get_batch, random_starts, window_batch
 from .model import Decoder, config_losses, token_losses
+from .precision import resolve_dtype
 
 EVAL_SEED_OFFSET = 0x5EED_E7A1  # evaluation windows: a stream of their own
 
@@ -71,7 +72,10 @@ class GroupTrainer:
         self.checkpoint_dirs = checkpoint_dirs
         self.device = torch.device(options.device)
         self.n = len(configs)
-        self.amp = torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.cfg.dtype == "bfloat16")
+        per_forward = EVAL_WINDOW_CONFIGS.get(self.device.type, EVAL_WINDOW_CONFIGS["cpu"])
+        self.eval_windows = options.eval_batch_windows or max(1, per_forward // self.n)
+        self.dtype = resolve_dtype(self.cfg.dtype, self.device)  # what "auto" means on this device
+        self.amp = torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.dtype == "bfloat16")
 
     # -- setup -------------------------------------------------------------------------------
     def setup(self, corpus: Corpus) -> None:
@@ -201,12 +205,12 @@ class GroupTrainer:
     def _window_sums(self, data: torch.Tensor, starts: torch.Tensor) -> torch.Tensor:
         """Summed token loss of every window (no grad, eval mode): [N, windows], in fp32.
 
-        Windows go through the model eval_batch_windows at a time, but the sums are added up
+        Windows go through the model `eval_windows` at a time, but the sums are added up
         only once all are in, so the result does not depend on that batch size.
         """
         T = self.cfg.block_size
         sums = []
-        for chunk in starts.split(self.options.eval_batch_windows):
+        for chunk in starts.split(self.eval_windows):
             x, y = (t.to(self.device) for t in window_batch(data, chunk, T))
             with self.amp:
                 sums.append(token_losses(self.model(x), y).sum(dim=2))
@@ -297,7 +301,7 @@ class GroupTrainer:
         self.start_step = self.step
         n_params = model.n_params()
         for i in range(self.n):
-            self.emit(ev.Started(self.run_ids[i], self.step, cfg.max_iters, n_params, str(self.device), cfg.dtype,
+            self.emit(ev.Started(self.run_ids[i], self.step, cfg.max_iters, n_params, str(self.device), self.dtype,
                                  self.n, os.getpid()))
         pending: list[torch.Tensor] = []
         lr = lr_at(cfg, self.step)
