@@ -69,8 +69,11 @@ def keep_mask(x: torch.Tensor, rates: Rates, factor: torch.Tensor) -> torch.Tens
     n = x.numel()
     bits = torch.empty((n + 3) // 4, dtype=torch.int64, device=x.device).random_(-(2**63), None)
     lanes = bits.view(torch.int16)[:n].view(x.shape)
-    kept = lanes <= rates.per_config(rates.threshold, x)
-    return kept.view(torch.uint8) * rates.per_config(factor, x).to(x.dtype)
+    kept = (lanes <= rates.per_config(rates.threshold, x)).view(torch.uint8)
+    factor = rates.per_config(factor, x).to(x.dtype)
+    if x.dtype == torch.bfloat16:  # uint8 * bf16 is vectorised; uint8 * fp32 is 50x slower (torch 2.13 CPU)
+        return kept * factor
+    return kept.to(x.dtype).mul_(factor)
 
 
 def dropout(x: torch.Tensor, rates: Rates, training: bool) -> torch.Tensor:

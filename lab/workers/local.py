@@ -44,15 +44,28 @@ def _die_with_parent(parent_pid: int) -> None:
         os._exit(1)
 
 
-def worker_main(slot: int, spec: WorkerSpec, parent_pid: int, tasks, events, stop_flag) -> None:
-    """Body of a worker process: train each group it is handed until told to quit (None)."""
+def worker_main(slot: int, spec: WorkerSpec, parent_pid: int, tasks, events, stop_flag, threads) -> None:
+    """Body of a worker process: train each group it is handed until told to quit (None).
+
+    `threads` is shared with the executor, which raises it while other workers sit idle (see
+    LocalExecutor._lend_threads); the training loop's stop check, made every step, applies it.
+    """
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     _die_with_parent(parent_pid)
     import torch
 
     from ..core.train import train_group
 
+    current = [spec.threads]
     torch.set_num_threads(spec.threads)
+
+    def should_stop() -> bool:
+        wanted = threads.value
+        if wanted != current[0] and wanted > 0:
+            torch.set_num_threads(wanted)
+            current[0] = wanted
+        return stop_flag.is_set()
+
     while True:
         task: GroupTask | None = tasks.get()
         if task is None:
@@ -66,7 +79,7 @@ def worker_main(slot: int, spec: WorkerSpec, parent_pid: int, tasks, events, sto
             emit,
             task.options,
             [Path(d) for d in task.checkpoint_dirs],
-            should_stop=stop_flag.is_set,
+            should_stop=should_stop,
         )
         events.put((slot, task.task_id, GroupDone(task.task_id)))
 
@@ -77,6 +90,7 @@ class _Worker:
     process: mp.Process
     tasks: object
     stop_flag: object
+    threads: object  # shared int: torch threads this worker should use now
     task: GroupTask | None = None
     reported_dead: bool = False
 
@@ -95,10 +109,27 @@ class LocalExecutor(Executor):
     def _spawn(self, slot: int, spec: WorkerSpec) -> _Worker:
         tasks = _CTX.SimpleQueue()
         stop_flag = _CTX.Event()
-        proc = _CTX.Process(target=worker_main, args=(slot, spec, os.getpid(), tasks, self.events, stop_flag),
+        threads = _CTX.RawValue("i", spec.threads)
+        proc = _CTX.Process(target=worker_main, args=(slot, spec, os.getpid(), tasks, self.events, stop_flag, threads),
                             name=f"dropres-worker-{slot}", daemon=True)
         proc.start()
-        return _Worker(spec, proc, tasks, stop_flag)
+        return _Worker(spec, proc, tasks, stop_flag, threads)
+
+    def _lend_threads(self) -> None:
+        """Give idle CPU workers' threads to the busy ones, and take them back on new work.
+
+        A sweep's last groups rarely end together (5 runs on 2 workers split 3 + 2), and
+        without this a core idles through the tail. Lent threads return as soon as the idle
+        worker is handed a group: the driver submits right after it polls.
+        """
+        cpu = [w for w in self.workers if w.spec.device == "cpu"]
+        busy = [w for w in cpu if w.task is not None and w.process.is_alive()]
+        total = sum(w.spec.threads for w in cpu)
+        for i, w in enumerate(busy):
+            w.threads.value = total // len(busy) + (1 if i < total % len(busy) else 0)
+        for w in cpu:
+            if w not in busy:
+                w.threads.value = w.spec.threads
 
     def idle_slots(self) -> list[int]:
         return [i for i, w in enumerate(self.workers) if w.task is None and w.process.is_alive()]
@@ -111,6 +142,7 @@ class LocalExecutor(Executor):
         worker.stop_flag.clear()
         worker.task = task
         worker.tasks.put(task)
+        self._lend_threads()
 
     def poll(self, timeout: float) -> list[tuple[int, str, object]]:
         """Events that arrived within `timeout` seconds, plus WorkerDied for lost workers."""
@@ -129,6 +161,7 @@ class LocalExecutor(Executor):
             if isinstance(event, GroupDone):
                 self.workers[slot].task = None
         out.extend(self._dead_workers())
+        self._lend_threads()
         return out
 
     def _dead_workers(self) -> list[tuple[int, str, object]]:
