@@ -295,8 +295,38 @@ class BaselineRun:
         return out
 
 
+@torch.no_grad()
+def exact_val_loss(model: GPT, corpus: Corpus, block_size: int, device: str = "cpu", windows: int = 32) -> float:
+    """Validation loss with every position of the split predicted exactly once.
+
+    Not something nanoGPT does: the sweep benchmark computes it after the timed loop, so the
+    lab's and the baseline's final models can be compared without the sampling noise of 200
+    random evaluation batches. Consecutive windows of block_size, then one last window for
+    the positions they leave over.
+    """
+    model.eval()
+    val, T = corpus.val, block_size
+    targets = len(val) - 1
+    starts = list(range(0, targets - T + 1, T))
+    total = 0.0
+    for i in range(0, len(starts), windows):
+        chunk = starts[i:i + windows]
+        x = torch.stack([val[s:s + T] for s in chunk]).to(device)
+        y = torch.stack([val[s + 1:s + 1 + T] for s in chunk]).to(device)
+        logits, _ = model(x, y)
+        total += F.cross_entropy(logits.float().view(-1, logits.size(-1)), y.view(-1), reduction="sum").item()
+    rest = targets - (starts[-1] + T)
+    if rest > 0:
+        s = targets - T
+        logits, _ = model(val[s:s + T].view(1, -1).to(device), val[s + 1:s + 1 + T].view(1, -1).to(device))
+        total += F.cross_entropy(logits.float()[0, -rest:], val[s + 1 + T - rest:s + 1 + T].to(device), reduction="sum").item()
+    model.train()
+    return total / targets
+
+
 def train_baseline(cfg: RunConfig, corpus: Corpus, iters: int | None = None, eval: bool = True,
-                   device: str = "cpu", log_interval: int = 10) -> dict:
+                   device: str = "cpu", log_interval: int = 10, exact: bool = False,
+                   init_from_core: bool = False) -> dict:
     """Train one configuration the way nanoGPT's train.py does; returns losses and wall time.
 
     `iters` training steps (default cfg.max_iters) on cfg's schedule. With `eval`, evaluations
@@ -306,10 +336,17 @@ def train_baseline(cfg: RunConfig, corpus: Corpus, iters: int | None = None, eva
     every `log_interval` steps, as nanoGPT's logging does.
 
     Returns {"steps", "train_loss", "val_loss" (last evaluation, or None without eval),
-    "last_step_loss", "evals" ([step, train, val] list), "wall_s", "eval_s"}.
+    "last_step_loss", "evals" ([step, train, val] list), "wall_s", "eval_s", "exact_val" (with
+    `exact`, computed after the timed loop; else None)}. With `init_from_core` the model starts
+    from the weights the lab would initialise cfg with (nanoGPT's scheme, the lab's draw), so
+    a comparison with the lab differs only in dropout masks and dtype.
     """
     iters = cfg.max_iters if iters is None else iters
     run = BaselineRun(cfg, corpus, device)
+    if init_from_core:  # the same initial weights as the lab's run of cfg (untimed)
+        from lab.core.model import Decoder
+
+        copy_from_core(run.model, Decoder([cfg], corpus.vocab_size), 0)
     evals: list[list[float]] = []
     eval_s = 0.0
     lossf = float("nan")
@@ -332,6 +369,7 @@ def train_baseline(cfg: RunConfig, corpus: Corpus, iters: int | None = None, eva
         evaluate()
     wall = time.perf_counter() - t0
     return {
+        "exact_val": exact_val_loss(run.model, corpus, cfg.block_size, device) if exact else None,
         "steps": run.iter_num,
         "train_loss": evals[-1][1] if evals else None,
         "val_loss": evals[-1][2] if evals else None,

@@ -36,6 +36,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.baseline import train_baseline  # noqa: E402
+from benchmarks.report import emit_report  # noqa: E402
 from lab.core.data import get_corpus  # noqa: E402
 from lab.experiments import load_experiments  # noqa: E402
 from lab.headless import override_specs  # noqa: E402
@@ -124,9 +125,7 @@ def main() -> int:
                          f"**{fmt(full)}** ({verdict}) | {fmt(TARGET_S)} |")
             print(lines[-1], flush=True)
     lines += ["", f"Benchmark wall time: {fmt(time.perf_counter() - start)}."]
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "gpu.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    emit_report(lines, args.out, "gpu.md")
     return 0
 
 
