@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ctypes
 import multiprocessing as mp
+import multiprocessing.connection as mp_connection
 import os
 import queue
 import signal
@@ -89,6 +90,7 @@ class _Worker:
     spec: WorkerSpec
     process: mp.Process
     tasks: object
+    events: object  # this worker's own event queue (see LocalExecutor._spawn)
     stop_flag: object
     threads: object  # shared int: torch threads this worker should use now
     task: GroupTask | None = None
@@ -103,17 +105,19 @@ class LocalExecutor(Executor):
     workers: list[_Worker] = field(default_factory=list)
 
     def start(self) -> None:
-        self.events = _CTX.Queue()
         self.workers = [self._spawn(i, spec) for i, spec in enumerate(self.specs)]
 
     def _spawn(self, slot: int, spec: WorkerSpec) -> _Worker:
         tasks = _CTX.SimpleQueue()
+        # One event queue per worker: a multiprocessing Queue's writers share a lock, and a
+        # worker SIGKILLed while its feeder thread held it would silence every other worker.
+        events = _CTX.Queue()
         stop_flag = _CTX.Event()
         threads = _CTX.RawValue("i", spec.threads)
-        proc = _CTX.Process(target=worker_main, args=(slot, spec, os.getpid(), tasks, self.events, stop_flag, threads),
+        proc = _CTX.Process(target=worker_main, args=(slot, spec, os.getpid(), tasks, events, stop_flag, threads),
                             name=f"dropres-worker-{slot}", daemon=True)
         proc.start()
-        return _Worker(spec, proc, tasks, stop_flag, threads)
+        return _Worker(spec, proc, tasks, events, stop_flag, threads)
 
     def _lend_threads(self) -> None:
         """Give idle CPU workers' threads to the busy ones, and take them back on new work.
@@ -147,16 +151,17 @@ class LocalExecutor(Executor):
     def poll(self, timeout: float) -> list[tuple[int, str, object]]:
         """Events that arrived within `timeout` seconds, plus WorkerDied for lost workers."""
         out: list[tuple[int, str, object]] = []
-        deadline = time.monotonic() + timeout
-        while True:
-            remaining = deadline - time.monotonic()
-            try:
-                item = self.events.get(timeout=max(0.0, remaining)) if not out else self.events.get_nowait()
-            except (queue.Empty, EOFError, OSError):
-                break
-            out.append(item)
-            if len(out) >= 2000:
-                break
+        live = [w for w in self.workers if not w.reported_dead]
+        try:  # wait until any worker's queue has something (each message is one atomic pipe write)
+            mp_connection.wait([w.events._reader for w in live], timeout)  # type: ignore[attr-defined]
+        except OSError:
+            pass
+        for w in live:
+            while len(out) < 2000:
+                try:
+                    out.append(w.events.get_nowait())
+                except (queue.Empty, EOFError, OSError):
+                    break
         for slot, _, event in out:
             if isinstance(event, GroupDone):
                 self.workers[slot].task = None
@@ -204,8 +209,9 @@ class LocalExecutor(Executor):
             if w.process.is_alive():
                 w.process.kill()
                 w.process.join(timeout=5)
-        self.events.close()
-        self.events.join_thread()
+        for w in self.workers:
+            w.events.close()
+            w.events.join_thread()
 
     def pids(self) -> list[int]:
         return [w.process.pid for w in self.workers if w.process.pid]
