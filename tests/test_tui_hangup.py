@@ -63,6 +63,13 @@ def hangup_lab(lab_dir: Path) -> Path:
     return lab_dir
 
 
+def _as_a_terminal_emulator_starts_it() -> None:
+    """In the child: the pty becomes the controlling terminal, and SIGHUP has its default
+    action even if the test run itself ignores it (e.g. started under nohup)."""
+    fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+    signal.signal(signal.SIGHUP, signal.SIG_DFL)
+
+
 class PtyLab:
     """The lab running in a pseudo-terminal; a thread drains what it draws."""
 
@@ -76,7 +83,7 @@ class PtyLab:
                 [sys.executable, "-m", "lab", "--store", str(lab_dir / "runs"), "--file", "experiments.toml"],
                 cwd=lab_dir, stdin=slave, stdout=slave, stderr=slave, env=env, close_fds=True,
                 start_new_session=True,  # its own session, whose controlling terminal is the pty ...
-                preexec_fn=lambda: fcntl.ioctl(0, termios.TIOCSCTTY, 0),  # ... as a terminal emulator does
+                preexec_fn=_as_a_terminal_emulator_starts_it,
             )
         finally:
             os.close(slave)
