@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -36,6 +35,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.baseline import train_baseline  # noqa: E402
+from benchmarks.measure import matmul_peak, timed_headless  # noqa: E402
 from benchmarks.report import emit_report  # noqa: E402
 from lab.core.data import get_corpus  # noqa: E402
 from lab.experiments import load_experiments  # noqa: E402
@@ -45,30 +45,6 @@ SUITES = ("paper-skip1", "paper-skip2", "paper-skip4")
 FULL_ITERS = 50_000
 TARGET_S = 600.0
 BUDGET_S = 450.0  # stop starting new measurements after this much wall time
-
-
-def matmul_peak(dtype: torch.dtype, n: int = 8192, repeats: int = 20) -> float:
-    a, b = torch.randn(n, n, dtype=dtype, device="cuda"), torch.randn(n, n, dtype=dtype, device="cuda")
-    for _ in range(3):
-        a @ b
-    torch.cuda.synchronize()
-    t0 = time.perf_counter()
-    for _ in range(repeats):
-        a @ b
-    torch.cuda.synchronize()
-    return 2 * n**3 * repeats / (time.perf_counter() - t0)
-
-
-def lab_run(iters: int, workers: int, store: Path, data: str) -> float:
-    """Wall seconds of `run --headless` on the three suites at `iters` iterations."""
-    cmd = [sys.executable, "-m", "lab", "run", "--headless", *SUITES, "--max-iters", str(iters), "--device", "cuda",
-           "--workers", str(workers), "--data", data, "--store", str(store), "--fresh"]
-    t0 = time.perf_counter()
-    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
-    wall = time.perf_counter() - t0
-    if proc.returncode != 0:
-        raise RuntimeError(f"lab run failed ({proc.returncode}): {(proc.stderr or proc.stdout)[-1500:]}")
-    return wall
 
 
 def fmt(seconds: float) -> str:
@@ -91,8 +67,8 @@ def main() -> int:
     corpus = get_corpus(args.data)
     name = torch.cuda.get_device_name(0)
     torch.backends.cuda.matmul.allow_tf32 = False
-    peak32 = matmul_peak(torch.float32)
-    peak16 = matmul_peak(torch.bfloat16)
+    peak32 = matmul_peak(torch.float32, "cuda", n=8192, repeats=20)
+    peak16 = matmul_peak(torch.bfloat16, "cuda", n=8192, repeats=20)
     lines = [f"# GPU benchmark: {name}", "",
              f"torch {torch.__version__}; matmul peak fp32 {peak32 / 1e12:.1f} TFLOP/s, bf16 {peak16 / 1e12:.1f} TFLOP/s.",
              f"Measured {args.iters} iterations of each of the 14 paper configurations (baseline: "
@@ -115,7 +91,8 @@ def main() -> int:
                 lines.append(f"| lab, {workers} worker(s) | - | skipped: time budget spent | - | - |")
                 continue
             try:
-                wall = lab_run(args.iters, workers, Path(tmp) / f"w{workers}", args.data)
+                wall = timed_headless([*SUITES, "--max-iters", str(args.iters), "--device", "cuda",
+                                       "--workers", str(workers), "--data", args.data], Path(tmp) / f"w{workers}")
             except RuntimeError as exc:
                 lines.append(f"| lab, {workers} worker(s) | {args.iters} | failed: {str(exc).splitlines()[-1]} | - | - |")
                 continue

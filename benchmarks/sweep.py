@@ -45,6 +45,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.baseline import train_baseline  # noqa: E402
+from benchmarks.measure import matmul_peak, timed_headless  # noqa: E402
 from benchmarks.report import emit_report  # noqa: E402
 from lab.core.config import RunConfig  # noqa: E402
 from lab.core.data import get_corpus  # noqa: E402
@@ -81,14 +82,11 @@ def lab_command(args: list[str], store: Path) -> list[str]:
 
 def run_lab(suite: str, only: str | None, iters: int, file: Path, store: Path) -> tuple[float, dict[str, dict]]:
     """`run --headless` in a subprocess: (wall seconds, {run: its results row})."""
-    cmd = lab_command(["run", "--headless", suite, "--file", str(file), "--max-iters", str(iters), "--fresh"], store)
-    if only:
-        cmd[cmd.index("--file"):cmd.index("--file")] = ["--only", only]
-    t0 = time.perf_counter()
-    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
-    wall = time.perf_counter() - t0
-    if proc.returncode != 0:
-        raise SystemExit(f"lab run failed ({proc.returncode}): {proc.stderr.strip() or proc.stdout[-2000:]}")
+    args = [suite, "--file", str(file), "--max-iters", str(iters)] + (["--only", only] if only else [])
+    try:
+        wall = timed_headless(args, store)
+    except RuntimeError as exc:
+        raise SystemExit(str(exc)) from None
     res = subprocess.run(lab_command(["results", suite, "--format", "json"], store), cwd=ROOT,
                          capture_output=True, text=True, check=True)
     rows = json.loads(res.stdout)
@@ -111,18 +109,6 @@ def model_flop(cfg: RunConfig, vocab: int) -> float:
     n_evals = len(range(0, cfg.max_iters, cfg.eval_interval)) + 1
     evaluated = n_evals * 2 * cfg.eval_iters * cfg.batch_size * T
     return 3 * fwd_per_token * trained + fwd_per_token * evaluated
-
-
-def matmul_peak(dtype: torch.dtype, n: int = 2048, repeats: int = 10) -> float:
-    """Measured FLOP/s of one large square matmul on all threads (the device's practical peak)."""
-    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
-    a @ b
-    best = math.inf
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        a @ b
-        best = min(best, time.perf_counter() - t0)
-    return 2 * n**3 / best
 
 
 def noise_file(tmp: Path, n_layer: int, iters: int, seeds: int) -> Path:

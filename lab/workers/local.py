@@ -151,12 +151,11 @@ class LocalExecutor(Executor):
     def poll(self, timeout: float) -> list[tuple[int, str, object]]:
         """Events that arrived within `timeout` seconds, plus WorkerDied for lost workers."""
         out: list[tuple[int, str, object]] = []
-        live = [w for w in self.workers if not w.reported_dead]
         try:  # wait until any worker's queue has something (each message is one atomic pipe write)
-            mp_connection.wait([w.events._reader for w in live], timeout)  # type: ignore[attr-defined]
+            mp_connection.wait([w.events._reader for w in self.workers], timeout)  # type: ignore[attr-defined]
         except OSError:
             pass
-        for w in live:
+        for w in self.workers:  # a dead worker is replaced by _dead_workers, so all are current
             while len(out) < 2000:
                 try:
                     out.append(w.events.get_nowait())
