@@ -49,27 +49,22 @@ from __future__ import annotations
 import difflib
 import fnmatch
 import itertools
-import json
 import os
 import re
 import sys
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
-import tomlkit
-from tomlkit.items import AoT, InlineTable, Table
-
-from lab.core.atomic import write_atomic
 from lab.core.config import DROPOUT_SITES, SETTING_KEYS, RunConfig, check_config, check_value, default_values
+from lab.toml_edit import KeyPath, format_key_path
+from lab.toml_lines import key_lines, line_for
 
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover - exercised on Python 3.10 only
     import tomli as tomllib
-
-KeyPath = tuple  # of str (table keys) and int (array indexes)
 
 TOP_KEYS = ("default_suite", "defaults", "suites")
 DEFAULTS_KEYS = SETTING_KEYS + ("seeds",)
@@ -219,8 +214,8 @@ def parse_experiments(text: str, path: str | os.PathLike = "<string>") -> Experi
     checker = _Checker()
     experiments = checker.check(data, Path(path))
     if checker.problems:
-        lines = _key_lines(text)
-        problems = [Problem(file, _line_for(lines, p), format_key_path(p), m) for p, m in checker.problems]
+        lines = key_lines(text)
+        problems = [Problem(file, line_for(lines, p), format_key_path(p), m) for p, m in checker.problems]
         problems.sort(key=lambda p: (p.line is None, p.line or 0))  # top to bottom, like the file
         raise ExperimentsError(problems)
     assert experiments is not None
@@ -237,110 +232,6 @@ def _syntax_problem(file: str, text: str, error: Exception) -> Problem:
     text = re.sub(r"\s*\(at (line \d+, )?(column \d+|end of document)\)", "", msg)
     col = f" at column {m.group(2)}" if m else (" at the end of the file" if "end of document" in msg else "")
     return Problem(file, line, "", f"TOML syntax error{col}: {text}; fix the TOML at this point")
-
-
-# -- documents (comments and layout preserved) -----------------------------------------------
-
-
-def load_document(path: str | os.PathLike) -> tomlkit.TOMLDocument:
-    """The file as a tomlkit document: editing it keeps the user's comments and layout."""
-    return tomlkit.parse(Path(path).read_text(encoding="utf-8"))
-
-
-def save_document(path: str | os.PathLike, doc: tomlkit.TOMLDocument) -> None:
-    """Write `doc` atomically: a reader (or a crash) sees the old file or the new one, never half.
-
-    The temporary file is in the same directory so `os.replace` is a rename on one file system;
-    the original file's permissions are kept, and a symlinked file is written through its link.
-    """
-    write_atomic(path, tomlkit.dumps(doc))
-
-
-def toml_value(value: Any) -> str:
-    """`value` written as TOML: tables inline ({ 1 = 0.025 }), lists on one line."""
-    if isinstance(value, dict):
-        if not value:
-            return "{}"
-        return "{ " + ", ".join(f"{toml_key(str(k))} = {toml_value(v)}" for k, v in value.items()) + " }"
-    if isinstance(value, (list, tuple)):
-        return "[" + ", ".join(toml_value(v) for v in value) + "]"
-    return tomlkit.item(value).as_string()
-
-
-def toml_key(key: str) -> str:
-    """A key as TOML writes it: bare when it can be, quoted otherwise ("skips.2")."""
-    return key if _BARE_KEY.fullmatch(key) else json.dumps(key)
-
-
-def document_item(doc: tomlkit.TOMLDocument, path: KeyPath) -> Any:
-    """The table, array or value at `path` (("suites", "quick", "runs", 0)) in a document."""
-    item: Any = doc
-    for part in path:
-        item = item[part]
-    return item
-
-
-def set_key(doc: tomlkit.TOMLDocument, path: KeyPath, key: str, value: Any) -> None:
-    """Set `key` to `value` (None removes it) in the table at `path`, keeping the file's layout.
-
-    In a [table], an existing key keeps its line and its comment (the comment stays in its
-    column); a new setting goes after the table's last setting, above its runs, grid and
-    references (and so above any comments that introduce the next table). An inline table ({ name = "a", ... }, e.g. a run entry) is written again on its
-    line with its other keys as they were written.
-    """
-    _set_text(doc, path, key, None if value is None else toml_value(value))
-
-
-_STRUCTURE_KEYS = ("runs", "grid", "references")
-
-
-def toml_item(text: str) -> Any:
-    """A value written as TOML text (toml_value's output, say) as an item to put in a document."""
-    return tomlkit.parse(f"v = {text}")["v"]
-
-
-def _set_text(doc: tomlkit.TOMLDocument, path: KeyPath, key: str, text: str | None) -> None:
-    table = document_item(doc, path)
-    if isinstance(table, InlineTable):
-        items = [(k, v.as_string()) for k, v in table.value.body if k is not None]
-        items = [(k.key, t) for k, t in items]
-        if text is None:
-            items = [(k, t) for k, t in items if k != key]
-        elif any(k == key for k, _ in items):
-            items = [(k, text if k == key else t) for k, t in items]
-        else:
-            items.append((key, text))
-        inline = "{ " + ", ".join(f"{toml_key(k)} = {t.strip()}" for k, t in items) + " }" if items else "{}"
-        parent, last = path[:-1], path[-1]
-        if isinstance(last, int):
-            document_item(doc, parent)[last] = toml_item(inline)
-        else:
-            _set_text(doc, parent, last, inline)
-        return
-    if text is None:
-        if key in table:
-            del table[key]
-        return
-    item = toml_item(text)
-    if key in table:
-        old = table.item(key)
-        width, comment = len(old.trivia.comment_ws) + len(old.as_string()), old.trivia.comment
-        table[key] = item
-        if comment:  # keep the comment in its column
-            pad = width - len(item.as_string())
-            table.item(key).trivia.comment_ws = " " * max(1, pad)
-        return
-    item.trivia.trail = "\n"
-    keys = [k for k, v in table.value.body if k is not None and not isinstance(v, (Table, AoT))]
-    if key not in _STRUCTURE_KEYS:  # settings go above the suite's runs, grid and references
-        keys = [k for k in keys if k.key not in _STRUCTURE_KEYS] or keys[:0]
-        if not keys and any(k is not None for k, _ in table.value.body):
-            table.value._insert_at(0, key, item)  # tomlkit has no public insert
-            return
-    if keys:
-        table.value._insert_after(keys[-1], key, item)
-    else:
-        table.add(key, item)
 
 
 # -- names ----------------------------------------------------------------------------------
@@ -390,21 +281,6 @@ def reference_problem(value: Any) -> str | None:
     return None
 
 
-_BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
-
-
-def format_key_path(path: KeyPath) -> str:
-    """("suites", "x", "runs", 2, "dropout") -> 'suites.x.runs[2].dropout', quoting as TOML does."""
-    out = ""
-    for part in path:
-        if isinstance(part, int):
-            out += f"[{part}]"
-        else:
-            text = part if _BARE_KEY.fullmatch(part) else json.dumps(part)
-            out += f".{text}" if out else text
-    return out
-
-
 def _unknown_suite_message(name: str, suites: dict[str, Any]) -> str:
     close = difflib.get_close_matches(name, list(suites), n=3, cutoff=0.5)
     hint = f"did you mean {', '.join(close)}?" if close else f"suites are: {', '.join(suites)}"
@@ -451,6 +327,7 @@ class _Checker:
     def __init__(self) -> None:
         self.problems: _Problems = []
         self.reported = 0  # problems found so far, counting those still being grouped
+        self.names_lost = False  # the suite being checked dropped a run for its name or its grid
         self._seen: set[tuple[KeyPath, str]] = set()
         # Whole-run problems, grouped so one mistake in [defaults] is one message, not one per run.
         self._run_problems: dict[tuple[KeyPath, str], list[str]] = {}
@@ -575,21 +452,24 @@ class _Checker:
         if not isinstance(table, dict):
             self.add(path, f"suite {name!r} must be a table ([suites.{name}]) of settings, runs and grid")
             return None
-        n_before = self.reported
         description = table.get("description", "")
         if not isinstance(description, str):
             self.add(path + ("description",), f"description must be a string, got {description!r}")
             description = ""
         level = self.settings(table, path, SUITE_KEYS, f"suite {name!r}")
         seeds = (default_seeds, self.seeds(table, path))  # by level: defaults, suite
+        self.names_lost = False
         entries = self.run_entries(table, path)
         points = self.grid_points(table, path)
+        # A run dropped for its name or an unusable grid key leaves the suite's names unknown, so
+        # a reference to it cannot be called unmatched; a run with bad settings still has its name.
+        names_known = not self.names_lost
         if entries is None and points is None:
             self.add(path, f'suite {name!r} has no runs; add runs = [{{ name = "..." }}] or a grid = {{ key = [values] }}')
             return None
         entries = self.cross(entries, points)
         specs = self.expand(name, entries, defaults, level, seeds)
-        references = self.references(table, path, {s.base_name for s in specs}, check_unmatched=self.reported == n_before)
+        references = self.references(table, path, {e.name for e in entries}, check_unmatched=names_known)
         specs = [RunSpec(s.suite, s.name, s.config, references.get(s.base_name), s.base_name) for s in specs]
         return Suite(name, description, specs, references)
 
@@ -600,17 +480,21 @@ class _Checker:
         runs, rpath = table["runs"], path + ("runs",)
         if not isinstance(runs, list) or not runs:
             self.add(rpath, 'runs must be a non-empty list of tables, e.g. [{ name = "skip1", skips = { 1 = 0.025 } }]')
+            self.names_lost = True
             return []
         entries: list[_Entry] = []
         for i, entry in enumerate(runs):
             epath = rpath + (i,)
             if not isinstance(entry, dict):
                 self.add(epath, f'each run must be a table like {{ name = "skip1", dropout = 0.1 }}, got {entry!r}')
+                self.names_lost = True
                 continue
             before = self.reported
             assigns = self.settings(entry, epath, RUN_ENTRY_KEYS, "a run entry")
             seeds = self.seeds(entry, epath)
             name = entry.get("name")
+            if name is None or name_problem(name):
+                self.names_lost = True
             if name is None:
                 if self.reported == before:  # { nam = "a" } already says "did you mean 'name'"
                     self.add(epath, 'run entry has no name; add name = "..." (it names the run in results)')
@@ -630,6 +514,12 @@ class _Checker:
         """The cartesian product of the suite's `grid` (None when it has none), named key=value,..."""
         if "grid" not in table:
             return None
+        n_before = self.reported
+        points = self._grid_points(table, path)
+        self.names_lost |= self.reported > n_before
+        return points
+
+    def _grid_points(self, table: dict, path: KeyPath) -> list[_Entry]:
         grid, gpath = table["grid"], path + ("grid",)
         if not isinstance(grid, dict):
             self.add(gpath, f"grid must be a table of key = [values], e.g. {{ dropout = [0.0, 0.2] }}, got {grid!r}")
@@ -805,182 +695,3 @@ def _blame(key: str, origin: dict, fallback: KeyPath) -> KeyPath:
     if not found:
         return fallback
     return max(found, key=lambda rank_path: rank_path[0])[1]
-
-
-# -- line numbers ---------------------------------------------------------------------------
-# tomllib gives no positions, so a small scanner walks the (already valid) TOML text and notes
-# the line where each key path is written. It understands tables, arrays of tables, dotted and
-# quoted keys, inline tables, arrays, strings and comments: enough to point at what a user wrote.
-
-
-def _line_for(lines: dict[KeyPath, int], path: KeyPath) -> int | None:
-    """The line of `path`, or of the nearest enclosing item written in the file."""
-    while path:
-        if path in lines:
-            return lines[path]
-        path = path[:-1]
-    return None
-
-
-def _tokens(text: str) -> Iterator[tuple[str, Any, int]]:
-    """(kind, value, line) tokens: punctuation, 'nl', 'str' (decoded) and 'atom' (bare text)."""
-    i, line, n = 0, 1, len(text)
-    while i < n:
-        c = text[i]
-        if c in " \t\r":
-            i += 1
-        elif c == "\n":
-            yield "nl", None, line
-            line, i = line + 1, i + 1
-        elif c == "#":
-            j = text.find("\n", i)
-            i = n if j < 0 else j
-        elif c in "\"'":
-            j = _string_end(text, i)
-            yield "str", _decode_string(text[i:j]), line
-            line += text.count("\n", i, j)
-            i = j
-        elif c in "[]{},=":
-            yield c, None, line
-            i += 1
-        else:
-            j = i
-            while j < n and text[j] not in " \t\r\n#\"'[]{},=":
-                j += 1
-            yield "atom", text[i:j], line
-            i = j
-
-
-def _string_end(text: str, i: int) -> int:
-    """Index just past the TOML string starting at i (basic, literal, or multi-line)."""
-    q, n = text[i], len(text)
-    delim = q * 3 if text.startswith(q * 3, i) else q
-    j = i + len(delim)
-    while j < n:
-        if q == '"' and text[j] == "\\":
-            j += 2
-        elif text.startswith(delim, j):
-            j += len(delim)
-            extra = 0
-            while len(delim) == 3 and extra < 2 and j < n and text[j] == q:  # """a"""" ends in a quote
-                j, extra = j + 1, extra + 1
-            return j
-        else:
-            j += 1
-    return n
-
-
-def _decode_string(raw: str) -> str | None:
-    try:
-        return tomllib.loads(f"k = {raw}")["k"]
-    except tomllib.TOMLDecodeError:
-        return None
-
-
-class _LineScanner:
-    """Walks the tokens of valid TOML, recording the first line of every key path."""
-
-    def __init__(self, text: str):
-        self.toks = list(_tokens(text))
-        self.pos = 0
-        self.lines: dict[KeyPath, int] = {}
-
-    def peek(self) -> tuple[str, Any, int]:
-        return self.toks[self.pos] if self.pos < len(self.toks) else ("eof", None, 0)
-
-    def next(self) -> tuple[str, Any, int]:
-        tok = self.peek()
-        self.pos += 1
-        return tok
-
-    def record(self, path: KeyPath, line: int) -> None:
-        for k in range(1, len(path) + 1):
-            self.lines.setdefault(path[:k], line)
-
-    def key(self) -> list[str]:
-        pieces: list[str] = []
-        while self.peek()[0] in ("atom", "str"):
-            kind, value, _ = self.next()
-            if kind == "str":
-                pieces.append(value or "")
-            else:
-                pieces += [p.strip() for p in value.split(".") if p.strip()]
-        return pieces
-
-    def skip_until(self, *kinds: str) -> None:
-        while self.peek()[0] not in kinds + ("eof",):
-            self.next()
-
-    def scan(self) -> dict[KeyPath, int]:
-        prefix: KeyPath = ()
-        counts: dict[KeyPath, int] = {}
-        while self.peek()[0] != "eof":
-            kind, _, line = self.peek()
-            if kind == "[":
-                self.next()
-                array = self.peek()[0] == "["
-                if array:
-                    self.next()
-                path = tuple(self.key())
-                if array:
-                    counts[path] = counts.get(path, -1) + 1
-                    path += (counts[path],)
-                prefix = path
-                self.record(prefix, line)
-                self.skip_until("nl")
-            elif kind in ("atom", "str"):
-                path = prefix + tuple(self.key())
-                self.record(path, line)
-                if self.peek()[0] == "=":
-                    self.next()
-                self.value(path)
-                self.skip_until("nl")
-            else:
-                self.next()
-        return self.lines
-
-    def value(self, path: KeyPath) -> None:
-        kind, _, line = self.peek()
-        if kind == "{":
-            self.next()
-            while self.peek()[0] not in ("}", "eof"):
-                if self.peek()[0] in ("atom", "str"):
-                    kline = self.peek()[2]
-                    sub = path + tuple(self.key())
-                    self.record(sub, kline)
-                    if self.peek()[0] == "=":
-                        self.next()
-                    self.value(sub)
-                    self.skip_until(",", "}")
-                else:
-                    self.next()
-            self.next()
-        elif kind == "[":
-            self.next()
-            index = 0
-            while True:
-                self.skip_until_item()
-                kind, _, line = self.peek()
-                if kind in ("]", "eof"):
-                    break
-                self.record(path + (index,), line)
-                self.value(path + (index,))
-                self.skip_until(",", "]")
-                if self.peek()[0] == ",":
-                    self.next()
-                index += 1
-            self.next()
-        elif kind not in ("nl", "eof"):
-            self.next()
-
-    def skip_until_item(self) -> None:
-        while self.peek()[0] in ("nl", ","):
-            self.next()
-
-
-def _key_lines(text: str) -> dict[KeyPath, int]:
-    """Map each key path written in `text` to its line (best effort; never raises)."""
-    try:
-        return _LineScanner(text).scan()
-    except Exception:  # a position is a convenience; a bug here must not hide the real problem
-        return {}

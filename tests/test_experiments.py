@@ -12,11 +12,10 @@ from lab.experiments import (
     ExperimentsError,
     Problem,
     format_value,
-    load_document,
     load_experiments,
     parse_run_ref,
-    save_document,
 )
+from lab.toml_edit import load_document, save_document
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -412,6 +411,32 @@ def test_every_problem_is_reported_at_once(tmp_path):
     lines = [p.line for p in info.value.problems]
     assert lines == sorted(lines, key=lambda n: (n is None, n or 0))
     assert len(str(info.value).splitlines()) == len(info.value.problems)
+
+
+def test_unknown_keys_and_bad_settings_do_not_hide_unmatched_references(tmp_path):
+    """A typo in one place must not silence the file's other problems (validate lists them all)."""
+    path = write(tmp_path, """
+        n_layr = 3
+        [suites.s]
+        n_head = 3
+        runs = [{ name = "a", n_layr = 2 }, { name = "b", dropout = 1.5 }]
+        references = { "a" = 1.5, "c" = 1.6 }
+        [suites.t]
+        grid = { dropot = [0.1] }
+        references = { "zz" = 1.0 }
+        [suites.v]
+        runs = [{ name = "a" }, { nam = "x" }]
+        references = { "zz" = 1.0 }
+        """)
+    with pytest.raises(ExperimentsError) as info:
+        load_experiments(path)
+    keys = [p.key for p in info.value.problems]
+    assert set(keys) == {"defaults.n_layr", "suites.s.n_head", "suites.s.runs[0].n_layr",
+                         "suites.s.runs[1].dropout", "suites.s.references.c", "suites.t.grid.dropot",
+                         "suites.v.runs[1].nam"}
+    # runs whose names are unknown (a misspelt grid key, an entry without a name) leave their
+    # suite's references unjudged rather than wrongly unmatched
+    assert "run names are: a, b" in next(p.message for p in info.value.problems if p.key == "suites.s.references.c")
 
 
 def test_problem_str_and_missing_file(tmp_path):

@@ -12,7 +12,8 @@ from textual.app import App
 from textual.widgets import Button, Checkbox, Input, Select, Tree
 
 from lab.bench import GroupCost, Prediction, bench_suite, plan_suite, shape_key, simulate_schedule
-from lab.experiments import load_document, load_experiments, set_key
+from lab.experiments import load_experiments
+from lab.toml_edit import load_document, set_key
 from lab.tui.screens.experiments import ExperimentsScreen, Target
 from lab.tui.screens.launch import LaunchScreen
 from lab.tui.widgets.forms import SkipRow

@@ -1,7 +1,7 @@
 """Experiments: the suites and runs of experiments.toml as a tree, a form per level, and launch.
 
 The screen edits the file as a tomlkit document, in place, so comments and layout survive
-(`lab.experiments.set_key`); it never has rules of its own. A field is checked as it is typed
+(`lab.toml_edit.set_key`); it never has rules of its own. A field is checked as it is typed
 with `check_value`, a run's settings together with `check_config`, and the whole edited file
 with `parse_experiments` (the messages `dropres-lab validate` prints) before it is saved or
 launched. Launching asks first, in a dialog that shows the predicted wall time (`lab.bench`,
@@ -42,19 +42,13 @@ from lab.store import make_run_id
 from lab.experiments import (
     Experiments,
     ExperimentsError,
-    KeyPath,
     Problem,
     RunSpec,
-    document_item,
-    format_key_path,
     format_value,
     parse_experiments,
     resolve_settings,
-    save_document,
-    set_key,
-    toml_item,
-    toml_value,
 )
+from lab.toml_edit import KeyPath, document_item, format_key_path, save_document, set_key, toml_item, toml_value
 
 from ..widgets.footer import LabFooter
 from ..widgets.forms import FORM_SETTINGS, FormData, SettingsForm, number_from_text

@@ -18,7 +18,7 @@ from textual.screen import ModalScreen
 from textual.widgets import Button, Checkbox, Input, Label, Select, Static
 
 from lab.core.config import value_from_text
-from lab.experiments import toml_value
+from lab.toml_edit import toml_value
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,142 @@
+"""experiments.toml edited in place: tomlkit documents whose comments and layout survive a save.
+
+The TUI's forms change one key at a time; a researcher's file carries comments that explain
+each suite, so an edit rewrites only the key it changes (in its line, its comment kept in its
+column) and a save is atomic. Validation and expansion are `lab.experiments`' job, not this
+module's: here a value is only ever turned into TOML text and put in its place.
+
+Key paths name a place in the file: ("suites", "quick", "runs", 0, "dropout") is the
+`dropout` of the first run entry of suite `quick`; `format_key_path` writes them as
+`validate` prints them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+import tomlkit
+from tomlkit.items import AoT, InlineTable, Table
+
+from lab.core.atomic import write_atomic
+
+KeyPath = tuple  # of str (table keys) and int (array indexes)
+
+_BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
+
+
+def format_key_path(path: KeyPath) -> str:
+    """("suites", "x", "runs", 2, "dropout") -> 'suites.x.runs[2].dropout', quoting as TOML does."""
+    out = ""
+    for part in path:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            text = part if _BARE_KEY.fullmatch(part) else json.dumps(part)
+            out += f".{text}" if out else text
+    return out
+
+
+
+def load_document(path: str | os.PathLike) -> tomlkit.TOMLDocument:
+    """The file as a tomlkit document: editing it keeps the user's comments and layout."""
+    return tomlkit.parse(Path(path).read_text(encoding="utf-8"))
+
+
+def save_document(path: str | os.PathLike, doc: tomlkit.TOMLDocument) -> None:
+    """Write `doc` atomically: a reader (or a crash) sees the old file or the new one, never half.
+
+    The temporary file is in the same directory so `os.replace` is a rename on one file system;
+    the original file's permissions are kept, and a symlinked file is written through its link.
+    """
+    write_atomic(path, tomlkit.dumps(doc))
+
+
+def toml_value(value: Any) -> str:
+    """`value` written as TOML: tables inline ({ 1 = 0.025 }), lists on one line."""
+    if isinstance(value, dict):
+        if not value:
+            return "{}"
+        return "{ " + ", ".join(f"{toml_key(str(k))} = {toml_value(v)}" for k, v in value.items()) + " }"
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(toml_value(v) for v in value) + "]"
+    return tomlkit.item(value).as_string()
+
+
+def toml_key(key: str) -> str:
+    """A key as TOML writes it: bare when it can be, quoted otherwise ("skips.2")."""
+    return key if _BARE_KEY.fullmatch(key) else json.dumps(key)
+
+
+def document_item(doc: tomlkit.TOMLDocument, path: KeyPath) -> Any:
+    """The table, array or value at `path` (("suites", "quick", "runs", 0)) in a document."""
+    item: Any = doc
+    for part in path:
+        item = item[part]
+    return item
+
+
+def set_key(doc: tomlkit.TOMLDocument, path: KeyPath, key: str, value: Any) -> None:
+    """Set `key` to `value` (None removes it) in the table at `path`, keeping the file's layout.
+
+    In a [table], an existing key keeps its line and its comment (the comment stays in its
+    column); a new setting goes after the table's last setting, above its runs, grid and
+    references (and so above any comments that introduce the next table). An inline table ({ name = "a", ... }, e.g. a run entry) is written again on its
+    line with its other keys as they were written.
+    """
+    _set_text(doc, path, key, None if value is None else toml_value(value))
+
+
+_STRUCTURE_KEYS = ("runs", "grid", "references")
+
+
+def toml_item(text: str) -> Any:
+    """A value written as TOML text (toml_value's output, say) as an item to put in a document."""
+    return tomlkit.parse(f"v = {text}")["v"]
+
+
+def _set_text(doc: tomlkit.TOMLDocument, path: KeyPath, key: str, text: str | None) -> None:
+    table = document_item(doc, path)
+    if isinstance(table, InlineTable):
+        items = [(k, v.as_string()) for k, v in table.value.body if k is not None]
+        items = [(k.key, t) for k, t in items]
+        if text is None:
+            items = [(k, t) for k, t in items if k != key]
+        elif any(k == key for k, _ in items):
+            items = [(k, text if k == key else t) for k, t in items]
+        else:
+            items.append((key, text))
+        inline = "{ " + ", ".join(f"{toml_key(k)} = {t.strip()}" for k, t in items) + " }" if items else "{}"
+        parent, last = path[:-1], path[-1]
+        if isinstance(last, int):
+            document_item(doc, parent)[last] = toml_item(inline)
+        else:
+            _set_text(doc, parent, last, inline)
+        return
+    if text is None:
+        if key in table:
+            del table[key]
+        return
+    item = toml_item(text)
+    if key in table:
+        old = table.item(key)
+        width, comment = len(old.trivia.comment_ws) + len(old.as_string()), old.trivia.comment
+        table[key] = item
+        if comment:  # keep the comment in its column
+            pad = width - len(item.as_string())
+            table.item(key).trivia.comment_ws = " " * max(1, pad)
+        return
+    item.trivia.trail = "\n"
+    keys = [k for k, v in table.value.body if k is not None and not isinstance(v, (Table, AoT))]
+    if key not in _STRUCTURE_KEYS:  # settings go above the suite's runs, grid and references
+        keys = [k for k in keys if k.key not in _STRUCTURE_KEYS] or keys[:0]
+        if not keys and any(k is not None for k, _ in table.value.body):
+            table.value._insert_at(0, key, item)  # tomlkit has no public insert
+            return
+    if keys:
+        table.value._insert_after(keys[-1], key, item)
+    else:
+        table.add(key, item)
