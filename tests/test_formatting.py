@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import math
+import subprocess
+import sys
+
 import pytest
 
+from conftest import ROOT
 from lab.formatting import SPARK, STATUS_STYLE, fmt_duration, fmt_loss, fmt_rate, sparkline, status_style
 from lab.store import STATUSES
 
@@ -85,3 +89,8 @@ def test_sparkline_keeps_the_last_values_and_skips_non_finite_ones():
     assert len(sparkline(values, width=12)) == 12 and sparkline(values, width=12) == sparkline(values[-12:], width=12)
     assert sparkline([1.0, math.nan, math.inf, None, 3.0]) == sparkline([1.0, 3.0])
 
+
+def test_the_tui_does_not_import_the_headless_driver():
+    """The TUI formats from lab.formatting, so it does not pull in headless (and its workers)."""
+    code = "import sys, lab.tui.app; assert 'lab.headless' not in sys.modules, 'lab.headless imported'"
+    subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True)
