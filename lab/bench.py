@@ -41,6 +41,7 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from .core.config import RunConfig, TrainOptions
 from .experiments import RunSpec
+from .formatting import fmt_duration
 from .workers.scheduler import Q, WorkerSpec, plan_execution, plan_groups, spread_groups
 
 if TYPE_CHECKING:
@@ -275,7 +276,7 @@ class Prediction:
 
     def summary(self) -> str:
         """"5 runs in 2 groups on 2 workers (CPU, 1 thread each): predicted wall time 4 min"."""
-        return f"{self.plan_text()}: predicted wall time {fmt_duration(self.wall_s)}"
+        return f"{self.plan_text()}: predicted wall time {fmt_duration(self.wall_s, 'long')}"
 
     def plan_text(self) -> str:
         return plan_text(self.plan, len(self.schedule))
@@ -288,20 +289,6 @@ def plan_text(plan: Plan, n_groups: int | None = None) -> str:
     return (f"{n_runs} run{'s' if n_runs != 1 else ''} in {n_groups} group{'s' if n_groups != 1 else ''} "
             f"on {n_workers} worker{'s' if n_workers != 1 else ''} ({plan.device_text}, {threads} "
             f"thread{'s' if threads != 1 else ''} each)")
-
-
-def fmt_duration(seconds: float) -> str:
-    """0.4 s, 42 s, 12 min 30 s, 3 h 05 min, 2 d 4 h: as precise as a prediction deserves."""
-    if seconds < 9.95:
-        return f"{max(0.0, seconds):.1f} s"
-    s = int(round(seconds))
-    if s < 60:
-        return f"{s} s"
-    if s < 3600:
-        return f"{s // 60} min {s % 60} s"
-    if s < 86400:
-        return f"{s // 3600} h {s % 3600 // 60:02d} min"
-    return f"{s // 86400} d {s % 86400 // 3600} h"
 
 
 # -- measure --------------------------------------------------------------------------------------
@@ -621,6 +608,6 @@ def bench_suite(specs: Sequence[RunSpec], device: str = "auto", workers: int | N
 
 __all__ = [
     "BenchCancelled", "BenchError", "GroupCost", "GroupTime", "Plan", "PlannedRun", "Prediction", "Slot",
-    "bench_suite", "evaluations", "exact_windows", "fmt_duration", "group_time", "makespan", "measure_group",
+    "bench_suite", "evaluations", "exact_windows", "group_time", "makespan", "measure_group",
     "measure_groups", "plan_suite", "plan_text", "rough_seconds", "shape_key", "simulate_schedule",
 ]

@@ -309,7 +309,7 @@ def _bench_with_progress(specs: list, device: str, workers: Optional[int], group
 
 def render_prediction(suite: str, prediction) -> None:
     """The per-group table and the one-line prediction of `bench`."""
-    from .bench import fmt_duration
+    from .formatting import fmt_duration
 
     table = Table(title=f"{suite}: measured group costs and predicted times", title_justify="left")
     for col, justify in (("group", "left"), ("configs", "right"), ("model", "left"), ("dtype", "left"),
@@ -322,14 +322,14 @@ def render_prediction(suite: str, prediction) -> None:
         label = slot.group[0].spec.name + (f" +{n - 1}" if n > 1 else "")
         table.add_row(label, str(n), f"{cfg.n_layer} x {cfg.n_embd}", cost.dtype, f"{cost.step_s * 1000:,.1f}",
                       f"{cost.step_s * 1000 / n:,.1f}", f"{n * cfg.batch_size * cfg.block_size / cost.step_s:,.0f}",
-                      f"{times.per_eval_s:.3g}" if times.per_eval_s < 100 else f"{times.per_eval_s:,.0f}", str(slot.worker + 1), fmt_duration(prediction.startup_s + slot.start_s),
-                      fmt_duration(times.total_s))
+                      f"{times.per_eval_s:.3g}" if times.per_eval_s < 100 else f"{times.per_eval_s:,.0f}", str(slot.worker + 1), fmt_duration(prediction.startup_s + slot.start_s, "long"),
+                      fmt_duration(times.total_s, "long"))
     table.caption = ("model: blocks x n_embd; eval s each: one evaluation (eval_iters batches of each split); "
                      "predicted: steps, evaluations, exact val, checkpoints and setup of the group")
     table.caption_justify = "left"
     print_tables([table])
     out.print(f"{suite}: {prediction.summary()}", markup=False, highlight=False, soft_wrap=True)
-    out.print(f"measured in {fmt_duration(prediction.measure_s)} with {len(prediction.plan.workers)} concurrent "
+    out.print(f"measured in {fmt_duration(prediction.measure_s, 'long')} with {len(prediction.plan.workers)} concurrent "
               "process(es) as the launch would run them; assumes an otherwise idle machine, and every run from "
               "step 0 (runs already finished in a store are not subtracted)",
               markup=False, highlight=False, soft_wrap=True, style="dim")
@@ -464,6 +464,7 @@ def validate(
     Every problem is reported at once, one per line as FILE:LINE: KEY: MESSAGE, and the exit code is 2. A valid file prints each suite's runs with their key settings (exit code 0).
     """
     from .experiments import ExperimentsError, load_experiments
+    from .formatting import fmt_loss
 
     try:
         experiments = load_experiments(file)
@@ -484,7 +485,7 @@ def validate(
             cfg = run.config
             table.add_row(suite.name, run.name, str(cfg.n_layer), _dropout_text(cfg),
                           ", ".join(f"{d}={r:g}" for d, r in cfg.skips), f"{cfg.max_iters:,}", str(cfg.seed),
-                          "" if run.reference is None else f"{run.reference:.4f}")
+                          fmt_loss(run.reference))
     print_tables([table])
     n_runs, n_suites = len(experiments.runs), len(experiments.suites)
     out.print(f"{file}: valid; {n_runs} run{'s' if n_runs != 1 else ''} in {n_suites} suite"
@@ -629,7 +630,7 @@ def rm(
 
     Lists what will go first. Runs that a live driver is training are refused: stop them first. Finished runs deleted here are trained again by the next `run --headless`.
     """
-    from .results import fmt_loss
+    from .formatting import fmt_loss
 
     with user_errors():
         suite, name = _split_ref(target, run_required=False)

@@ -13,7 +13,6 @@ import dataclasses
 import signal
 import time
 from dataclasses import dataclass, field
-from typing import Sequence
 
 from rich.console import Console
 from rich.live import Live
@@ -25,28 +24,18 @@ from .core import events as ev
 from .core.config import check_config
 from .core.config import TrainOptions
 from .experiments import RunSpec
+from .formatting import fmt_duration, fmt_loss, fmt_rate, sparkline, status_style
 from .launch import check_corpora, enqueue_specs
 from .store import DriverLock, RunRow, Store, resolve_store_dir
 from .workers.driver import Driver
 from .workers.local import LocalExecutor
 from .workers.scheduler import check_device, cuda_device_count, plan_execution
 
-SPARK = "▁▂▃▄▅▆▇█"
 PLAIN_STEP_EVERY_S = 10.0  # at most one step line per run this often in plain output
 
 
 class HeadlessError(Exception):
     """A user mistake found before anything ran: one line, exit code 2."""
-
-
-def sparkline(values: Sequence[float], width: int = 16) -> str:
-    """Unicode sparkline of the last `width` values (lower loss, lower bar)."""
-    vals = [v for v in values if v == v][-width:]
-    if not vals:
-        return ""
-    lo, hi = min(vals), max(vals)
-    span = (hi - lo) or 1.0
-    return "".join(SPARK[min(len(SPARK) - 1, int((v - lo) / span * (len(SPARK) - 1) + 0.5))] for v in vals)
 
 
 def override_specs(specs: list[RunSpec], max_iters: int | None, data: str | None) -> list[RunSpec]:
@@ -87,19 +76,6 @@ class RunProgress:
         if self.status != "running" or self.tokens_per_s <= 0:
             return None
         return (self.max_iters - self.step) * self.tokens_per_step / self.tokens_per_s
-
-
-def _fmt_eta(seconds: float | None) -> str:
-    if seconds is None:
-        return ""
-    seconds = int(seconds)
-    h, rem = divmod(seconds, 3600)
-    m, s = divmod(rem, 60)
-    return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
-
-
-def _fmt(x: float | None) -> str:
-    return "" if x is None else f"{x:.4f}"
 
 
 class ProgressView:
@@ -145,17 +121,18 @@ class ProgressView:
             now = time.monotonic()
             if self.plain and now - run.last_plain >= PLAIN_STEP_EVERY_S:
                 run.last_plain = now
-                self.line(f"{run.label} step {run.step}/{run.max_iters} train {event.train_loss:.4f} "
-                          f"{run.tokens_per_s:,.0f} tok/s eta {_fmt_eta(run.eta_s())}")
+                self.line(f"{run.label} step {run.step}/{run.max_iters} train {fmt_loss(event.train_loss)} "
+                          f"{fmt_rate(run.tokens_per_s)} tok/s eta {fmt_duration(run.eta_s())}")
         elif isinstance(event, ev.Evaluated):
             run.step, run.val = event.step, event.val_loss
             run.vals.append(event.val_loss)
             if self.plain:
-                self.line(f"{run.label} eval step {event.step}: train {event.train_loss:.4f} val {event.val_loss:.4f}")
+                self.line(f"{run.label} eval step {event.step}: train {fmt_loss(event.train_loss)} "
+                          f"val {fmt_loss(event.val_loss)}")
         elif isinstance(event, ev.Finished):
             run.status, run.step = "finished", event.step
-            self.line(f"{run.label} finished: val {event.final_val:.4f} (best {event.best_val:.4f}, "
-                      f"exact {event.exact_val:.4f}) in {event.wall_s:.0f}s")
+            self.line(f"{run.label} finished: val {fmt_loss(event.final_val)} (best {fmt_loss(event.best_val)}, "
+                      f"exact {fmt_loss(event.exact_val)}) in {fmt_duration(event.wall_s)}")
         elif isinstance(event, ev.Diverged):
             run.status, run.note = "diverged", event.reason
             self.line(f"{run.label} diverged: {event.reason}")
@@ -183,13 +160,12 @@ class ProgressView:
                           ("train", "right"), ("val", "right"), ("val curve", "left"), ("tok/s", "right"),
                           ("eta", "right")]:
             table.add_column(col, justify=just, no_wrap=True)
-        colours = {"running": "cyan", "finished": "green", "diverged": "red", "failed": "red", "stopped": "yellow"}
         for run in self.runs.values():
             table.add_row(
-                run.label, Text(run.status, style=colours.get(run.status, "")),
+                run.label, Text(run.status, style=status_style(run.status)),
                 ProgressBar(total=run.max_iters, completed=run.step, width=20),
-                f"{run.step}/{run.max_iters}", _fmt(run.train), _fmt(run.val), sparkline(run.vals),
-                f"{run.tokens_per_s:,.0f}" if run.tokens_per_s else "", _fmt_eta(run.eta_s()),
+                f"{run.step}/{run.max_iters}", fmt_loss(run.train), fmt_loss(run.val), sparkline(run.vals),
+                fmt_rate(run.tokens_per_s or None), fmt_duration(run.eta_s()),
             )
         return table
 

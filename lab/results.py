@@ -35,6 +35,7 @@ from rich.table import Table
 from rich.text import Text
 
 from lab.core.config import DROPOUT_SITES
+from lab.formatting import fmt_duration, fmt_loss, fmt_rate, status_style
 from lab.store import RunRow
 
 #: Losses that replicates aggregate (mean ± std, n).
@@ -237,12 +238,7 @@ def _stat(values: Iterable[Any]) -> Stat:
     return Stat(statistics.fmean(xs), statistics.stdev(xs) if len(xs) > 1 else None, len(xs))
 
 
-# -- formatting helpers --------------------------------------------------------------------
-
-
-def fmt_loss(x: float | None) -> str:
-    """Losses to 4 decimals; empty for no value."""
-    return "" if x is None else f"{x:.4f}"
+# -- formatting helpers (the shared spellings are in lab/formatting.py) --------------------
 
 
 def fmt_delta(x: float | None) -> str:
@@ -259,23 +255,6 @@ def fmt_setting(value: Any) -> str:
     return format_value(value)
 
 
-def fmt_duration(seconds: float | None) -> str:
-    """Wall time as "42.0s", "3m07s" or "2h05m"; empty for no value."""
-    if seconds is None:
-        return ""
-    s = int(round(seconds))
-    if seconds < 60:
-        return f"{seconds:.1f}s"
-    if s < 3600:
-        return f"{s // 60}m{s % 60:02d}s"
-    return f"{s // 3600}h{s % 3600 // 60:02d}m"
-
-
-def fmt_rate(x: float | None) -> str:
-    """Tokens per second with thousands separators; empty for no value."""
-    return "" if x is None else f"{x:,.0f}"
-
-
 def _loss_cell(row: ResultRow, key: str) -> str:
     """A loss cell: the value, or for an aggregate "mean ± std" (plus "(n=k)" when fewer
     replicates than the row's n have a finite value)."""
@@ -283,7 +262,7 @@ def _loss_cell(row: ResultRow, key: str) -> str:
     if value is None or row.stats is None:
         return fmt_loss(value)
     st = row.stats[key]
-    text = fmt_loss(st.mean) + (f" ± {st.std:.4f}" if st.std is not None else "")
+    text = fmt_loss(st.mean) + (f" ± {fmt_loss(st.std)}" if st.std is not None else "")
     return text + (f" (n={st.n})" if st.n != row.n else "")
 
 
@@ -347,9 +326,6 @@ def columns(rows: Sequence[ResultRow], with_suite: bool = False) -> list[Column]
 
 # -- Rich ----------------------------------------------------------------------------------
 
-STATUS_STYLE = {"finished": "green", "running": "cyan", "queued": "dim", "failed": "red",
-                 "diverged": "magenta", "stopped": "yellow"}
-
 
 def render_rich_table(rows: Sequence[ResultRow], title: str | None = None) -> Table:
     """One Rich table of `rows`. Rows of one suite get the suite as title (unless `title` is
@@ -372,7 +348,7 @@ def render_rich_table(rows: Sequence[ResultRow], title: str | None = None) -> Ta
         previous = r.suite
         cells: list[Any] = [c.cell(r) for c in cols]
         i = [c.header for c in cols].index("status")
-        cells[i] = Text(cells[i], style=STATUS_STYLE.get(r.status, ""))
+        cells[i] = Text(cells[i], style=status_style(r.status))
         table.add_row(*cells, style="bold" if r.rank == 1 and r.best_val is not None else None)
     return table
 

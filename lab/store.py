@@ -54,6 +54,7 @@ from lab.core.events import (
     Stopped,
     Warned,
 )
+from lab.formatting import fmt_loss
 
 #: Bump when the schema changes, and add a step to `_MIGRATIONS` that upgrades from the old one.
 SCHEMA_VERSION = 1
@@ -292,7 +293,7 @@ def _log_message(ev: Event) -> str | None:
         how = "resumed" if ev.step else "started"
         return f"{how} at step {ev.step} of {ev.max_iters} on {ev.device} ({ev.dtype}, group of {ev.group_size})"
     if isinstance(ev, Finished):
-        return f"finished: val {ev.final_val:.4f} (best {ev.best_val:.4f}, exact {ev.exact_val:.4f})"
+        return f"finished: val {fmt_loss(ev.final_val)} (best {fmt_loss(ev.best_val)}, exact {fmt_loss(ev.exact_val)})"
     if isinstance(ev, Diverged):
         return f"diverged: {ev.reason}"
     if isinstance(ev, Failed):

@@ -14,7 +14,6 @@ from lab.bench import (
     PlannedRun,
     evaluations,
     exact_windows,
-    fmt_duration,
     group_time,
     makespan,
     measure_group,
@@ -25,6 +24,7 @@ from lab.core import events as ev
 from lab.core.data import get_corpus
 from lab.core.train import train_group
 from lab.experiments import RunSpec
+from lab.formatting import fmt_duration
 
 
 def specs(data, *settings: dict) -> list[RunSpec]:
@@ -82,7 +82,7 @@ def test_measure_group_times_real_steps_and_evaluation(corpus_file, tmp_path):
 
 
 def test_durations_read_naturally():
-    assert [fmt_duration(s) for s in (0.44, 42, 750, 3 * 3600 + 300, 2 * 86400 + 4 * 3600)] == [
+    assert [fmt_duration(s, "long") for s in (0.44, 42, 750, 3 * 3600 + 300, 2 * 86400 + 4 * 3600)] == [
         "0.4 s", "42 s", "12 min 30 s", "3 h 05 min", "2 d 4 h"]
 
 

@@ -23,7 +23,8 @@ from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import Screen
 from textual.widgets import Header, Log, Static
 
-from lab.results import STATUS_STYLE, columns, fmt_loss, result_rows
+from lab.formatting import fmt_duration, fmt_loss, status_style
+from lab.results import columns, result_rows
 from lab.results import fmt_setting
 from lab.store import RunRow
 
@@ -50,11 +51,6 @@ class Curve:
     @property
     def last_step(self) -> int:
         return self.steps[-1] if self.steps else -1
-
-
-def elapsed(seconds: float) -> str:
-    s = max(0, int(seconds))
-    return f"+{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"
 
 
 class DetailScreen(Screen):
@@ -153,7 +149,7 @@ class DetailScreen(Screen):
         grid = Table.grid(padding=(0, 1))
         grid.add_column(style="dim", no_wrap=True)
         grid.add_column(overflow="fold")
-        grid.add_row("status", Text(row.status, style=STATUS_STYLE.get(row.status, "")))
+        grid.add_row("status", Text(row.status, style=status_style(row.status)))
         grid.add_row("step", f"{row.step}/{row.max_iters}")
         for label, value in (("best val", row.best_val), ("final val", row.final_val),
                              ("final train", row.final_train), ("exact val", row.exact_val),
@@ -185,7 +181,7 @@ class DetailScreen(Screen):
             return
         t0 = entries[0][0]
         log.write_lines(
-            f"{elapsed(at - t0)}  {'step ' + str(step) if step is not None else '':<11} {message}"
+            f"+{fmt_duration(at - t0, 'clock')}  {'step ' + str(step) if step is not None else '':<11} {message}"
             for at, step, message in entries)
 
     # -- several runs --------------------------------------------------------------------------

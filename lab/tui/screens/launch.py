@@ -102,7 +102,7 @@ class LaunchScreen(ChoiceScreen):
 
     @work(thread=True, exclusive=True, group="launch-estimate", exit_on_error=False)
     def _measure(self) -> None:
-        from lab.bench import BenchCancelled, Plan, bench_suite, fmt_duration, plan_text
+        from lab.bench import BenchCancelled, Plan, bench_suite, plan_text
 
         def progress(plan: Plan, done: int, total: int) -> None:
             self.post_message(self.Estimated(f"{plan_text(plan)}; {MEASURING[:-1]} ({done} of {total} group "
@@ -117,8 +117,7 @@ class LaunchScreen(ChoiceScreen):
         except Exception as exc:  # shown, never fatal: the launch does not depend on it
             self.post_message(self.Estimated(f"No estimate: {exc}"))
             return
-        text = (f"{prediction.plan_text()}: predicted wall time {fmt_duration(prediction.wall_s)} "
-                "(measured on this machine; assumes it is otherwise idle)")
+        text = f"{prediction.summary()} (measured on this machine; assumes it is otherwise idle)"
         self.cache[self.key] = text
         self.post_message(self.Estimated(text))
 

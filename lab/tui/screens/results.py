@@ -12,6 +12,7 @@ from textual.containers import Horizontal
 from textual.screen import Screen
 from textual.widgets import DataTable, Header, Label, Select, Static
 
+from lab.formatting import status_style
 from lab.results import ResultRow, columns, result_rows, to_csv, to_markdown
 from lab.store import STATUSES
 
@@ -149,9 +150,7 @@ class ResultsScreen(RunListActions, Screen):
 
     @staticmethod
     def _cell(text: str, justify: str, header: str, row: ResultRow) -> Text:
-        from lab.results import STATUS_STYLE
-
-        style = STATUS_STYLE.get(row.status, "") if header == "status" else ""
+        style = status_style(row.status) if header == "status" else ""
         if row.rank == 1 and row.best_val is not None:  # as `dropres-lab results` prints it
             style = f"bold {style}".strip()
         return cell(text, justify, style)

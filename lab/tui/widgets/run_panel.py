@@ -9,8 +9,7 @@ from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical
 from textual.widgets import Label, Sparkline, Static
 
-from lab.results import STATUS_STYLE
-from lab.results import fmt_duration, fmt_loss, fmt_rate
+from lab.formatting import fmt_duration, fmt_loss, fmt_rate, status_style
 
 from ..poller import LiveRun
 
@@ -59,7 +58,7 @@ class RunPanel(Vertical):
         line = Text(no_wrap=True, overflow="ellipsis")
         line.append(live.label, style="bold")
         line.append("  ")
-        line.append(r.status, style=STATUS_STYLE.get(r.status, ""))
+        line.append(r.status, style=status_style(r.status))
         parts = [f"step {r.step}/{r.max_iters}"]
         if r.best_val is not None:
             parts.append(f"best val {fmt_loss(r.best_val)}")

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 from rich.text import Text
 
-from lab.headless import sparkline
-from lab.results import STATUS_STYLE
-from lab.results import fmt_duration, fmt_loss, fmt_rate
+from lab.formatting import fmt_duration, fmt_loss, fmt_rate, sparkline, status_style
 
 from ..poller import LiveRun
 from .synced_table import ColumnSpec, SyncedTable, cell
@@ -31,7 +29,7 @@ COLUMNS = (
 
 
 def status_text(status: str) -> Text:
-    return cell(status, style=STATUS_STYLE.get(status, ""))
+    return cell(status, style=status_style(status))
 
 
 def progress_bar(step: int, max_iters: int, status: str, width: int = BAR_WIDTH) -> Text:
@@ -40,7 +38,7 @@ def progress_bar(step: int, max_iters: int, status: str, width: int = BAR_WIDTH)
     halves = int(frac * width * 2)
     full, half = divmod(halves, 2)
     bar = Text(no_wrap=True)
-    bar.append("━" * full + ("╸" if half else ""), style=STATUS_STYLE.get(status, "") or "cyan")
+    bar.append("━" * full + ("╸" if half else ""), style=status_style(status) or "cyan")
     bar.append("━" * (width - full - half), style="grey30")
     return bar
 
