@@ -63,6 +63,7 @@ from tomlkit.items import AoT, InlineTable, Table
 
 from lab.core.atomic import write_atomic
 from lab.core.config import DROPOUT_SITES, SETTING_KEYS, RunConfig, check_config, check_value, default_values
+from lab.run_id import make_run_id
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -94,6 +95,11 @@ class RunSpec:
     def run_key(self) -> str:
         """"SUITE/RUN": how the CLI and the store name a run."""
         return f"{self.suite}/{self.name}"
+
+    @property
+    def run_id(self) -> str:
+        """The store's id for this run: views find its row by it without recomputing it."""
+        return make_run_id(self.suite, self.name, self.config.identity_hash())
 
 
 @dataclass(frozen=True)
