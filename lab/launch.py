@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import __version__
-from .core.corpus import get_corpus_text
 from .experiments import RunSpec
 from .store import DriverLock, RunRow, Store
 
@@ -27,6 +26,8 @@ def check_corpora(specs: list[RunSpec]) -> dict[str, str]:
     Raises DataError (one line) for the first problem, before anything is written. Torch-free
     (the text, not its tokens), so a client such as the TUI checks a launch without torch.
     """
+    from .core.corpus import get_corpus_text  # urllib and ssl (for a download): only when launching
+
     shas: dict[str, str] = {}
     for spec in specs:
         corpus = get_corpus_text(spec.config.data)
