@@ -58,6 +58,7 @@ from pathlib import Path
 from typing import Any
 
 from lab.core.config import DROPOUT_SITES, SETTING_KEYS, RunConfig, check_config, check_value, default_values
+from lab.run_id import make_run_id
 from lab.toml_edit import KeyPath, format_key_path
 from lab.toml_lines import key_lines, line_for
 
@@ -89,6 +90,11 @@ class RunSpec:
     def run_key(self) -> str:
         """"SUITE/RUN": how the CLI and the store name a run."""
         return f"{self.suite}/{self.name}"
+
+    @property
+    def run_id(self) -> str:
+        """The store's id for this run: views find its row by it without recomputing it."""
+        return make_run_id(self.suite, self.name, self.config.identity_hash())
 
 
 @dataclass(frozen=True)

@@ -21,15 +21,16 @@ from .store import DriverLock, RunRow, Store
 
 
 def check_corpora(specs: list[RunSpec]) -> dict[str, str]:
-    """Load every corpus the runs need and check block sizes; returns data -> SHA-256.
+    """Read every corpus the runs need and check block sizes; returns data -> SHA-256.
 
-    Raises DataError (one line) for the first problem, before anything is written.
+    Raises DataError (one line) for the first problem, before anything is written. Torch-free
+    (the text, not its tokens), so a client such as the TUI checks a launch without torch.
     """
-    from .core.data import get_corpus  # torch: only when work is actually launched
+    from .core.corpus import get_corpus_text  # urllib and ssl (for a download): only when launching
 
     shas: dict[str, str] = {}
     for spec in specs:
-        corpus = get_corpus(spec.config.data)
+        corpus = get_corpus_text(spec.config.data)
         corpus.check_block_size(spec.config.block_size)
         shas[spec.config.data] = corpus.sha256
     return shas

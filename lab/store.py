@@ -27,7 +27,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
-import hashlib
 import json
 import math
 import os
@@ -55,6 +54,7 @@ from lab.core.events import (
     Warned,
 )
 from lab.formatting import fmt_loss
+from lab.run_id import make_run_id
 
 #: Bump when the schema changes, and add a step to `_MIGRATIONS` that upgrades from the old one.
 SCHEMA_VERSION = 1
@@ -106,17 +106,6 @@ def resolve_store_dir(explicit: str | os.PathLike[str] | None = None) -> Path:
 def _check_is_folder(path: Path) -> None:
     if path.exists() and not path.is_dir():
         raise StoreError(f"store path {path} is a file, not a folder; use --store DIR with a folder")
-
-
-def make_run_id(suite: str, name: str, config_hash: str) -> str:
-    """A run's identifier: 16 hex chars of sha256 over (suite, name, config hash).
-
-    Safe as a folder name whatever the user called the run, and stable, so the same run
-    enqueued twice gets the same id. Fields are joined by NUL, which names may not contain,
-    so ("a/b", "c") and ("a", "b/c") cannot collide.
-    """
-    blob = "\x00".join((suite, name, config_hash)).encode()
-    return hashlib.sha256(blob).hexdigest()[:16]
 
 
 def _finite(x: Any) -> float | None:

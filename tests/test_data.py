@@ -8,8 +8,9 @@ import urllib.error
 import pytest
 import torch
 
-from lab.core import data
-from lab.core.data import DataError, TINY_SHAKESPEARE_SHA256, get_batch, load_corpus, locate_corpus
+from lab.core import corpus as corpus_module
+from lab.core.corpus import TINY_SHAKESPEARE_SHA256, locate_corpus, read_corpus_text
+from lab.core.data import DataError, get_batch, load_corpus
 
 from conftest import write_corpus
 
@@ -21,7 +22,7 @@ REAL_CORPUS = locate_corpus()
 def no_env_no_cache(tmp_path, monkeypatch):
     """No $DROPRES_DATA and an empty user cache."""
     monkeypatch.delenv("DROPRES_DATA", raising=False)
-    monkeypatch.setattr(data, "cache_dir", lambda: tmp_path / "cache")
+    monkeypatch.setattr(corpus_module, "cache_dir", lambda: tmp_path / "cache")
     return tmp_path / "cache"
 
 
@@ -67,7 +68,7 @@ def test_offline_and_not_cached(no_env_no_cache, monkeypatch):
     def offline(*a, **k):
         raise urllib.error.URLError("Name or service not known")
 
-    monkeypatch.setattr(data.urllib.request, "urlopen", offline)
+    monkeypatch.setattr(corpus_module.urllib.request, "urlopen", offline)
     with pytest.raises(DataError) as info:
         locate_corpus()
     msg = str(info.value)
@@ -76,7 +77,7 @@ def test_offline_and_not_cached(no_env_no_cache, monkeypatch):
 
 
 def test_checksum_mismatch_on_the_downloaded_copy_is_not_kept(no_env_no_cache, monkeypatch):
-    monkeypatch.setattr(data.urllib.request, "urlopen", lambda *a, **k: io.BytesIO(b"not shakespeare"))
+    monkeypatch.setattr(corpus_module.urllib.request, "urlopen", lambda *a, **k: io.BytesIO(b"not shakespeare"))
     with pytest.raises(DataError, match="SHA-256"):
         locate_corpus()
     assert not (no_env_no_cache / "tinyshakespeare.txt").exists()
@@ -84,10 +85,10 @@ def test_checksum_mismatch_on_the_downloaded_copy_is_not_kept(no_env_no_cache, m
 
 def test_a_verified_download_is_cached(no_env_no_cache, monkeypatch):
     blob = REAL_CORPUS.read_bytes()
-    monkeypatch.setattr(data.urllib.request, "urlopen", lambda *a, **k: io.BytesIO(blob))
+    monkeypatch.setattr(corpus_module.urllib.request, "urlopen", lambda *a, **k: io.BytesIO(blob))
     path = locate_corpus()
     assert path == no_env_no_cache / "tinyshakespeare.txt" and path.read_bytes() == blob
-    monkeypatch.setattr(data.urllib.request, "urlopen", lambda *a, **k: pytest.fail("downloaded twice"))
+    monkeypatch.setattr(corpus_module.urllib.request, "urlopen", lambda *a, **k: pytest.fail("downloaded twice"))
     assert locate_corpus() == path
 
 
@@ -112,3 +113,13 @@ def test_shorter_than_one_block(tmp_path):
     with pytest.raises(DataError, match="too short for block_size 64"):
         corpus.check_block_size(64)
     corpus.check_block_size(16)
+
+
+def test_the_text_alone_answers_what_a_launch_checks(tmp_path):
+    """A launch is checked on the text (no tokens, no torch): same hash, same block-size verdict."""
+    path = write_corpus(tmp_path / "short.txt", chars=300)
+    text, tokens = read_corpus_text(path), load_corpus(path)
+    assert text.sha256 == tokens.sha256 and len(text.text) == len(tokens.train) + len(tokens.val)
+    with pytest.raises(DataError, match="too short for block_size 64"):
+        text.check_block_size(64)
+    text.check_block_size(16)

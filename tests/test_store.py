@@ -124,6 +124,16 @@ def test_enqueue_identity_dedup_and_fresh(store: Store) -> None:
     assert not store.checkpoint_dir(a.run_id).exists()
 
 
+
+def test_a_run_spec_knows_the_id_the_store_gives_it(store: Store) -> None:
+    """Views look runs up by `RunSpec.run_id`; it must be the id enqueueing the spec makes."""
+    from lab.experiments import RunSpec
+
+    spec = RunSpec("quick", "skip1#2", CFG, None, "skip1")
+    row = store.enqueue(spec.suite, spec.name, spec.base_name, spec.config, spec.reference)
+    assert spec.run_id == row.run_id
+    assert RunSpec("quick", "skip1#3", CFG, None, "skip1").run_id != row.run_id
+
 def test_failed_and_stopped_runs_requeue_at_their_checkpoint(store: Store) -> None:
     run = store.enqueue("s", "r", "r", CFG, None)
     rid = run.run_id

@@ -14,6 +14,7 @@ import contextlib
 import math
 import os
 import signal
+import sqlite3
 import threading
 import time
 from pathlib import Path
@@ -315,6 +316,66 @@ def test_twenty_busy_runs_coalesce_and_the_app_stays_responsive(tmp_path: Path, 
     assert len(got["applied"]) <= got["elapsed"] / 0.25 + 3
     assert got["press_s"] < 1.0
     assert got["longest"] <= HISTORY
+
+
+def test_a_busy_store_never_freezes_the_lab(synthetic: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Another process holds the store's write lock: the lab keeps answering keys and draws
+    Detail while a cancel waits for the lock in a worker, then reports it; and no store read
+    or write of any action runs on the UI thread."""
+    from textual.widgets import Log
+
+    from lab.tui.screens.detail import DetailScreen
+
+    on_ui_thread: list[str] = []
+
+    def watched(method):
+        def run(self, *args, **kwargs):
+            if threading.current_thread() is threading.main_thread():
+                on_ui_thread.append(method.__name__)
+            return method(self, *args, **kwargs)
+        return run
+
+    started_drivers: list[Path] = []  # resume and restart start a driver: pretend to, train nothing
+    monkeypatch.setattr("lab.tui.app.start_background_driver", lambda store_dir, settings: started_drivers.append(store_dir))
+
+    async def go() -> float:
+        app = LabApp(synthetic, start_mode="runs")
+        monkeypatch.setattr(Store, "_read", watched(Store._read))
+        monkeypatch.setattr(Store, "_write", watched(Store._write))
+        async with app.run_test(size=SIZE) as pilot:
+            await pilot.press("down", "down", "down", "down")  # paper-skip1/skips.1=0.1, running
+            blocker = sqlite3.connect(synthetic / "store.sqlite3", isolation_level=None)
+            blocker.execute("BEGIN IMMEDIATE")  # the store's write lock, as a busy writer holds it
+            try:
+                await pilot.press("x")  # no driver: the lab ends the run itself, once it gets the lock
+                await pilot.pause(0.3)
+                started = time.monotonic()
+                await pilot.press("enter")
+                await wait_for(pilot, lambda: isinstance(app.screen, DetailScreen)
+                               and app.screen.query_one(Log).line_count > 0, timeout=10, what="Detail")
+                took = time.monotonic() - started
+                assert not any("cancelled" in n.message for n in app._notifications)  # still waiting
+            finally:
+                blocker.execute("ROLLBACK")
+                blocker.close()
+            await wait_for(pilot, lambda: any("cancelled (no driver was running it)" in n.message
+                                              for n in app._notifications), what="the cancel")
+            await pilot.press("escape", "space", "space", "c")  # back to Runs, mark two, compare
+            await wait_for(pilot, lambda: app.screen.has_class("-compare"), what="the comparison")
+            await pilot.press("escape", "up", "up", "r")  # the cancelled run, resumed
+            await wait_for(pilot, lambda: any("queued to resume" in n.message for n in app._notifications),
+                           what="the resume")
+            await pilot.press("R")
+            await pilot.pause()
+            await pilot.press("enter")  # "Restart from step 0"
+            await wait_for(pilot, lambda: any("train again from step 0" in n.message for n in app._notifications),
+                           what="the restart")
+        return took
+
+    took = asyncio.run(go())
+    assert took < 3.0  # not the store's busy timeout (BUSY_TIMEOUT_S, 15 s)
+    assert on_ui_thread == []
+    assert started_drivers == [synthetic, synthetic]
 
 
 # -- pilot tests with real runs -------------------------------------------------------------------

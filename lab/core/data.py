@@ -1,102 +1,21 @@
-"""The corpus: find it, verify it, tokenise it per character, and sample batches.
+"""The corpus as tokens: tokenise it per character, split it, and sample batches.
 
-Tiny Shakespeare is looked up in a fixed order (DESIGN.md section 3): an explicit path, then
-`$DROPRES_DATA`, then the user cache, then a download from the canonical char-rnn URL that is
-verified against its SHA-256 before it is kept. Any other UTF-8 text file works as a corpus
-by giving its path. Every problem a user can cause raises `DataError` with one readable line.
+Finding, verifying and reading the corpus file is `lab.core.corpus` (torch-free, so clients
+can check corpora without torch); this module turns that text into token tensors.
 """
 
 from __future__ import annotations
 
-import hashlib
-import os
-import urllib.error
-import urllib.request
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
 import torch
 
-from .atomic import write_atomic
+from .corpus import TINY_SHAKESPEARE, CorpusText, check_block_size, locate_corpus, read_corpus_text, train_size
 from .errors import DataError
 
-TINY_SHAKESPEARE = "tinyshakespeare"
-TINY_SHAKESPEARE_URL = (
-    "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt"
-)
-TINY_SHAKESPEARE_SHA256 = "86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed"
-TRAIN_FRACTION = 0.9
-
-
-def cache_dir() -> Path:
-    """Per-user cache folder for downloaded corpora (platformdirs)."""
-    import platformdirs
-
-    return Path(platformdirs.user_cache_dir("dropres-lab"))
-
-
-def sha256_of(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def _download(url: str, dest: Path, expected_sha256: str, timeout: float = 30.0) -> Path:
-    """Fetch url to dest atomically; keep it only when its SHA-256 matches."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        with urllib.request.urlopen(url, timeout=timeout) as resp:
-            payload = resp.read()
-    except (urllib.error.URLError, OSError, TimeoutError) as exc:
-        reason = getattr(exc, "reason", exc)
-        raise DataError(
-            f"Tiny Shakespeare is not cached and the download failed ({reason}); "
-            f"pass --data PATH, set $DROPRES_DATA to a local copy, or place it at {dest}"
-        ) from None
-    digest = hashlib.sha256(payload).hexdigest()
-    if digest != expected_sha256:
-        raise DataError(
-            f"downloaded Tiny Shakespeare has SHA-256 {digest[:12]}..., expected "
-            f"{expected_sha256[:12]}...; not kept. Retry later or pass --data PATH"
-        )
-    write_atomic(dest, payload)
-    return dest
-
-
-def locate_corpus(data: str = TINY_SHAKESPEARE, *, download: bool = True) -> Path:
-    """Resolve a `data` setting to a file on disk.
-
-    `data` is "tinyshakespeare" or a path to any UTF-8 text file. For Tiny Shakespeare the
-    order is $DROPRES_DATA, the user cache, then a verified download into the cache.
-    """
-    if data != TINY_SHAKESPEARE:
-        path = Path(data).expanduser()
-        if not path.is_file():
-            what = "a folder, not a file" if path.is_dir() else "not found"
-            raise DataError(f"corpus {data}: {what}; give a path to a UTF-8 text file or \"tinyshakespeare\"")
-        return path
-    env = os.environ.get("DROPRES_DATA")
-    if env:
-        path = Path(env).expanduser()
-        if not path.is_file():
-            raise DataError(f"$DROPRES_DATA={env}: file not found; fix the path or unset it to use the cache or a download")
-        if sha256_of(path) != TINY_SHAKESPEARE_SHA256:
-            raise DataError(
-                f"$DROPRES_DATA={env} is not Tiny Shakespeare (SHA-256 mismatch); "
-                "to train on another text, set data = PATH instead"
-            )
-        return path
-    cached = cache_dir() / "tinyshakespeare.txt"
-    if cached.is_file() and sha256_of(cached) == TINY_SHAKESPEARE_SHA256:
-        return cached
-    if not download:
-        raise DataError(
-            f"Tiny Shakespeare not found: pass --data PATH, set $DROPRES_DATA, or place it at {cached}"
-        )
-    return _download(TINY_SHAKESPEARE_URL, cached, TINY_SHAKESPEARE_SHA256)
+__all__ = ["Corpus", "DataError", "get_batch", "get_corpus", "load_corpus", "random_starts", "window_batch"]
 
 
 @dataclass(frozen=True)
@@ -125,42 +44,21 @@ class Corpus:
 
     def check_block_size(self, block_size: int) -> None:
         """Each split must hold at least one window of block_size + 1 characters."""
-        shortest = min(len(self.train), len(self.val))
-        if shortest <= block_size:
-            raise DataError(
-                f"corpus {self.path} is too short for block_size {block_size}: its "
-                f"{'validation' if len(self.val) <= len(self.train) else 'training'} split has "
-                f"{shortest} characters; each split needs more than block_size "
-                f"(the file needs about {int((block_size + 1) / (1 - TRAIN_FRACTION)) + 1})"
-            )
+        check_block_size(self.path, len(self.train) + len(self.val), block_size)
 
 
 @lru_cache(maxsize=8)
-def _load(path: str, mtime_ns: int, size: int) -> Corpus:
-    raw = Path(path).read_bytes()
-    if not raw:
-        raise DataError(f"corpus {path} is empty; give a UTF-8 text file with some text in it")
-    if b"\x00" in raw:
-        raise DataError(f"corpus {path} looks binary (it contains NUL bytes); give a UTF-8 text file")
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise DataError(f"corpus {path} is not UTF-8 text (invalid byte at offset {exc.start}); convert it to UTF-8") from None
-    chars = tuple(sorted(set(text)))
+def _tokenise(text: CorpusText) -> Corpus:
+    chars = tuple(sorted(set(text.text)))
     index = {c: i for i, c in enumerate(chars)}
-    ids = torch.tensor([index[c] for c in text], dtype=torch.int64)
-    n_train = int(TRAIN_FRACTION * len(ids))
-    return Corpus(path, hashlib.sha256(raw).hexdigest(), chars, ids[:n_train], ids[n_train:])
+    ids = torch.tensor([index[c] for c in text.text], dtype=torch.int64)
+    n_train = train_size(len(ids))
+    return Corpus(text.path, text.sha256, chars, ids[:n_train], ids[n_train:])
 
 
 def load_corpus(path: Path | str) -> Corpus:
     """Read and tokenise a corpus file (cached per process while the file is unchanged)."""
-    p = Path(path)
-    try:
-        st = p.stat()
-    except OSError as exc:
-        raise DataError(f"corpus {path}: {exc.strerror or exc}") from None
-    return _load(str(p.resolve()), st.st_mtime_ns, st.st_size)
+    return _tokenise(read_corpus_text(path))
 
 
 def get_corpus(data: str = TINY_SHAKESPEARE) -> Corpus:

@@ -1,6 +1,7 @@
 """The interactive lab: a Textual app that is a client of the run store (DESIGN.md section 3).
 
-`LabApp` wires the screens together and owns the lab's state as the views see it:
+`LabApp` wires the screens together and owns the lab's state as the views see it
+(`lab.tui.state.LabState`, handed to each screen when it is made):
 
 * `live`: every run in the store (`LiveRun`: its row and bounded loss histories), kept up to
   date by one polling thread (`lab.tui.poller`) that posts one `StoreUpdated` message per
@@ -9,6 +10,12 @@
 * what the user asks for (launch, cancel, resume, restart, stop) becomes writes to the store:
   runs enqueued with `lab.launch`, requests the driver acts on, and a detached background
   driver started when none holds the store. The lab never trains and never talks to workers.
+
+Screens never call the app: they post messages (`RunsScreen.CancelRequested`,
+`RunListScreen.DetailRequested`, ...) that the handlers here act on. The store is read and
+written only in worker threads, never on the UI thread: a write may wait up to
+`BUSY_TIMEOUT_S` for another writer, and the UI must not freeze meanwhile. Outcomes come back
+as `Notice` messages.
 
 Screens are Textual modes (each keeps its own state while another is shown): experiments
 (`lab.tui.screens.experiments`), runs, results and detail; help, export and the quit question
@@ -29,6 +36,7 @@ from textual.app import App, SystemCommand
 from textual.binding import Binding
 from textual.message import Message
 from textual.screen import Screen
+from textual.worker import WorkerFailed
 
 from lab.core.errors import DataError
 from lab.experiments import RunSpec
@@ -41,7 +49,9 @@ from .screens.experiments import ExperimentsScreen
 from .screens.help import HelpScreen
 from .screens.quit import LEAVE, STOP, ChoiceScreen, QuitScreen
 from .screens.results import ResultsScreen
+from .screens.run_list import RunListScreen
 from .screens.runs import RunsScreen
+from .state import LabState
 from .widgets.synced_table import SyncedTable
 
 #: Seconds between store polls: a run's row is redrawn at most 1 / POLL_S (2) times a second.
@@ -113,10 +123,7 @@ class LabApp(App[str | None]):
         self.experiments_path = Path(experiments_path)
         self.driver_settings = driver_settings
         self.poll_interval = poll_interval
-        self.live: dict[str, LiveRun] = {}
-        self.marked: set[str] = set()
-        self.detail_ids: list[str] = []
-        self.driver: DriverInfo | None = None
+        self.state = LabState(self.store_dir)
         self._start_mode = start_mode
         self._previous_mode = "runs"
         self._pending = Pending()
@@ -126,14 +133,27 @@ class LabApp(App[str | None]):
         self._driver_started_at = 0.0
         self._driver_attempts = 0
         self.add_mode("experiments", lambda: ExperimentsScreen(self.experiments_path))
-        self.add_mode("runs", RunsScreen)
-        self.add_mode("results", ResultsScreen)
-        self.add_mode("detail", DetailScreen)
+        self.add_mode("runs", lambda: RunsScreen(self.state))
+        self.add_mode("results", lambda: ResultsScreen(self.state))
+        self.add_mode("detail", lambda: DetailScreen(self.state))
+
+    @property
+    def live(self) -> dict[str, LiveRun]:
+        """Every run in the store as last polled (run id -> run), in store order."""
+        return self.state.live
+
+    @property
+    def driver(self) -> DriverInfo | None:
+        return self.state.driver
 
     # -- start and stop ------------------------------------------------------------------------
 
-    def on_mount(self) -> None:
-        self._apply(self._poller.poll(force=True))  # first paint shows the store as it is
+    async def on_mount(self) -> None:
+        first = self._read_store_first()  # off the UI thread; the first paint shows the store as it is
+        try:
+            self._apply(await first.wait())
+        except WorkerFailed as failed:
+            self.notify(str(failed.error), severity="error", timeout=10)
         mode = self._start_mode
         if mode is None:
             mode = "runs" if self.live else "experiments"
@@ -143,6 +163,11 @@ class LabApp(App[str | None]):
     def on_unmount(self) -> None:
         self._stopping = True
         self._wake.set()
+
+    @work(thread=True, group="store-poll-first", exit_on_error=False)
+    def _read_store_first(self) -> Update:
+        """Everything in the store, once, before the polling worker takes over the poller."""
+        return self._poller.poll(force=True)
 
     @work(thread=True, exclusive=True, group="store-poll", exit_on_error=False)
     def _poll_store(self) -> None:
@@ -175,12 +200,7 @@ class LabApp(App[str | None]):
         self._apply(self._pending.take())
 
     def _apply(self, update: Update) -> None:
-        for run_id in update.removed:
-            self.live.pop(run_id, None)
-            self.marked.discard(run_id)
-        self.live.update(update.changed)
-        if update.driver_changed:
-            self.driver = update.driver
+        self.state.apply(update)
         self._show_status()
         self._keep_driver()
         if update.changed or update.removed or update.driver_changed:
@@ -192,12 +212,12 @@ class LabApp(App[str | None]):
 
     @property
     def driver_alive(self) -> bool:
-        return self.driver is not None and self.driver.alive
+        return self.state.driver_alive
 
     @property
     def headless_holds_store(self) -> bool:
         """A driver holds the store and takes no new work (a headless run, or one stopping)."""
-        return self.driver_alive and self.driver is not None and not self.driver.accepting
+        return self.state.headless_holds_store
 
     def _show_status(self) -> None:
         d = self.driver
@@ -229,10 +249,19 @@ class LabApp(App[str | None]):
             self.notify(f"the background driver did not start; see {self.store.log_path}", severity="error",
                         timeout=10)
             return
-        self._start_driver()
+        self._driver_started_at = time.monotonic()  # no second start while this one gets under way
+        self._start_driver_again()
+
+    @work(thread=True, group="store-write", exit_on_error=False)
+    def _start_driver_again(self) -> None:
+        try:
+            self._start_driver()
+        except OSError as exc:
+            self.post_message(self.Notice(f"cannot start a background driver: {exc.strerror or exc}", "error"))
 
     def _start_driver(self) -> int | None:
-        """Start a background driver unless one holds the store (callable from any thread)."""
+        """Start a background driver unless one holds the store (from a worker thread: it
+        checks the driver lock and starts a process)."""
         self._driver_started_at = time.monotonic()
         self._driver_attempts += 1
         self._want_driver = True
@@ -300,39 +329,35 @@ class LabApp(App[str | None]):
             self.action_show("runs")
         self.poke()
 
-    # -- acting on runs --------------------------------------------------------------------------
+    # -- acting on runs (Runs screen requests; checked against what the views show, done in workers) --
 
-    def toggle_mark(self, run_id: str) -> None:
-        if run_id in self.marked:
-            self.marked.discard(run_id)
-        elif run_id in self.live:
-            self.marked.add(run_id)
-
-    def cancel_run(self, run_id: str) -> None:
-        live = self.live.get(run_id)
+    @on(RunsScreen.CancelRequested)
+    def _cancel_requested(self, message: RunsScreen.CancelRequested) -> None:
+        live = self.live.get(message.run_id)
         if live is None:
             return
         if live.row.status not in ("queued", "running"):
             self.notify(f"{live.label} is {live.row.status}: nothing to cancel", severity="warning")
             return
-        self._act("cancel", run_id)
+        self._act("cancel", message.run_id)
 
-    def resume_run(self, run_id: str) -> None:
-        live = self.live.get(run_id)
+    @on(RunsScreen.ResumeRequested)
+    def _resume_requested(self, message: RunsScreen.ResumeRequested) -> None:
+        live = self.live.get(message.run_id)
         if live is None:
             return
         status = live.row.status
         if status in ("finished", "diverged"):
             self.notify(f"{live.label} is {status}, a result; restart it (R) to train it again from step 0",
                         severity="warning")
-        elif status == "queued" and not DriverLock.is_held(self.store.dir):
-            self._act("drive", run_id)  # queued with no driver to take it: start one
-        elif status == "queued" or (status == "running" and self.driver_alive):
+        elif status == "running" and self.driver_alive:
             self.notify(f"{live.label} is already {status}", severity="warning")
-        else:
-            self._act("resume", run_id)
+        else:  # a queued run is driven if no driver holds the store (the worker looks)
+            self._act("resume", message.run_id)
 
-    def restart_run(self, run_id: str) -> None:
+    @on(RunsScreen.RestartRequested)
+    def _restart_requested(self, message: RunsScreen.RestartRequested) -> None:
+        run_id = message.run_id
         live = self.live.get(run_id)
         if live is None:
             return
@@ -359,6 +384,7 @@ class LabApp(App[str | None]):
         self.post_message(notice)
 
     def _do(self, kind: str, run_id: str) -> "LabApp.Notice":
+        """One request on one run, in a worker thread; what to tell the user."""
         row = self.store.get(run_id)
         if row is None:
             return self.Notice("that run is no longer in the store", "warning")
@@ -372,6 +398,10 @@ class LabApp(App[str | None]):
             # No driver would ever read the request: end the run here.
             self.store.stop_runs([run_id], "cancelled")
             return self.Notice(f"{label} cancelled (no driver was running it)")
+        if kind == "resume" and row.status == "queued":
+            if DriverLock.is_held(self.store.dir):
+                return self.Notice(f"{label} is already queued", "warning")
+            kind = "drive"  # queued with no driver to take it: start one
         if self._store_refuses_work():
             return self.Notice(self._headless_message(), "error")
         if kind == "drive":
@@ -398,28 +428,16 @@ class LabApp(App[str | None]):
         if not self.driver_alive:
             self.notify("no driver is running", severity="warning")
             return
-        self.store.request(None, "stop_all")
-        self.notify("stop requested: the driver checkpoints its runs and exits; resume them with r")
-        self.poke()
+        self._request_stop_all()
 
-    def write_export(self, path: Path, text: str, n_rows: int) -> None:
-        """Write an exported table atomically and say where it went."""
-        from lab.core.atomic import write_atomic
-
-        target = path.expanduser()
-        if target.is_dir():
-            problem = f"{target} is a folder; give a file name, e.g. {target / 'results.csv'}"
-        elif not target.parent.is_dir():
-            problem = f"the folder {target.parent} does not exist; create it first or choose another"
-        else:
-            try:
-                write_atomic(target, text)
-            except OSError as exc:
-                problem = f"cannot write {target}: {exc.strerror or exc}"
-            else:
-                self.notify(f"wrote {n_rows} row{'s' if n_rows != 1 else ''} to {target}", timeout=8)
-                return
-        self.notify(problem, severity="error", timeout=8)
+    @work(thread=True, group="store-write", exit_on_error=False)
+    def _request_stop_all(self) -> None:
+        try:
+            self.store.request(None, "stop_all")
+        except StoreError as exc:
+            self.post_message(self.Notice(str(exc), "error"))
+            return
+        self.post_message(self.Notice("stop requested: the driver checkpoints its runs and exits; resume them with r"))
 
     # -- navigation --------------------------------------------------------------------------------
 
@@ -436,28 +454,29 @@ class LabApp(App[str | None]):
         return current() if current is not None else []
 
     def open_detail(self, run_ids: Iterable[str]) -> None:
-        self.detail_ids = [i for i in run_ids if i in self.live]
+        """Show these runs in Detail (one in detail, several overlaid)."""
+        self.state.detail_ids = [i for i in run_ids if i in self.live]
         if self.current_mode == "detail":
             self.screen.on_screen_resume()  # type: ignore[attr-defined]
         else:
             self.action_show("detail")
 
+    @on(RunListScreen.DetailRequested)
+    def _detail_requested(self, message: RunListScreen.DetailRequested) -> None:
+        self.open_detail(message.run_ids)
+
     def action_detail(self) -> None:
         """The highlighted run in detail (from Runs or Results), or the last one shown."""
-        ids = self._list_selection() if self.current_mode != "detail" else self.detail_ids
-        self.open_detail(ids or self.detail_ids)
-
-    def action_compare(self) -> None:
-        """Overlay the val curves of the marked runs."""
-        ids = [i for i in self.live if i in self.marked]
-        if len(ids) < 2:
-            self.notify("mark two or more runs with space (in Runs or Results), then press c",
-                        severity="warning")
-            return
-        self.open_detail(ids)
+        shown = self.state.detail_ids
+        ids = self._list_selection() if self.current_mode != "detail" else shown
+        self.open_detail(ids or shown)
 
     def action_back(self) -> None:
         self.action_show(self._previous_mode)
+
+    @on(DetailScreen.BackRequested)
+    def _back_requested(self) -> None:
+        self.action_back()
 
     def help_sections(self) -> list[tuple[str, Sequence]]:
         sections: list[tuple[str, Sequence]] = [("Everywhere", self.BINDINGS + [
@@ -508,13 +527,7 @@ class LabApp(App[str | None]):
 
         def chosen(choice: str | None) -> None:
             if choice == STOP:
-                try:
-                    self.store.request(None, "stop_all")
-                except StoreError as exc:
-                    self.notify(str(exc), severity="error")
-                    return
-                self.exit("stop requested: the driver checkpoints the runs and exits; "
-                          "reopen the lab and resume them with r")
+                self._stop_all_and_exit()
             elif choice == LEAVE:
                 pid = self.driver.pid if self.driver is not None else None
                 where = ("in the headless run's terminal" if headless
@@ -523,6 +536,17 @@ class LabApp(App[str | None]):
 
         headless = self.headless_holds_store
         self.push_screen(QuitScreen(running, queued, headless=headless), chosen)
+
+    @work(thread=True, group="store-write", exit_on_error=False)
+    def _stop_all_and_exit(self) -> None:
+        """Quit's "stop them": the stop request is written off the UI thread, then the lab exits."""
+        try:
+            self.store.request(None, "stop_all")
+        except StoreError as exc:
+            self.post_message(self.Notice(str(exc), "error"))
+            return
+        self.call_from_thread(self.exit, "stop requested: the driver checkpoints the runs and exits; "
+                                         "reopen the lab and resume them with r")
 
 
 def run_lab(store: str | os.PathLike[str] | None = None, experiments: str | os.PathLike[str] = "experiments.toml") -> str | None:

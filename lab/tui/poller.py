@@ -1,9 +1,9 @@
 """Reading the store for the interactive lab: what changed since the last look.
 
 The TUI is a client of the store (DESIGN.md section 3): it never talks to workers; it polls
-the store a few times a second. `StorePoller` does one poll at a time on its own SQLite
-connection (so a slow read never blocks the UI thread's writes) and returns only what
-changed:
+the store a few times a second, in a worker thread. `StorePoller` does one poll at a time on
+its own SQLite connection (so a read never waits behind the app's writes, which its workers
+make on another connection) and returns only what changed:
 
 * `Store.data_version()` first: when no other connection has committed since the last poll,
   nothing else is read;

@@ -6,64 +6,63 @@ lifecycle log from the store. Several runs (marked with space in Runs or Results
 their val curves overlaid, as the paper's figures do, their schedules, and a results table of
 just those runs.
 
-Curves are read from the store here, incrementally (`since_step`), and cached only for the
-runs on screen; a live run is redrawn at most once a second.
+Curves are read from the store by a worker thread (`lab.tui.curves.CurveReader`: incrementally,
+cached only for the runs on screen), which posts them back as a `Loaded` message; the screen
+never reads the store on the UI thread. A live run is redrawn at most once a second.
 """
 
 from __future__ import annotations
 
+import threading
 import time
-from typing import TYPE_CHECKING, Iterable
+from typing import Iterable
 
 from rich.table import Table
 from rich.text import Text
+from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.message import Message
 from textual.screen import Screen
 from textual.widgets import Header, Log, Static
+from textual.worker import get_current_worker
 
 from lab.formatting import fmt_duration, fmt_loss, status_style
 from lab.results import columns, result_rows
 from lab.results import fmt_setting
-from lab.store import RunRow
+from lab.store import RunRow, StoreError
 
+from ..curves import SPLITS, CurveReader, DetailData, LogEntry
+from ..state import LabState
 from ..widgets.footer import LabFooter
 from ..widgets.charts import LossChart, LrChart
 from ..widgets.synced_table import ColumnSpec, SyncedTable, cell
 
-if TYPE_CHECKING:
-    from ..app import LabApp
-
 REDRAW_S = 1.0  # a live run's charts are redrawn at most this often
-SPLITS = ("train_step", "train", "val")
-
-
-class Curve:
-    """A run's losses of one split, read incrementally from the store."""
-
-    __slots__ = ("steps", "values")
-
-    def __init__(self) -> None:
-        self.steps: list[int] = []
-        self.values: list[float] = []
-
-    @property
-    def last_step(self) -> int:
-        return self.steps[-1] if self.steps else -1
 
 
 class DetailScreen(Screen):
-    """Shows `app.detail_ids`: one run in detail, or several overlaid."""
+    """Shows `state.detail_ids`: one run in detail, or several overlaid."""
 
     BINDINGS = [Binding("escape", "back", "Back")]
 
-    app: "LabApp"
+    class BackRequested(Message):
+        """Escape: back to the screen Detail was opened from (the app knows which)."""
 
-    def __init__(self) -> None:
+    class Loaded(Message):
+        """The loading worker's read: curves and log of the runs it was asked for."""
+
+        def __init__(self, data: DetailData) -> None:
+            super().__init__()
+            self.data = data
+
+    def __init__(self, state: LabState) -> None:
         super().__init__()
+        self.state = state
         self.run_ids: list[str] = []
-        self._curves: dict[tuple[str, str], Curve] = {}
+        self._reader = CurveReader(state.store_dir)
+        self._reading = threading.Lock()  # one read at a time, posted in the order read
         self._log_count: int | None = None
         self._drawn_at = 0.0
         self._redraw_timer = None
@@ -83,10 +82,9 @@ class DetailScreen(Screen):
     # -- what to show --------------------------------------------------------------------------
 
     def on_screen_resume(self) -> None:
-        ids = [i for i in self.app.detail_ids if i in self.app.live]
+        ids = [i for i in self.state.detail_ids if i in self.state.live]
         if ids != self.run_ids:
             self.run_ids = ids
-            self._curves.clear()
             self._log_count = None
         self._redraw()
 
@@ -103,39 +101,48 @@ class DetailScreen(Screen):
         return list(self.run_ids)
 
     def _rows(self) -> list[RunRow]:
-        return [self.app.live[i].row for i in self.run_ids if i in self.app.live]
+        return [self.state.live[i].row for i in self.run_ids if i in self.state.live]
 
     def _redraw(self) -> None:
         self._redraw_timer = None
         self._drawn_at = time.monotonic()
         rows = self._rows()
-        self.set_class(len(rows) > 1, "-compare")
         if not rows:
+            self.set_class(False, "-compare")
             self.query_one(LossChart).show_curves("no run selected: highlight one in Runs or Results, press enter", [])
             self.query_one(LrChart).show_schedules([])
             self.query_one("#detail-settings", Static).update("")
             self.query_one(Log).clear()
             return
-        if len(rows) == 1:
-            self._show_one(rows[0])
-        else:
-            self._show_many(rows)
+        self._load(rows)
 
-    def _curve(self, row: RunRow, split: str) -> Curve:
-        key = (row.run_id, split)
-        curve = self._curves.get(key)
-        if curve is None or row.step < curve.last_step:  # new, or restarted/resumed earlier
-            curve = self._curves[key] = Curve()
-        since = curve.last_step if curve.last_step >= 0 else None
-        for step, _, loss, _ in self.app.store.metrics(row.run_id, split, since_step=since):
-            curve.steps.append(step)
-            curve.values.append(loss)
-        return curve
+    @work(thread=True, exclusive=True, group="detail-read", exit_on_error=False)
+    def _load(self, rows: list[RunRow]) -> None:
+        """Read the curves off the UI thread; a newer request supersedes this one's result."""
+        with self._reading:
+            try:
+                data = self._reader.read(rows)
+            except StoreError as exc:
+                self.notify(str(exc), severity="error", timeout=8)
+                return
+            if not get_current_worker().is_cancelled:
+                self.post_message(self.Loaded(data))
+
+    def on_detail_screen_loaded(self, message: "DetailScreen.Loaded") -> None:
+        data = message.data
+        if list(data.run_ids) != [row.run_id for row in self._rows()]:
+            return  # read for runs no longer shown
+        rows = list(data.rows)
+        self.set_class(len(rows) > 1, "-compare")
+        if len(rows) == 1:
+            self._show_one(rows[0], data)
+        else:
+            self._show_many(rows, data)
 
     # -- one run ---------------------------------------------------------------------------------
 
-    def _show_one(self, row: RunRow) -> None:
-        batch, train, val = (self._curve(row, s) for s in SPLITS)
+    def _show_one(self, row: RunRow, data: DetailData) -> None:
+        batch, train, val = (data.curve(row.run_id, s) for s in SPLITS)
         self.query_one(LossChart).show_curves(
             f"{row.suite}/{row.name}: loss",
             [("train (batch)", batch.steps, batch.values), ("train", train.steps, train.values),
@@ -143,7 +150,7 @@ class DetailScreen(Screen):
             xmax=row.max_iters, colors=("gray", "orange", "cyan"))
         self.query_one(LrChart).show_schedules([(row.name, row.config)], at_step=row.step)
         self.query_one("#detail-settings", Static).update(self._settings(row))
-        self._show_log(row)
+        self._show_log(data.log or ())
 
     def _settings(self, row: RunRow) -> Table:
         grid = Table.grid(padding=(0, 1))
@@ -169,9 +176,8 @@ class DetailScreen(Screen):
         grid.add_row("run id", row.run_id)
         return grid
 
-    def _show_log(self, row: RunRow) -> None:
+    def _show_log(self, entries: tuple[LogEntry, ...]) -> None:
         log = self.query_one(Log)
-        entries = self.app.store.log(row.run_id)
         if self._log_count == len(entries):
             return
         self._log_count = len(entries)
@@ -186,12 +192,12 @@ class DetailScreen(Screen):
 
     # -- several runs --------------------------------------------------------------------------
 
-    def _show_many(self, rows: list[RunRow]) -> None:
+    def _show_many(self, rows: list[RunRow], data: DetailData) -> None:
         multi_suite = len({r.suite for r in rows}) > 1
         label = (lambda r: f"{r.suite}/{r.name}") if multi_suite else (lambda r: r.name)
         curves = []
         for row in rows:
-            val = self._curve(row, "val")
+            val = data.curve(row.run_id, "val")
             curves.append((label(row), val.steps, val.values))
         self.query_one(LossChart).show_curves(f"val loss of {len(rows)} runs (y axis fitted after 10% of training)",
                                               curves, xmax=max(r.max_iters for r in rows), zoom=True)
@@ -219,4 +225,4 @@ class DetailScreen(Screen):
         return grid
 
     def action_back(self) -> None:
-        self.app.action_back()
+        self.post_message(self.BackRequested())

@@ -38,7 +38,6 @@ from textual.widgets import Checkbox, Header, Static, Tree
 
 from lab.core.config import DROPOUT_SITES, FIELDS, SETTING_KEYS, check_config, value_from_text
 from lab.launch import DriverSettings
-from lab.store import make_run_id
 from lab.experiments import (
     Experiments,
     ExperimentsError,
@@ -789,7 +788,7 @@ class ExperimentsScreen(Screen):
         live = getattr(self.app, "live", {})
         todo = []
         for spec in specs:
-            known = live.get(make_run_id(spec.suite, spec.name, spec.config.identity_hash()))
+            known = live.get(spec.run_id)
             status = known.row.status if known is not None else None
             if status == "running" or (status in ("finished", "diverged") and not fresh):
                 continue

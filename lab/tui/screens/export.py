@@ -1,4 +1,4 @@
-"""A small dialog: where to write the results table, and as CSV or Markdown."""
+"""A small dialog: where to write the results table, and as CSV or Markdown; and the writing."""
 
 from __future__ import annotations
 
@@ -7,10 +7,27 @@ from pathlib import Path
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
+from textual.notifications import SeverityLevel
 from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Label, RadioButton, RadioSet
 
 SUFFIX = {"csv": ".csv", "markdown": ".md"}
+
+
+def write_export(path: Path, text: str, n_rows: int) -> tuple[str, SeverityLevel]:
+    """Write an exported table atomically; returns what to tell the user and its severity."""
+    from lab.core.atomic import write_atomic
+
+    target = path.expanduser()
+    if target.is_dir():
+        return f"{target} is a folder; give a file name, e.g. {target / 'results.csv'}", "error"
+    if not target.parent.is_dir():
+        return f"the folder {target.parent} does not exist; create it first or choose another", "error"
+    try:
+        write_atomic(target, text)
+    except OSError as exc:
+        return f"cannot write {target}: {exc.strerror or exc}", "error"
+    return f"wrote {n_rows} row{'s' if n_rows != 1 else ''} to {target}", "information"
 
 
 class ExportScreen(ModalScreen[tuple[Path, str] | None]):

@@ -3,27 +3,25 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable
+from typing import Any, Iterable
 
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal
-from textual.screen import Screen
 from textual.widgets import DataTable, Header, Label, Select, Static
 
 from lab.formatting import status_style
 from lab.results import ResultRow, columns, result_rows, to_csv, to_markdown
 from lab.store import STATUSES
 
+from ..state import LabState
+
 from ..widgets.footer import LabFooter
-from .run_list import RunListActions
+from .run_list import RunListScreen
 from ..widgets.runs_table import MARK
 from ..widgets.synced_table import ColumnSpec, SyncedTable, cell
-from .export import ExportScreen
-
-if TYPE_CHECKING:
-    from ..app import LabApp
+from .export import ExportScreen, write_export
 
 ALL = "*"
 
@@ -56,7 +54,7 @@ def row_key(row: ResultRow) -> str:
     return " ".join(row.run_ids)
 
 
-class ResultsScreen(RunListActions, Screen):
+class ResultsScreen(RunListScreen):
     """One suite's runs (or every suite's), ranked by best validation loss."""
 
     BINDINGS = [
@@ -70,10 +68,8 @@ class ResultsScreen(RunListActions, Screen):
 
     AUTO_FOCUS = "#results-table"
 
-    app: "LabApp"
-
-    def __init__(self) -> None:
-        super().__init__()
+    def __init__(self, state: LabState) -> None:
+        super().__init__(state)
         self.sort_header: str | None = None  # None: ranked by best val, as `results` prints
         self.reverse = False
         self.shown: list[ResultRow] = []
@@ -102,7 +98,7 @@ class ResultsScreen(RunListActions, Screen):
         self._fill()
 
     def _update_suites(self) -> None:
-        suites = list(dict.fromkeys(live.row.suite for live in self.app.live.values()))
+        suites = list(dict.fromkeys(live.row.suite for live in self.state.live.values()))
         if suites == self._suites:
             return
         select = self.query_one("#suite-filter", Select)
@@ -122,7 +118,7 @@ class ResultsScreen(RunListActions, Screen):
 
     def _fill(self) -> None:
         suite, status = self.selection()
-        runs = [live.row for live in self.app.live.values() if suite is None or live.row.suite == suite]
+        runs = [live.row for live in self.state.live.values() if suite is None or live.row.suite == suite]
         ranked = result_rows(runs)  # ranked over the whole suite, then filtered
         rows = [r for r in ranked if status is None or r.status == status]
         rows = sort_rows(rows, self.sort_header, self.reverse)
@@ -136,7 +132,7 @@ class ResultsScreen(RunListActions, Screen):
             for c in cols
         ]
         table.set_columns(specs)
-        marked = self.app.marked
+        marked = self.state.marked
         table.sync([
             (row_key(r), [cell(MARK if set(r.run_ids) & marked else " ", style="bold yellow")]
              + [self._cell(c.cell(r), c.justify, c.header, r) for c in cols])
@@ -200,10 +196,10 @@ class ResultsScreen(RunListActions, Screen):
 
     def action_export(self) -> None:
         if not self.shown:
-            self.app.notify("nothing to export: the table is empty", severity="warning")
+            self.notify("nothing to export: the table is empty", severity="warning")
             return
         suite, _ = self.selection()
-        default = Path(self.app.store.dir) / f"results-{suite or 'all'}.csv"
+        default = self.state.store_dir / f"results-{suite or 'all'}.csv"
         self.app.push_screen(ExportScreen(default), self._export)
 
     def _export(self, choice: tuple[Path, str] | None) -> None:
@@ -211,4 +207,5 @@ class ResultsScreen(RunListActions, Screen):
             return
         path, fmt = choice
         text = to_csv(self.shown) if fmt == "csv" else to_markdown(self.shown)
-        self.app.write_export(path, text, len(self.shown))
+        message, severity = write_export(path, text, len(self.shown))
+        self.notify(message, severity=severity, timeout=8)

@@ -2,20 +2,33 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import Sequence
 
+from textual.message import Message
+from textual.screen import Screen
 from textual.widgets import DataTable
 
+from ..state import LabState
 from ..widgets.synced_table import SyncedTable
 
-if TYPE_CHECKING:
-    from ..app import LabApp
 
+class RunListScreen(Screen):
+    """A screen of one run table with these actions; the screen says which runs a row is and how to redraw.
 
-class RunListActions:
-    """Actions over a screen's one run table; the screen says which runs a row is and how to redraw."""
+    Marks are view state and are kept in `state`; opening runs in Detail is the app's to wire,
+    so it is asked for with `DetailRequested`.
+    """
 
-    app: "LabApp"
+    class DetailRequested(Message):
+        """Show these runs in Detail: one run in detail, several overlaid."""
+
+        def __init__(self, run_ids: Sequence[str]) -> None:
+            super().__init__()
+            self.run_ids = list(run_ids)
+
+    def __init__(self, state: LabState) -> None:
+        super().__init__()
+        self.state = state
 
     def current_run_ids(self) -> list[str]:
         """The run ids of the highlighted row (several for an aggregated row)."""
@@ -32,15 +45,20 @@ class RunListActions:
     def action_open_detail(self) -> None:
         ids = self.current_run_ids()
         if ids:
-            self.app.open_detail(ids)
+            self.post_message(self.DetailRequested(ids))
 
     def action_toggle_mark(self) -> None:
         for run_id in self.current_run_ids():
-            self.app.toggle_mark(run_id)
+            self.state.toggle_mark(run_id)
         self.redraw_marks()
-        table = self.query_one(SyncedTable)  # type: ignore[attr-defined]
+        table = self.query_one(SyncedTable)
         if table.cursor_row < table.row_count - 1:
             table.move_cursor(row=table.cursor_row + 1, animate=False)
 
     def action_compare(self) -> None:
-        self.app.action_compare()
+        """Overlay the val curves of the marked runs."""
+        ids = self.state.marked_in_order()
+        if len(ids) < 2:
+            self.notify("mark two or more runs with space (in Runs or Results), then press c", severity="warning")
+            return
+        self.post_message(self.DetailRequested(ids))

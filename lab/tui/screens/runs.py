@@ -2,24 +2,38 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Iterable
+from typing import Iterable
 
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.screen import Screen
+from textual.message import Message
 from textual.widgets import DataTable, Header, Static
 
 from ..widgets.footer import LabFooter
-from .run_list import RunListActions
+from .run_list import RunListScreen
 from ..widgets.run_panel import RunPanel
 from ..widgets.runs_table import RunsTable
 
-if TYPE_CHECKING:
-    from ..app import LabApp
+
+class RunRequest(Message):
+    """Something to do to one run; the app checks it against the run's status and acts."""
+
+    def __init__(self, run_id: str) -> None:
+        super().__init__()
+        self.run_id = run_id
 
 
-class RunsScreen(RunListActions, Screen):
+class RunsScreen(RunListScreen):
     """The table of runs, with the highlighted run's curves below it."""
+
+    class CancelRequested(RunRequest):
+        """x: stop the run, resumable (a request to its driver, or at once if none runs it)."""
+
+    class ResumeRequested(RunRequest):
+        """r: queue a stopped or interrupted run again from its checkpoint (or drive a queued one)."""
+
+    class RestartRequested(RunRequest):
+        """R: train the run again from step 0 (the app asks first)."""
 
     BINDINGS = [
         Binding("d", "open_detail", "Detail", show=False),
@@ -31,8 +45,6 @@ class RunsScreen(RunListActions, Screen):
     ]
 
     AUTO_FOCUS = "#runs-table"
-
-    app: "LabApp"
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -47,10 +59,10 @@ class RunsScreen(RunListActions, Screen):
         self.refresh_live(None)
 
     def refresh_live(self, changed: Iterable[str] | None) -> None:
-        """Bring the view up to date with `app.live` (changed: the run ids that changed)."""
+        """Bring the view up to date with `state.live` (changed: the run ids that changed)."""
         table = self.query_one(RunsTable)
-        runs = list(self.app.live.values())
-        table.show(runs, self.app.marked)
+        runs = list(self.state.live.values())
+        table.show(runs, self.state.marked)
         self._summary(runs)
         current = table.current_key
         if changed is None or current in set(changed) or current is None:
@@ -62,9 +74,9 @@ class RunsScreen(RunListActions, Screen):
             counts[live.row.status] = counts.get(live.row.status, 0) + 1
         order = ("running", "queued", "finished", "stopped", "failed", "diverged")
         parts = [f"{counts[s]} {s}" for s in order if counts.get(s)]
-        marked = len(self.app.marked)
+        marked = len(self.state.marked)
         text = " · ".join(parts) or "no runs in the store yet"
-        if not self.app.driver_alive:
+        if not self.state.driver_alive:
             if counts.get("running"):
                 text += "   (no driver: runs shown running were interrupted; r resumes one)"
             elif counts.get("queued"):
@@ -75,7 +87,7 @@ class RunsScreen(RunListActions, Screen):
 
     def _show_panel(self) -> None:
         key = self.query_one(RunsTable).current_key
-        self.query_one(RunPanel).show(self.app.live.get(key) if key else None)
+        self.query_one(RunPanel).show(self.state.live.get(key) if key else None)
 
     def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
         self._show_panel()
@@ -93,12 +105,12 @@ class RunsScreen(RunListActions, Screen):
 
     def action_cancel_run(self) -> None:
         for run_id in self.current_run_ids():
-            self.app.cancel_run(run_id)
+            self.post_message(self.CancelRequested(run_id))
 
     def action_resume_run(self) -> None:
         for run_id in self.current_run_ids():
-            self.app.resume_run(run_id)
+            self.post_message(self.ResumeRequested(run_id))
 
     def action_restart_run(self) -> None:
         for run_id in self.current_run_ids():
-            self.app.restart_run(run_id)
+            self.post_message(self.RestartRequested(run_id))

@@ -1,0 +1,56 @@
+"""What the lab's views show: one `LabState`, owned by the app and read by every screen.
+
+The app folds the poller's updates into it (`apply`) and records which runs Detail shows;
+the Runs and Results screens record marks in it. Screens are handed the state when they are
+made and draw from it, so they need neither the app class nor the store: what they want done
+(open runs in Detail, cancel a run, go back) they post as messages, which the app acts on
+(DESIGN.md section 4). Only the UI thread touches it; store access happens in workers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from lab.store import DriverInfo
+
+from .poller import LiveRun, Update
+
+
+@dataclass
+class LabState:
+    """The runs in the store as last polled, the driver, the marks and Detail's runs."""
+
+    store_dir: Path
+    live: dict[str, LiveRun] = field(default_factory=dict)  # run id -> run, in store order
+    marked: set[str] = field(default_factory=set)  # runs marked (space) for comparison
+    driver: DriverInfo | None = None
+    detail_ids: list[str] = field(default_factory=list)  # the runs Detail shows
+
+    @property
+    def driver_alive(self) -> bool:
+        return self.driver is not None and self.driver.alive
+
+    @property
+    def headless_holds_store(self) -> bool:
+        """A driver holds the store and takes no new work (a headless run, or one stopping)."""
+        return self.driver is not None and self.driver.alive and not self.driver.accepting
+
+    def apply(self, update: Update) -> None:
+        """Fold in what the poller saw change; a run that left the store loses its mark."""
+        for run_id in update.removed:
+            self.live.pop(run_id, None)
+            self.marked.discard(run_id)
+        self.live.update(update.changed)
+        if update.driver_changed:
+            self.driver = update.driver
+
+    def toggle_mark(self, run_id: str) -> None:
+        if run_id in self.marked:
+            self.marked.discard(run_id)
+        elif run_id in self.live:
+            self.marked.add(run_id)
+
+    def marked_in_order(self) -> list[str]:
+        """The marked runs in store order (the order Compare overlays them in)."""
+        return [run_id for run_id in self.live if run_id in self.marked]
