@@ -336,7 +336,9 @@ async def test_add_and_remove_skip_rows(toml_path):
         await pilot.click("#skip-add")
         await pilot.pause()
         rows = list(form.query(SkipRow))
-        assert [r.texts for r in rows] == [("1", "0"), ("", "")]  # the inherited path, then a new row
+        # the inherited path, then the next free depth (issue 10, fault 3: never a blank row that
+        # reads like a depth-1 path the file does not have)
+        assert [r.texts for r in rows] == [("1", "0"), ("2", "0")]
         await type_into(pilot, rows[1].query_one(".skip-depth", Input), "2")
         await type_into(pilot, rows[1].query_one(".skip-rate", Input), "0.3")
         assert screen.doc["suites"]["quick"]["runs"][0]["skips"].unwrap() == {"1": 0.0, "2": 0.3}
