@@ -42,7 +42,9 @@ from lab.experiments import (
     Problem,
     RunSpec,
     format_value,
+    name_problem,
     parse_experiments,
+    reference_problem,
     resolve_settings,
 )
 from lab.toml_edit import KeyPath, document_item, format_key_path, save_document, set_key, toml_item, toml_value
@@ -142,6 +144,25 @@ def settings_of(table: Any) -> dict:
 
 def skips_text(skips: dict) -> str:
     return toml_value({str(d): float(r) for d, r in sorted((int(d), r) for d, r in skips.items())})
+
+
+def number_from_text(text: str) -> object:
+    """A number typed as text, or the stripped text when it is not one (for a message)."""
+    try:
+        return float(text)
+    except ValueError:
+        return text.strip()
+
+
+def field_problem(key: str, text: str) -> str | None:
+    """Why one field's text is wrong on its own (empty text means "inherit" and is fine)."""
+    if key == "name":  # a run entry needs its name; other fields inherit when empty
+        return name_problem(text)
+    if not text.strip():
+        return None
+    if key == "reference":
+        return reference_problem(number_from_text(text))
+    return check_value(key, value_from_text(key, text))
 
 
 def skip_row_problems(rows: list[SkipText]) -> list[str | None]:
@@ -755,16 +776,8 @@ class ExperimentsDocument:
         return specs, f"Run {t.suite}/{name}"
 
 
-def number_from_text(text: str) -> object:
-    """A number typed as text, or the stripped text when it is not one (for a message)."""
-    try:
-        return float(text)
-    except ValueError:
-        return text.strip()
-
-
 __all__ = [
     "ExperimentsDocument", "FORM_SETTINGS", "FormData", "GridChange", "Preview", "RUN_FIELDS", "SECTIONS",
-    "SuiteSummary", "Target", "has_recovery", "next_free_depth", "number_from_text", "recovery_path",
+    "SuiteSummary", "Target", "field_problem", "has_recovery", "next_free_depth", "number_from_text", "recovery_path",
     "skip_row_problems",
 ]

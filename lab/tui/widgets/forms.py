@@ -18,8 +18,7 @@ from textual.message import Message
 from textual.validation import ValidationResult, Validator
 from textual.widgets import Button, Input, Label, Select, Static
 
-from lab.core.config import check_value, field_spec, value_from_text
-from lab.experiments import name_problem, reference_problem
+from lab.core.config import field_spec
 from lab.experiments_document import (
     FORM_SETTINGS,
     RUN_FIELDS,
@@ -27,8 +26,8 @@ from lab.experiments_document import (
     FormData,
     SkipText,
     Title,
+    field_problem,
     next_free_depth,
-    number_from_text,
     skip_row_problems,
 )
 
@@ -37,17 +36,6 @@ _HELP = {
     "reference": "published val loss to compare against (the suite's references)",
     "dropout": "shorthand: sets the four sites below",
 }
-
-
-def field_problem(key: str, text: str) -> str | None:
-    """Why one field's text is wrong on its own (empty text means "inherit" and is fine)."""
-    if key == "name":  # a run entry needs its name; other fields inherit when empty
-        return name_problem(text)
-    if not text.strip():
-        return None
-    if key == "reference":
-        return reference_problem(number_from_text(text))
-    return check_value(key, value_from_text(key, text))
 
 
 class FieldValidator(Validator):
