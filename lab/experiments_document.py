@@ -119,6 +119,11 @@ class GridChange:
 Preview = tuple[list[str], list[str], list[str]]
 
 
+def parse_values(key: str, text: str) -> list[Any]:
+    """Comma-separated values, each read as the setting reads typed text."""
+    return [value_from_text(key, part) for part in text.split(",") if part.strip()]
+
+
 @dataclass(frozen=True)
 class SuiteSummary:
     """A suite as the tree lists it."""
@@ -777,7 +782,7 @@ class ExperimentsDocument:
 
 
 __all__ = [
-    "ExperimentsDocument", "FORM_SETTINGS", "FormData", "GridChange", "Preview", "RUN_FIELDS", "SECTIONS",
+    "ExperimentsDocument", "FORM_SETTINGS", "FormData", "GridChange", "Preview", "RUN_FIELDS", "SECTIONS", "parse_values",
     "SuiteSummary", "Target", "field_problem", "has_recovery", "next_free_depth", "number_from_text", "recovery_path",
     "skip_row_problems",
 ]

@@ -29,6 +29,7 @@ from lab.experiments_document import (
     Target,
     field_problem,
     next_free_depth,
+    parse_values,
     recovery_path,
     skip_row_problems,
 )
@@ -319,3 +320,25 @@ def test_unsaved_edits_are_kept_in_a_recovery_copy_until_saved_or_discarded(path
     assert not copy.exists() and not again.dirty
     model.revert()
     assert not model.dirty and not copy.exists()
+
+
+def test_random_grid_values_preview_without_crashing(path: Path) -> None:
+    """The grid builder previews whatever is typed (read by `parse_values`, as the builder reads
+    it): problems come back as messages."""
+    rng = random.Random(11)
+    model = opened(path)
+    keys = model.grid_keys("quick")
+    for _ in range(25):
+        key = rng.choice(keys)
+        text = "".join(rng.choice("0123456789., -eax\"") for _ in range(rng.randint(1, 8)))
+        change = GridChange(key, parse_values(key, text), rng.random() < 0.5)
+        names, problems, _ = model.grid_preview("quick", change)
+        assert bool(names) != bool(problems) or not change.values
+    assert tomlkit.dumps(model.doc) == TEXT  # a preview never touches the document
+
+
+def test_the_model_needs_no_textual() -> None:
+    import subprocess
+
+    code = "import sys, lab.experiments_document; sys.exit('textual' in sys.modules or 'rich' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code]).returncode == 0

@@ -16,14 +16,8 @@ from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Button, Checkbox, Input, Label, Select, Static
 
-from lab.core.config import value_from_text
-from lab.experiments_document import GridChange, Preview
+from lab.experiments_document import GridChange, Preview, parse_values
 from lab.toml_edit import toml_value
-
-
-def parse_values(key: str, text: str) -> list[Any]:
-    """Comma-separated values, each read as the setting reads typed text."""
-    return [value_from_text(key, part) for part in text.split(",") if part.strip()]
 
 
 class GridBuilder(ModalScreen[GridChange | None]):
