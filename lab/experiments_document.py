@@ -3,7 +3,8 @@
 The screen is a view of this model: it shows what `form_data` says a level holds and hands
 every edit (text typed in a field, skip rows, a rename, a new run entry, a grid change) to a
 method here, which writes it into the tomlkit document (`lab.toml_edit`, comments and layout
-kept) and never has rules of its own: a field is checked with `check_value`, a run's settings
+kept) and never has rules of its own: typed text is read and checked by `lab.experiments_fields`
+(on `check_value`), a run's settings
 together with `check_config`, and the whole edited file with `parse_experiments` (the
 messages `dropres-lab validate` prints). Nothing here imports Textual, so every edit a user
 can make is testable on the model alone.
@@ -35,42 +36,21 @@ import tomlkit
 from tomlkit.items import AoT
 
 from lab.core.atomic import write_atomic
-from lab.core.config import DROPOUT_SITES, FIELDS, SETTING_KEYS, check_config, check_value, value_from_text
+from lab.core.config import DROPOUT_SITES, FIELDS, SETTING_KEYS, check_config, value_from_text
 from lab.experiments import (
     Experiments,
     ExperimentsError,
     Problem,
     RunSpec,
     format_value,
-    name_problem,
     parse_experiments,
-    reference_problem,
     resolve_settings,
 )
+from lab.experiments_fields import FORM_SETTINGS, SkipText, number_from_text, skip_row_problems
 from lab.toml_edit import KeyPath, document_item, format_key_path, save_document, set_key, toml_item, toml_value
-
-#: The form's sections and the settings each shows, top to bottom.
-SECTIONS: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("Model shape", ("n_layer", "n_head", "n_embd", "block_size", "batch_size")),
-    ("Dropout", ("dropout", *DROPOUT_SITES)),
-    ("Skip paths", ("skips",)),
-    ("Conventions", ("norm", "skip_dropout")),
-    ("Schedule", ("max_iters", "lr", "min_lr", "warmup_iters", "eval_interval", "eval_iters")),
-    ("Seed", ("seed",)),
-)
-
-#: Every setting the form edits (the `dropout` shorthand included), in form order.
-FORM_SETTINGS: tuple[str, ...] = tuple(k for _, keys in SECTIONS for k in keys if k != "skips")
-
-#: Fields of a run entry only: its name and its published reference loss.
-RUN_FIELDS = ("name", "reference")
 
 #: A heading as (text, style) pieces: the view assembles them, the model stays free of rich.
 Title = tuple[tuple[str, str], ...]
-
-#: A skip row as typed: (depth text, rate text).
-SkipText = tuple[str, str]
-
 
 @dataclass(frozen=True)
 class Target:
@@ -119,11 +99,6 @@ class GridChange:
 Preview = tuple[list[str], list[str], list[str]]
 
 
-def parse_values(key: str, text: str) -> list[Any]:
-    """Comma-separated values, each read as the setting reads typed text."""
-    return [value_from_text(key, part) for part in text.split(",") if part.strip()]
-
-
 @dataclass(frozen=True)
 class SuiteSummary:
     """A suite as the tree lists it."""
@@ -149,63 +124,6 @@ def settings_of(table: Any) -> dict:
 
 def skips_text(skips: dict) -> str:
     return toml_value({str(d): float(r) for d, r in sorted((int(d), r) for d, r in skips.items())})
-
-
-def number_from_text(text: str) -> object:
-    """A number typed as text, or the stripped text when it is not one (for a message)."""
-    try:
-        return float(text)
-    except ValueError:
-        return text.strip()
-
-
-def field_problem(key: str, text: str) -> str | None:
-    """Why one field's text is wrong on its own (empty text means "inherit" and is fine)."""
-    if key == "name":  # a run entry needs its name; other fields inherit when empty
-        return name_problem(text)
-    if not text.strip():
-        return None
-    if key == "reference":
-        return reference_problem(number_from_text(text))
-    return check_value(key, value_from_text(key, text))
-
-
-def skip_row_problems(rows: list[SkipText]) -> list[str | None]:
-    """Each skip row's problem: a depth or rate the rule set refuses, one missing, or a depth
-    listed twice (a table holds each depth once, so the file could not say what the rows say)."""
-    out: list[str | None] = []
-    seen: set[int] = set()
-    for depth_text, rate_text in rows:
-        depth, rate = depth_text.strip(), rate_text.strip()
-        msg = None
-        if not depth:
-            msg = "give the skip path a depth (the sub-layers it spans, 1 = the ordinary residual)"
-        else:
-            msg = check_value("skips", {depth: 0.0})
-        if not msg and not rate:
-            msg = f"give skip depth {depth} a rate (0 keeps the path without dropout)"
-        if not msg:
-            msg = check_value("skips", {depth: value_from_text(f"skips.{depth}", rate)})
-        if not msg and int(depth) in seen:
-            msg = f"skip depth {int(depth)} is listed twice; give each depth one rate"
-        if not msg:
-            seen.add(int(depth))
-        out.append(msg)
-    return out
-
-
-def next_free_depth(rows: list[SkipText]) -> int:
-    """The smallest depth no row names: what "+ add skip path" proposes."""
-    taken = set()
-    for depth, _ in rows:
-        try:
-            taken.add(int(depth.strip()))
-        except ValueError:
-            pass
-    depth = 1
-    while depth in taken:
-        depth += 1
-    return depth
 
 
 def recovery_path(path: str | os.PathLike) -> Path:
@@ -782,7 +700,6 @@ class ExperimentsDocument:
 
 
 __all__ = [
-    "ExperimentsDocument", "FORM_SETTINGS", "FormData", "GridChange", "Preview", "RUN_FIELDS", "SECTIONS", "parse_values",
-    "SuiteSummary", "Target", "field_problem", "has_recovery", "next_free_depth", "number_from_text", "recovery_path",
-    "skip_row_problems",
+    "ExperimentsDocument", "FormData", "GridChange", "Preview", "SuiteSummary", "Target", "Title",
+    "has_recovery", "recovery_path",
 ]

@@ -22,17 +22,8 @@ import tomlkit
 
 from lab.core.config import field_spec
 from lab.experiments import load_experiments, resolve_settings
-from lab.experiments_document import (
-    FORM_SETTINGS,
-    ExperimentsDocument,
-    GridChange,
-    Target,
-    field_problem,
-    next_free_depth,
-    parse_values,
-    recovery_path,
-    skip_row_problems,
-)
+from lab.experiments_document import ExperimentsDocument, GridChange, Target, recovery_path
+from lab.experiments_fields import FORM_SETTINGS, field_problem, next_free_depth, parse_values, skip_row_problems
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -340,5 +331,5 @@ def test_random_grid_values_preview_without_crashing(path: Path) -> None:
 def test_the_model_needs_no_textual() -> None:
     import subprocess
 
-    code = "import sys, lab.experiments_document; sys.exit('textual' in sys.modules or 'rich' in sys.modules)"
+    code = "import sys, lab.experiments_document, lab.experiments_fields; sys.exit('textual' in sys.modules or 'rich' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0

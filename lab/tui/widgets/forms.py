@@ -19,13 +19,12 @@ from textual.validation import ValidationResult, Validator
 from textual.widgets import Button, Input, Label, Select, Static
 
 from lab.core.config import field_spec
-from lab.experiments_document import (
+from lab.experiments_document import FormData, Title
+from lab.experiments_fields import (
     FORM_SETTINGS,
     RUN_FIELDS,
     SECTIONS,
-    FormData,
     SkipText,
-    Title,
     field_problem,
     next_free_depth,
     skip_row_problems,

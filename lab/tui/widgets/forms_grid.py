@@ -16,7 +16,8 @@ from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Button, Checkbox, Input, Label, Select, Static
 
-from lab.experiments_document import GridChange, Preview, parse_values
+from lab.experiments_document import GridChange, Preview
+from lab.experiments_fields import parse_values
 from lab.toml_edit import toml_value
 
 
