@@ -4,9 +4,8 @@ The screen is a view of this model: it shows what `form_data` says a level holds
 every edit (text typed in a field, skip rows, a rename, a new run entry, a grid change) to a
 method here, which writes it into the tomlkit document (`lab.toml_edit`, comments and layout
 kept) and never has rules of its own: typed text is read and checked by `lab.experiments_fields`
-(on `check_value`), a run's settings
-together with `check_config`, and the whole edited file with `parse_experiments` (the
-messages `dropres-lab validate` prints). Nothing here imports Textual, so every edit a user
+(on `check_value`), a run's settings together with `check_config`, and the whole edited file
+with `parse_experiments` (the messages `dropres-lab validate` prints). Nothing here imports Textual, so every edit a user
 can make is testable on the model alone.
 
 Levels of the file (a `Target`):
@@ -14,8 +13,8 @@ Levels of the file (a `Target`):
 * [defaults]: the `[defaults]` table;
 * a suite: its `[suites.NAME]` table (settings only; `runs`, `grid` and `references` are
   edited through run entries, the grid builder and a run's reference field);
-* a run entry: its inline table in the suite's `runs = [...]`, and its reference in the
-  suite's `references`;
+* a run entry: its inline table in the suite's `runs = [...]` (or its [[suites.NAME.runs]]
+  table), and its reference in the suite's `references`;
 * a run made by the suite's grid: read-only (the grid builder changes the grid).
 
 An empty field means "inherit": clearing it removes the key from its level.
@@ -51,6 +50,7 @@ from lab.toml_edit import KeyPath, document_item, format_key_path, save_document
 
 #: A heading as (text, style) pieces: the view assembles them, the model stays free of rich.
 Title = tuple[tuple[str, str], ...]
+
 
 @dataclass(frozen=True)
 class Target:
@@ -410,6 +410,9 @@ class ExperimentsDocument:
             return self._grid_run_data(t)
         _, own = self.levels(t)
         table = self.table(t.path)
+        if not isinstance(table, dict) and not (t.kind == "defaults" and table is None):
+            return FormData(t.kind, self.title(t), f"{format_key_path(t.path)} is not a table, so the form cannot "
+                            "show it: fix it in the file (`dropres-lab validate` says how).", True)
         values = {key: self.written_text(table, key) for key in FORM_SETTINGS if key in own}
         placeholders, inherited_rows, note = self.inherited(t)
         inherit_from = {"defaults": "the built-in defaults", "suite": "[defaults]", "run": "[defaults] and the suite"}[t.kind]
@@ -483,10 +486,7 @@ class ExperimentsDocument:
             return
         value = {str(int(d)): float(value_from_text(f"skips.{d.strip()}", r)) for d, r in rows} if rows else None
         current = plain(self.table(t.path).get("skips"))
-        same = value is None and current is None or (
-            isinstance(current, dict) and value is not None
-            and {int(d): float(r) for d, r in current.items()} == {int(d): r for d, r in value.items()})
-        if not same:
+        if value != current:  # a table written by hand, even one the rules refuse, is compared as it is
             set_key(self.doc, t.path, "skips", value)
 
     def rename(self, t: Target, name: str) -> None:
@@ -496,7 +496,7 @@ class ExperimentsDocument:
             return
         set_key(self.doc, t.path, "name", name)
         refs = self.table(("suites", t.suite, "references"))
-        if isinstance(refs, dict) and old in refs:
+        if isinstance(refs, dict) and isinstance(old, str) and old in refs:
             text = refs[old].as_string()
             set_key(self.doc, ("suites", t.suite, "references"), old, None)
             self.set_reference(t, text)  # under the new name
@@ -544,6 +544,8 @@ class ExperimentsDocument:
 
     def why_no_new_run(self, suite: str) -> str | None:
         table = self.table(("suites", suite)) or {}
+        if "runs" in table and not isinstance(table["runs"], list):
+            return f"suites.{suite}.runs is not a list of run entries: fix it in the file first."
         if "grid" in table and "runs" not in table:
             return (f"Suite {suite} is a grid: a run entry would be crossed with every grid point. "
                     "Change the grid (g) instead.")

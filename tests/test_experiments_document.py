@@ -333,3 +333,56 @@ def test_the_model_needs_no_textual() -> None:
 
     code = "import sys, lab.experiments_document, lab.experiments_fields; sys.exit('textual' in sys.modules or 'rich' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
+
+
+BROKEN = """\
+default_suite = "s"
+[defaults]
+n_layer = "two"
+n_head = -1
+dropout = "x"
+skips = { a = "b", 0 = 2 }
+lr = "fast"
+norm = 3
+seeds = "x"
+[suites.s]
+skips = 5
+max_iters = 1.5
+grid = { lr = "x", "skips.z" = [1], n_layer = [] }
+references = { r = "y" }
+runs = [ { name = 3, skips = { 1 = [] } }, { seed = "q" }, "not a table" ]
+[suites.t]
+runs = 3
+grid = [1]
+"""
+
+
+def test_a_file_the_rules_refuse_is_shown_and_edited_without_crashing(tmp_path: Path) -> None:
+    """Values written by hand that `validate` refuses (wrong kinds, a run entry that is not a
+    table, `runs` that is not a list) are shown as problems, never raised."""
+    path = tmp_path / "experiments.toml"
+    path.write_text(BROKEN, encoding="utf-8")
+    model = ExperimentsDocument(path)
+    model.load()
+    model.check()
+    assert model.problems
+    runs = [Target("run", "s", i) for i in range(3)]
+    for t in [Target("defaults"), Target("suite", "s"), Target("suite", "t"), *runs]:
+        data = model.form_data(t)
+        assert data.read_only == (t == Target("run", "s", 2))  # not a table: read-only, says why
+        model.blocking_problems(t, {})
+        if not model.editable(t):
+            continue
+        for key in FORM_SETTINGS:
+            for text in ("1", ""):
+                model.set_setting(t, key, text)
+        model.set_skips(t, [("1", "0.1")])
+        model.set_skips(t, [])
+        if t.kind == "run":
+            model.rename(t, "renamed")
+            model.set_reference(t, "1.5")
+            model.set_reference(t, "")
+        model.check()
+    assert "not a list" in model.why_no_new_run("t")
+    model.grid_keys("s")
+    model.suite_summaries()

@@ -814,3 +814,29 @@ async def test_edits_left_unsaved_are_offered_at_the_next_start(toml_path):
         finally:
             app.store.close()
         assert toml_path.read_text(encoding="utf-8") == EXPERIMENTS
+
+
+@sync
+async def test_every_level_of_a_file_the_rules_refuse_can_be_visited_and_typed_into(tmp_path):
+    """Nothing in the file or typed in the form crashes the screen: every node of the tree,
+    Enter into its form, a key typed, back to the tree."""
+    from test_experiments_document import BROKEN
+
+    path = tmp_path / "experiments.toml"
+    path.write_text(BROKEN, encoding="utf-8")
+    app = Host(path)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause()
+        screen = screen_of(app)
+        tree = screen.query_one("#exp-tree", Tree)
+        for node in list(_nodes(tree.root)):
+            if node.parent is not None and not node.parent.is_root:
+                node.parent.expand()
+                await pilot.pause()
+            tree.focus()
+            tree.move_cursor(node)
+            await pilot.pause()
+            await pilot.press("enter", "1", "backspace", "escape")
+            await pilot.pause()
+            assert app.is_running and app.screen is screen
+        assert screen.model.problems
