@@ -2,9 +2,12 @@
 
 The form shows one level of experiments.toml ([defaults], a [suites.NAME] table or one run
 entry): what that level writes, with what it inherits as each field's placeholder. It checks
-each field as it is typed with the one rule set (`lab.core.config.check_value`) and says why
-beside the field; the screen that owns it writes valid edits into the document and hands back
-the checks that need more than one field (`show_problems`).
+each field as it is typed with the one rule set (`lab.experiments_fields`, on
+`lab.core.config.check_value`) and says why beside the field; the screen that owns it hands
+valid edits to the document model (`lab.experiments_document`) and hands back the checks that
+need more than one field (`show_problems`). Skip rows are what the file will hold: "+ add
+skip path" adds the next free depth, and a row the file could not hold (a depth listed twice,
+a missing rate) is an error on the row.
 """
 
 from __future__ import annotations
