@@ -134,9 +134,27 @@ def _set_text(doc: tomlkit.TOMLDocument, path: KeyPath, key: str, text: str | No
     if key not in _STRUCTURE_KEYS:  # settings go above the suite's runs, grid and references
         keys = [k for k in keys if k.key not in _STRUCTURE_KEYS] or keys[:0]
         if not keys and any(k is not None for k, _ in table.value.body):
-            table.value._insert_at(0, key, item)  # tomlkit has no public insert
+            _insert(table, key, item, after=None)
             return
     if keys:
-        table.value._insert_after(keys[-1], key, item)
+        _insert(table, key, item, after=keys[-1])
     else:
         table.add(key, item)
+
+
+def _insert(table: Table, key: str, item: Any, after: Any) -> None:
+    """Put `key` in a [table] after the key `after` (None: first), where `table.add` would
+    append it below the table's runs and the comments that introduce the next table.
+
+    tomlkit has no public insert: its container's `_insert_after`/`_insert_at` (tomlkit is
+    pinned for them) add the key to the container only. A Table also mirrors its keys in
+    the dict it is, which `del table[key]` removes from; without the mirror entry a key
+    inserted here could be read but not deleted again (KeyError: clearing a field that was
+    typed at a suite or [defaults] level crashed the lab), so it is added here too, as
+    `Table.append` does.
+    """
+    if after is None:
+        table.value._insert_at(0, key, item)
+    else:
+        table.value._insert_after(after, key, item)
+    dict.__setitem__(table, key, table.value.item(key))

@@ -13,9 +13,13 @@ from textual.widgets import Button, Checkbox, Input, Select, Tree
 
 from lab.bench import GroupCost, Prediction, bench_suite, plan_suite, shape_key, simulate_schedule
 from lab.experiments import load_experiments
+from lab.experiments_document import recovery_path
+from lab.store import DriverLock, Store
 from lab.toml_edit import load_document, set_key
 from lab.tui.screens.experiments import ExperimentsScreen, Target
+from lab.tui.app import LabApp
 from lab.tui.screens.launch import LaunchScreen
+from lab.tui.screens.quit import QuitScreen, RecoveredEditsScreen, UnsavedEditsScreen
 from lab.tui.widgets.forms import SkipRow
 from lab.tui.widgets.forms_grid import GridBuilder
 
@@ -336,7 +340,9 @@ async def test_add_and_remove_skip_rows(toml_path):
         await pilot.click("#skip-add")
         await pilot.pause()
         rows = list(form.query(SkipRow))
-        assert [r.texts for r in rows] == [("1", "0"), ("", "")]  # the inherited path, then a new row
+        # the inherited path, then the next free depth (issue 10, fault 3: never a blank row that
+        # reads like a depth-1 path the file does not have)
+        assert [r.texts for r in rows] == [("1", "0"), ("2", "0")]
         await type_into(pilot, rows[1].query_one(".skip-depth", Input), "2")
         await type_into(pilot, rows[1].query_one(".skip-rate", Input), "0.3")
         assert screen.doc["suites"]["quick"]["runs"][0]["skips"].unwrap() == {"1": 0.0, "2": 0.3}
@@ -584,3 +590,253 @@ async def test_the_launch_dialog_measures_this_machine_and_stops_measuring_when_
         await pilot.press("l")
         await pilot.pause()
     assert [[s.run_key for s in m.specs] for m in app.launched] == [["quick/base"]]
+
+
+# -- issue 10: nothing typed crashes or is lost ---------------------------------------------------
+
+SHIPPED = Path(__file__).resolve().parents[1] / "experiments.toml"
+
+
+@sync
+async def test_clearing_a_field_typed_at_the_suite_level_inherits_again(tmp_path):
+    """Issue 10, fault 1, the exact keys: on quick/skip1, Up (suite quick), Tab Tab (n_layer),
+    Backspace, 3, Backspace. It raised KeyError: 'n_layer' and the app died with the edits."""
+    path = tmp_path / "experiments.toml"
+    path.write_text(SHIPPED.read_text(encoding="utf-8"), encoding="utf-8")
+    app = Host(path)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause()
+        screen = screen_of(app)
+        assert screen.target == Target("run", "quick", 0)  # quick/skip1
+        await pilot.press("up")
+        await pilot.pause()
+        assert screen.target == Target("suite", "quick")
+        await pilot.press("tab", "tab")
+        n_layer = screen.form.row("n_layer").control
+        assert n_layer.has_focus and n_layer.value == "2"
+        for key in ("backspace", "3", "backspace"):
+            await pilot.press(key)
+            await pilot.pause()
+        assert app.is_running and app.screen is screen
+        assert n_layer.value == "" and n_layer.placeholder == "16"  # inherits [defaults] again
+        assert "n_layer" not in screen.doc["suites"]["quick"]
+        assert screen.action_save()
+    assert load_experiments(path).suites["quick"].runs[0].config.n_layer == 16
+
+
+@sync
+async def test_added_skip_paths_are_what_the_file_says(toml_path):
+    """Issue 10, fault 3: "+ add skip path" picks the next free depth; a duplicate depth is an
+    error on its row that blocks saving; after a save the rows are the file's."""
+    app = Host(toml_path)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause()
+        screen = await select(pilot, Target("suite", "quick"))
+        form = screen.form
+        await pilot.click("#skip-add")
+        await pilot.pause()
+        rows = list(form.query(SkipRow))
+        assert [r.texts for r in rows] == [("1", "0"), ("2", "0")]
+        assert rows[1].query_one(".skip-rate", Input).has_focus
+        await pilot.press("5")  # the selected 0 is replaced
+        await pilot.pause()
+        assert rows[1].texts == ("2", "5")
+        assert "outside [0, 1]" in str(rows[1].query_one(".field-error").render())
+        await type_into(pilot, rows[1].query_one(".skip-rate", Input), "0.5")
+        assert screen.doc["suites"]["quick"]["skips"].unwrap() == {"1": 0.0, "2": 0.5}
+
+        await type_into(pilot, rows[0].query_one(".skip-depth", Input), "2")  # now depth 2 twice
+        assert "skip depth 2 is listed twice" in str(rows[1].query_one(".field-error").render())
+        assert not screen.action_save()
+        assert toml_path.read_text(encoding="utf-8") == EXPERIMENTS
+        assert screen.doc["suites"]["quick"]["skips"].unwrap() == {"1": 0.0, "2": 0.5}  # unchanged
+
+        await pilot.click(f"#skip-remove-{rows[1].number}")
+        await pilot.pause()
+        await type_into(pilot, form.query_one(".skip-rate", Input), "0.50")
+        assert screen.action_save()
+        await pilot.pause()
+        assert [r.texts for r in form.query(SkipRow)] == [("2", "0.5")]  # as the file writes it
+    assert "skips = { 2 = 0.5 }" in toml_path.read_text(encoding="utf-8")
+    assert load_experiments(toml_path).suites["quick"].runs[0].config.skips == ((2, 0.5),)
+
+
+@sync
+async def test_a_new_run_is_named_by_typing_and_the_header_follows_renames(toml_path):
+    """Issue 10, fault 5: typing after "n" gives the name typed (not "runmine"); the form's
+    header and the tree follow a rename."""
+    app = Host(toml_path)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause()
+        screen = await select(pilot, Target("run", "quick", 1))
+        screen.query_one("#exp-tree", Tree).focus()
+        await pilot.press("n")
+        await pilot.pause()
+        await pilot.press(*"mine")
+        await pilot.pause()
+        assert screen.form.row("name").control.value == "mine"
+        assert "quick/mine" in str(screen.form.query_one("#form-title").render())
+        tree = screen.query_one("#exp-tree", Tree)
+        assert "mine" in [str(n.label) for n in _nodes(tree.root)]
+        await type_into(pilot, screen.form.row("name").control, "theirs", keys=True)
+        assert "quick/theirs" in str(screen.form.query_one("#form-title").render())
+        assert "quick/mine" not in str(screen.form.query_one("#form-title").render())
+        assert screen.action_save()
+    assert [r.name for r in load_experiments(toml_path).suites["quick"].runs] == ["base", "skip2", "theirs"]
+
+
+async def edit_in_the_lab(pilot, app) -> ExperimentsScreen:
+    """In the whole lab: an unsaved edit (seed = 5 on quick/base)."""
+    await pilot.pause()
+    screen = await select(pilot, Target("run", "quick", 0))
+    await type_into(pilot, screen.form.row("seed").control, "5")
+    assert screen.dirty
+    screen.query_one("#exp-tree", Tree).focus()
+    return screen
+
+
+@sync
+async def test_quitting_with_unsaved_edits_asks_and_save_writes_them(toml_path):
+    """Issue 10, fault 2: q with unsaved edits asks; "Save and quit" (focused) saves, then quits."""
+    app = LabApp(toml_path.parent / "runs", toml_path, start_mode="experiments")
+    try:
+        async with app.run_test(size=SIZE) as pilot:
+            await edit_in_the_lab(pilot, app)
+            assert recovery_path(toml_path).exists()  # kept beside the file while unsaved
+            await pilot.press("q")
+            await pilot.pause()
+            assert isinstance(app.screen, UnsavedEditsScreen)
+            await pilot.press("enter")
+            await pilot.pause()
+        assert not app.is_running
+    finally:
+        app.store.close()
+    assert '{ name = "base", seed = 5 }' in toml_path.read_text(encoding="utf-8")
+    assert not recovery_path(toml_path).exists()
+
+
+@sync
+async def test_quitting_with_unsaved_edits_discard_and_cancel(toml_path):
+    """Cancel (escape) stays with the edits, ctrl+q and the palette's Quit ask the same
+    question; "Discard and quit" leaves the file as it was and no recovery copy."""
+    app = LabApp(toml_path.parent / "runs", toml_path, start_mode="experiments")
+    try:
+        async with app.run_test(size=SIZE) as pilot:
+            screen = await edit_in_the_lab(pilot, app)
+            for ask in ("q", "ctrl+q"):
+                await pilot.press(ask)
+                await pilot.pause()
+                assert isinstance(app.screen, UnsavedEditsScreen)
+                await pilot.press("escape")
+                await pilot.pause()
+                assert app.is_running and app.screen is screen and screen.dirty
+            await app.action_quit()  # what the command palette's Quit runs
+            await pilot.pause()
+            assert isinstance(app.screen, UnsavedEditsScreen)
+            await pilot.click("#discard")
+            await pilot.pause()
+        assert not app.is_running
+    finally:
+        app.store.close()
+    assert toml_path.read_text(encoding="utf-8") == EXPERIMENTS
+    assert not recovery_path(toml_path).exists()
+
+
+@sync
+async def test_a_save_that_fails_keeps_the_lab_open_and_says_why(toml_path):
+    app = LabApp(toml_path.parent / "runs", toml_path, start_mode="experiments")
+    try:
+        async with app.run_test(size=SIZE) as pilot:
+            screen = await edit_in_the_lab(pilot, app)
+            await type_into(pilot, screen.form.row("n_head").control, "3")  # 64 % 3: not saved
+            screen.query_one("#exp-tree", Tree).focus()
+            await pilot.press("q")
+            await pilot.pause()
+            await pilot.press("enter")  # save and quit
+            await pilot.pause()
+            assert app.is_running and app.screen is screen
+            notes = [n.message for n in app._notifications]
+            assert any("n_embd = 64 is not divisible by n_head = 3" in n for n in notes)
+            assert screen.dirty
+    finally:
+        app.store.close()
+    assert toml_path.read_text(encoding="utf-8") == EXPERIMENTS
+
+
+@sync
+async def test_unsaved_edits_are_asked_about_before_runs_in_flight(toml_path):
+    """Both apply: the edits are asked about first, then the runs in flight."""
+    store_dir = toml_path.parent / "runs"
+    with Store.open(store_dir) as store:
+        spec = load_experiments(toml_path).suites["quick"].runs[0]
+        store.enqueue(spec.suite, spec.name, spec.base_name, spec.config, spec.reference)
+    lock = DriverLock(store_dir).acquire()  # a driver holds the store: the run is in flight
+    app = LabApp(store_dir, toml_path, start_mode="experiments")
+    try:
+        async with app.run_test(size=SIZE) as pilot:
+            await edit_in_the_lab(pilot, app)
+            await pilot.press("q")
+            await pilot.pause()
+            assert isinstance(app.screen, UnsavedEditsScreen)
+            await pilot.press("enter")
+            await pilot.pause()
+            assert isinstance(app.screen, QuitScreen)
+            await pilot.click("#leave")
+            await pilot.pause()
+        assert not app.is_running
+    finally:
+        app.store.close()
+        lock.release()
+    assert '{ name = "base", seed = 5 }' in toml_path.read_text(encoding="utf-8")
+
+
+@sync
+async def test_edits_left_unsaved_are_offered_at_the_next_start(toml_path):
+    """A lab that ended with unsaved edits (its terminal closed) left a recovery copy: the next
+    lab opens on Experiments and offers it; restore makes them unsaved edits, discard drops them."""
+    recovered = EXPERIMENTS.replace('{ name = "base" }', '{ name = "base", seed = 5 }')
+    for choice in ("restore", "discard"):
+        recovery_path(toml_path).write_text(recovered, encoding="utf-8")
+        app = LabApp(toml_path.parent / "runs", toml_path)
+        try:
+            async with app.run_test(size=SIZE) as pilot:
+                await pilot.pause()
+                assert isinstance(app.screen, RecoveredEditsScreen)
+                await pilot.click(f"#{choice}")
+                await pilot.pause()
+                screen = screen_of(app)
+                if choice == "restore":
+                    assert screen.dirty and screen.form.row("seed").control.value == "5"
+                    assert recovery_path(toml_path).exists()  # still unsaved
+                else:
+                    assert not screen.dirty and screen.form.row("seed").control.value == ""
+                    assert not recovery_path(toml_path).exists()
+        finally:
+            app.store.close()
+        assert toml_path.read_text(encoding="utf-8") == EXPERIMENTS
+
+
+@sync
+async def test_every_level_of_a_file_the_rules_refuse_can_be_visited_and_typed_into(tmp_path):
+    """Nothing in the file or typed in the form crashes the screen: every node of the tree,
+    Enter into its form, a key typed, back to the tree."""
+    from test_experiments_document import BROKEN
+
+    path = tmp_path / "experiments.toml"
+    path.write_text(BROKEN, encoding="utf-8")
+    app = Host(path)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause()
+        screen = screen_of(app)
+        tree = screen.query_one("#exp-tree", Tree)
+        for node in list(_nodes(tree.root)):
+            if node.parent is not None and not node.parent.is_root:
+                node.parent.expand()
+                await pilot.pause()
+            tree.focus()
+            tree.move_cursor(node)
+            await pilot.pause()
+            await pilot.press("enter", "1", "backspace", "escape")
+            await pilot.pause()
+            assert app.is_running and app.screen is screen
+        assert screen.model.problems

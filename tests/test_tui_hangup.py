@@ -9,6 +9,8 @@ Then:
 * closing the terminal (the master side of the pty closes: the kernel hangs up the session
   and sends SIGHUP) ends the lab, while the driver, in its own session, keeps training and
   finishes the runs; a reopened lab shows them finished;
+* closing the terminal with unsaved edits of experiments.toml leaves them in a recovery copy
+  that the next lab offers to restore;
 * SIGKILL of the detached driver mid-run (pid from `Store.driver_info()`) takes its workers
   with it, leaves the runs resumable, and `run --headless` resumes them from their last
   checkpoint with every evaluation step exactly once.
@@ -36,8 +38,11 @@ from pathlib import Path
 
 import pytest
 
+from lab.experiments import load_experiments
+from lab.experiments_document import recovery_path
 from lab.store import DriverLock, Store
 from lab.tui.app import LabApp
+from lab.tui.screens.quit import RecoveredEditsScreen
 from lab.tui.widgets.runs_table import RunsTable
 
 from conftest import SUITES, cli, metric_steps, rows, wait_for
@@ -284,3 +289,47 @@ def test_killing_the_detached_driver_leaves_the_runs_resumable(hangup_lab: Path)
     finally:
         lab.kill()
         kill_group(driver)
+
+
+def test_closing_the_terminal_keeps_unsaved_edits_for_the_next_start(hangup_lab: Path) -> None:
+    """Issue 10, fault 2: edits not yet saved when the terminal closes are in a recovery copy
+    beside the file; the next lab offers them, and saving them removes the copy."""
+    path = hangup_lab / "experiments.toml"
+    before = path.read_text(encoding="utf-8")
+    copy = recovery_path(path)
+    lab = PtyLab(hangup_lab)
+    try:
+        wait_for(lambda: lab.shows("Launch") or lab.proc.poll() is not None, timeout=60, what="the lab to draw")
+        assert lab.proc.poll() is None, lab.output.decode(errors="replace")[-2000:]
+        time.sleep(0.5)
+        lab.press("\r")  # enter on hangup/a: into its form, the name field
+        time.sleep(0.5)
+        lab.press("z")  # the name is now "az", not saved
+        wait_for(lambda: copy.exists() and 'name = "az"' in copy.read_text(encoding="utf-8"), timeout=30,
+                 what="the recovery copy of the edit")
+        lab.hang_up()
+        lab.proc.wait(timeout=15)
+        assert not alive(lab.proc.pid)
+    finally:
+        lab.kill()
+    assert path.read_text(encoding="utf-8") == before  # nothing saved unasked ...
+    assert 'name = "az"' in copy.read_text(encoding="utf-8")  # ... and nothing lost
+
+    async def reopen() -> None:
+        app = LabApp(hangup_lab / "runs", path)
+        try:
+            async with app.run_test(size=(COLS, ROWS)) as pilot:
+                await pilot.pause(0.5)
+                assert isinstance(app.screen, RecoveredEditsScreen)
+                await pilot.click("#restore")
+                await pilot.pause()
+                assert app.screen.dirty
+                await pilot.press("ctrl+s")
+                await pilot.pause()
+                assert not app.screen.dirty
+        finally:
+            app.store.close()
+
+    asyncio.run(reopen())
+    assert {r.name for r in load_experiments(path).suites["hangup"].runs} == {"az", "b"}
+    assert not copy.exists()

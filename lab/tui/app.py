@@ -40,6 +40,7 @@ from textual.worker import WorkerFailed
 
 from lab.core.errors import DataError
 from lab.experiments import RunSpec
+from lab.experiments_document import has_recovery
 from lab.launch import DriverSettings, check_corpora, enqueue_specs, start_background_driver
 from lab.store import DriverInfo, DriverLock, Store, StoreError, resolve_store_dir
 
@@ -47,7 +48,7 @@ from .poller import LiveRun, Pending, StorePoller, StoreUpdated, Update
 from .screens.detail import DetailScreen
 from .screens.experiments import ExperimentsScreen
 from .screens.help import HelpScreen
-from .screens.quit import LEAVE, STOP, ChoiceScreen, QuitScreen
+from .screens.quit import DISCARD, LEAVE, SAVE, STOP, ChoiceScreen, QuitScreen, UnsavedEditsScreen
 from .screens.results import ResultsScreen
 from .screens.run_list import RunListScreen
 from .screens.runs import RunsScreen
@@ -132,7 +133,8 @@ class LabApp(App[str | None]):
         self._want_driver = False
         self._driver_started_at = 0.0
         self._driver_attempts = 0
-        self.add_mode("experiments", lambda: ExperimentsScreen(self.experiments_path))
+        self._experiments: ExperimentsScreen | None = None  # once shown: its edits are asked about on quit
+        self.add_mode("experiments", self._experiments_screen)
         self.add_mode("runs", lambda: RunsScreen(self.state))
         self.add_mode("results", lambda: ResultsScreen(self.state))
         self.add_mode("detail", lambda: DetailScreen(self.state))
@@ -155,10 +157,15 @@ class LabApp(App[str | None]):
         except WorkerFailed as failed:
             self.notify(str(failed.error), severity="error", timeout=10)
         mode = self._start_mode
-        if mode is None:
-            mode = "runs" if self.live else "experiments"
+        if mode is None:  # edits a lab left unsaved are offered first (the Experiments screen asks)
+            mode = "runs" if self.live and not has_recovery(self.experiments_path) else "experiments"
         self.switch_mode(mode)
         self._poll_store()
+
+    def _experiments_screen(self) -> ExperimentsScreen:
+        self._experiments = ExperimentsScreen(self.experiments_path, state=self.state,
+                                              driver_settings=self.driver_settings)
+        return self._experiments
 
     def on_unmount(self) -> None:
         self._stopping = True
@@ -517,8 +524,26 @@ class LabApp(App[str | None]):
     # -- quitting ----------------------------------------------------------------------------------
 
     async def action_quit(self) -> None:
-        if isinstance(self.screen, QuitScreen):
+        """Quit, asking first about unsaved edits of experiments.toml, then about runs in flight."""
+        if isinstance(self.screen, (QuitScreen, UnsavedEditsScreen)):
             return
+        experiments = self._experiments
+        if experiments is None or not experiments.dirty:
+            self._quit_unless_runs_in_flight()
+            return
+
+        def chosen(choice: str | None) -> None:
+            if choice == SAVE and not experiments.action_save():
+                return  # not saved: the lab stays open, and the save said why
+            if choice == DISCARD:
+                experiments.discard_edits()
+            if choice in (SAVE, DISCARD):
+                self._quit_unless_runs_in_flight()
+
+        self.push_screen(UnsavedEditsScreen(self.experiments_path.name), chosen)
+
+    def _quit_unless_runs_in_flight(self) -> None:
+        """Quit, or ask what becomes of the runs a driver is training."""
         running = sum(live.row.status == "running" for live in self.live.values())
         queued = sum(live.row.status == "queued" for live in self.live.values())
         if not (running or queued) or not DriverLock.is_held(self.store.dir):

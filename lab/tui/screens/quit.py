@@ -1,4 +1,5 @@
-"""Dialogs that ask before something irreversible: quitting with runs in flight, restarting."""
+"""Dialogs that ask before something irreversible: quitting with unsaved edits or runs in flight,
+restarting, and what to do with edits a lab left unsaved."""
 
 from __future__ import annotations
 
@@ -59,4 +60,40 @@ class QuitScreen(ChoiceScreen):
              (LEAVE, "Leave running in the background", "primary"),
              ("cancel", "Cancel", "default")],
             id="quit-dialog",
+        )
+
+
+SAVE = "save"
+DISCARD = "discard"
+
+
+class UnsavedEditsScreen(ChoiceScreen):
+    """Quitting with unsaved edits of experiments.toml: save them, discard them, or stay."""
+
+    def __init__(self, file_name: str) -> None:
+        super().__init__(
+            f"Unsaved edits to {file_name}",
+            f"Save writes them to {file_name} (if it has no problems; otherwise the lab stays open "
+            "and says why). Discard drops them.",
+            [(SAVE, "Save and quit", "primary"),
+             (DISCARD, "Discard and quit", "warning"),
+             ("cancel", "Cancel", "default")],
+            id="unsaved-dialog",
+        )
+
+
+class RecoveredEditsScreen(ChoiceScreen):
+    """At start: a lab ended (its terminal closed, say) with unsaved edits; restore or discard them."""
+
+    RESTORE = "restore"
+    DISCARD = DISCARD
+
+    def __init__(self, file_name: str, copy_name: str) -> None:
+        super().__init__(
+            f"Unsaved edits to {file_name} from an earlier session",
+            f"A lab ended without saving them; they were kept in {copy_name}. Restore makes them this "
+            f"session's unsaved edits (ctrl+s saves them over {file_name} as it is now); discard drops them.",
+            [(self.RESTORE, "Restore the edits", "primary"),
+             (DISCARD, "Discard them", "warning")],
+            id="recovered-dialog",
         )

@@ -2,15 +2,17 @@
 
 The form shows one level of experiments.toml ([defaults], a [suites.NAME] table or one run
 entry): what that level writes, with what it inherits as each field's placeholder. It checks
-each field as it is typed with the one rule set (`lab.core.config.check_value`) and says why
-beside the field; the screen that owns it writes valid edits into the document and hands back
-the checks that need more than one field (`show_problems`).
+each field as it is typed with the one rule set (`lab.experiments_fields`, on
+`lab.core.config.check_value`) and says why beside the field; the screen that owns it hands
+valid edits to the document model (`lab.experiments_document`) and hands back the checks that
+need more than one field (`show_problems`). Skip rows are what the file will hold: "+ add
+skip path" adds the next free depth, and a row the file could not hold (a depth listed twice,
+a missing rate) is an error on the row.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
+from rich.text import Text
 from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
@@ -19,49 +21,23 @@ from textual.message import Message
 from textual.validation import ValidationResult, Validator
 from textual.widgets import Button, Input, Label, Select, Static
 
-from lab.core.config import DROPOUT_SITES, check_value, field_spec, value_from_text
-from lab.experiments import name_problem, reference_problem
-
-#: The form's sections and the settings each shows, top to bottom.
-SECTIONS: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("Model shape", ("n_layer", "n_head", "n_embd", "block_size", "batch_size")),
-    ("Dropout", ("dropout", *DROPOUT_SITES)),
-    ("Skip paths", ("skips",)),
-    ("Conventions", ("norm", "skip_dropout")),
-    ("Schedule", ("max_iters", "lr", "min_lr", "warmup_iters", "eval_interval", "eval_iters")),
-    ("Seed", ("seed",)),
+from lab.core.config import field_spec
+from lab.experiments_document import FormData, Title
+from lab.experiments_fields import (
+    FORM_SETTINGS,
+    RUN_FIELDS,
+    SECTIONS,
+    SkipText,
+    field_problem,
+    next_free_depth,
+    skip_row_problems,
 )
-
-#: Every setting the form edits (the `dropout` shorthand included), in form order.
-FORM_SETTINGS: tuple[str, ...] = tuple(k for _, keys in SECTIONS for k in keys if k != "skips")
-
-#: Fields of a run entry only: its name and its published reference loss.
-RUN_FIELDS = ("name", "reference")
 
 _HELP = {
     "name": "the run's name (results, SUITE/RUN)",
     "reference": "published val loss to compare against (the suite's references)",
     "dropout": "shorthand: sets the four sites below",
 }
-
-
-def number_from_text(text: str) -> object:
-    """A number typed as text, or the stripped text when it is not one (for a message)."""
-    try:
-        return float(text)
-    except ValueError:
-        return text.strip()
-
-
-def field_problem(key: str, text: str) -> str | None:
-    """Why one field's text is wrong on its own (empty text means "inherit" and is fine)."""
-    if key == "name":  # a run entry needs its name; other fields inherit when empty
-        return name_problem(text)
-    if not text.strip():
-        return None
-    if key == "reference":
-        return reference_problem(number_from_text(text))
-    return check_value(key, value_from_text(key, text))
 
 
 class FieldValidator(Validator):
@@ -74,21 +50,6 @@ class FieldValidator(Validator):
     def validate(self, value: str) -> ValidationResult:
         msg = field_problem(self.key, value)
         return self.failure(msg) if msg else self.success()
-
-
-@dataclass
-class FormData:
-    """What the form shows for one level of the file."""
-
-    kind: str  # "defaults" | "suite" | "run" | "grid_run"
-    title: str
-    notice: str = ""
-    read_only: bool = False
-    values: dict[str, str] = field(default_factory=dict)  # key -> text written at this level
-    placeholders: dict[str, str] = field(default_factory=dict)  # key -> inherited value
-    skips: list[tuple[str, str]] = field(default_factory=list)  # rows written at this level
-    inherited_skips: list[tuple[str, str]] = field(default_factory=list)
-    skips_note: str = ""
 
 
 class ShowsError:
@@ -177,33 +138,17 @@ class SkipRow(ShowsError, Vertical):
         depth, rate = self._initial
         with Horizontal(classes="field-line"):
             yield Label("depth", classes="skip-label")
-            yield Input(depth, placeholder="1", compact=True, id=f"skip-depth-{self.number}",
-                        classes="skip-depth", select_on_focus=False)
+            yield Input(depth, compact=True, id=f"skip-depth-{self.number}", classes="skip-depth",
+                        select_on_focus=False)
             yield Label("rate", classes="skip-label")
-            yield Input(rate, placeholder="0.0", compact=True, id=f"skip-rate-{self.number}",
-                        classes="skip-rate", select_on_focus=False)
+            yield Input(rate, compact=True, id=f"skip-rate-{self.number}", classes="skip-rate",
+                        select_on_focus=False)
             yield Button("remove", compact=True, id=f"skip-remove-{self.number}", classes="skip-remove")
         yield Label("", classes="field-error", markup=False)
 
     @property
-    def texts(self) -> tuple[str, str]:
+    def texts(self) -> SkipText:
         return (self.query_one(".skip-depth", Input).value, self.query_one(".skip-rate", Input).value)
-
-    @property
-    def blank(self) -> bool:
-        return not any(t.strip() for t in self.texts)
-
-    @property
-    def own_error(self) -> str | None:
-        """The rule set's message for this row's depth or rate, if either is wrong."""
-        depth, rate = (t.strip() for t in self.texts)
-        if self.blank:
-            return None
-        msg = check_value("skips", {depth: 0.0})
-        if msg:
-            return msg
-        return check_value("skips", {depth: value_from_text(f"skips.{depth}", rate)})
-
 
 
 class SkipList(Vertical):
@@ -220,7 +165,7 @@ class SkipList(Vertical):
     def __init__(self) -> None:
         super().__init__(id="skips")
         self._count = 0
-        self.inherited: list[tuple[str, str]] = []
+        self.inherited: list[SkipText] = []
 
     def compose(self) -> ComposeResult:
         yield Vertical(id="skip-rows")
@@ -237,18 +182,19 @@ class SkipList(Vertical):
         self._count += 1
         return SkipRow(self._count, depth, rate)
 
-    async def set_rows(self, rows: list[tuple[str, str]]) -> None:
+    async def set_rows(self, rows: list[SkipText]) -> None:
         container = self.query_one("#skip-rows")
         await container.remove_children()
         if rows:
             await container.mount_all([self._new_row(d, r) for d, r in rows])
 
     async def add_row(self) -> SkipRow:
-        """Add an empty row (after copying the inherited paths, when this level had none)."""
+        """Add a row for the smallest depth not listed yet, rate 0 (after copying the inherited
+        paths, when this level had none): every row says a path the file will hold."""
         container = self.query_one("#skip-rows")
         if not self.rows and self.inherited:
             await container.mount_all([self._new_row(d, r) for d, r in self.inherited])
-        row = self._new_row()
+        row = self._new_row(str(next_free_depth(self.texts())), "0")
         await container.mount(row)
         self.post_message(self.Changed())
         return row
@@ -261,7 +207,9 @@ class SkipList(Vertical):
     async def _add_pressed(self, event: Button.Pressed) -> None:
         event.stop()
         row = await self.add_row()
-        row.query_one(".skip-depth", Input).focus()
+        rate = row.query_one(".skip-rate", Input)
+        rate.focus()
+        rate.select_all()  # typing replaces the 0
 
     @on(Button.Pressed, ".skip-remove")
     async def _remove_pressed(self, event: Button.Pressed) -> None:
@@ -274,23 +222,14 @@ class SkipList(Vertical):
         event.stop()
         self.post_message(self.Changed())
 
-    def texts(self) -> list[tuple[str, str]]:
-        """(depth, rate) text of every row that is not blank."""
-        return [row.texts for row in self.rows if not row.blank]
+    def texts(self) -> list[SkipText]:
+        """(depth, rate) text of every row, top to bottom."""
+        return [row.texts for row in self.rows]
 
     def _row_problems(self) -> list[tuple[SkipRow, str | None]]:
-        """Each row with its own problem (the rule set's message, or a depth written twice)."""
-        out: list[tuple[SkipRow, str | None]] = []
-        seen: set[str] = set()
-        for row in self.rows:
-            msg = row.own_error
-            depth = row.texts[0].strip()
-            if not msg and not row.blank and depth in seen:
-                msg = f"skip depth {depth} is listed twice; give each depth one rate"
-            if not row.blank:
-                seen.add(depth)
-            out.append((row, msg))
-        return out
+        """Each row with its own problem (`skip_row_problems`: a depth listed twice, say)."""
+        rows = self.rows
+        return list(zip(rows, skip_row_problems([row.texts for row in rows])))
 
     def errors(self) -> list[str]:
         return [msg for _, msg in self._row_problems() if msg]
@@ -358,7 +297,7 @@ class SettingsForm(VerticalScroll):
         """Show one level: its written values, inherited placeholders, notice and mode."""
         self.data = data
         with self.prevent(Input.Changed, Select.Changed, SkipList.Changed):
-            self.query_one("#form-title", Static).update(data.title)
+            self.set_title(data.title)
             notice = self.query_one("#form-notice", Static)
             notice.update(data.notice)
             notice.display = bool(data.notice)
@@ -372,7 +311,17 @@ class SettingsForm(VerticalScroll):
         self.set_read_only(data.read_only)
         self.show_problems({}, [])
 
-    def show_inherited(self, placeholders: dict[str, str], inherited_skips: list[tuple[str, str]], note: str) -> None:
+    def set_title(self, title: Title) -> None:
+        """The heading: which level this is (it follows a run's renames)."""
+        self.query_one("#form-title", Static).update(Text.assemble(*title))
+
+    async def show_skip_rows(self, rows: list[SkipText]) -> None:
+        """Show these skip rows, unless the rows shown already say exactly this."""
+        if self.skip_list.texts() != rows:
+            with self.prevent(SkipList.Changed):
+                await self.skip_list.set_rows(rows)
+
+    def show_inherited(self, placeholders: dict[str, str], inherited_skips: list[SkipText], note: str) -> None:
         """Update what empty fields inherit (another field of the level changed it, say)."""
         for key in FORM_SETTINGS:
             self.row(key).set_placeholder(placeholders.get(key, ""))

@@ -7,7 +7,6 @@ problem is the message `dropres-lab validate` would print.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any, Callable
 
 from textual import on
@@ -17,26 +16,9 @@ from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Button, Checkbox, Input, Label, Select, Static
 
-from lab.core.config import value_from_text
+from lab.experiments_document import GridChange, Preview
+from lab.experiments_fields import parse_values
 from lab.toml_edit import toml_value
-
-
-@dataclass(frozen=True)
-class GridChange:
-    """Vary `key` over `values` in a suite's grid; `replace` drops the grid's other keys."""
-
-    key: str
-    values: list[Any]
-    replace: bool = False
-
-
-#: A preview: the run names the suite would have, the problems that stop it, and notes.
-Preview = tuple[list[str], list[str], list[str]]
-
-
-def parse_values(key: str, text: str) -> list[Any]:
-    """Comma-separated values, each read as the setting reads typed text."""
-    return [value_from_text(key, part) for part in text.split(",") if part.strip()]
 
 
 class GridBuilder(ModalScreen[GridChange | None]):
