@@ -38,7 +38,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 from lab.core.checkpoint import CHECKPOINT_FILE_RE, checkpoint_name
 from lab.core.config import RunConfig
@@ -54,9 +54,6 @@ from lab.core.events import (
     Stopped,
     Warned,
 )
-
-#: Bump when the schema changes, and add a step to `_MIGRATIONS` that upgrades from the old one.
-SCHEMA_VERSION = 1
 
 DEFAULT_STORE_DIR = "runs"
 STORE_ENV = "DROPRES_STORE"
@@ -206,7 +203,9 @@ class DriverInfo:
 
 # -- schema -----------------------------------------------------------------------------------
 
-_SCHEMA = f"""
+#: Schema 1, as the first release created it. Never edit it: every store, new or old, is built
+#: from it by the same `_MIGRATIONS`, so a store upgraded in place and a new one are identical.
+_SCHEMA_V1 = """
 CREATE TABLE schema_version (version INTEGER NOT NULL);
 CREATE TABLE runs (
     run_id TEXT PRIMARY KEY,
@@ -215,7 +214,7 @@ CREATE TABLE runs (
     base_name TEXT NOT NULL,
     config TEXT NOT NULL,
     config_hash TEXT NOT NULL,
-    status TEXT NOT NULL CHECK (status IN ({", ".join(repr(s) for s in STATUSES)})),
+    status TEXT NOT NULL CHECK (status IN ('queued', 'running', 'finished', 'failed', 'diverged', 'stopped')),
     step INTEGER NOT NULL DEFAULT 0,
     max_iters INTEGER NOT NULL,
     reference REAL,
@@ -235,7 +234,7 @@ CREATE TABLE runs (
     dtype TEXT,
     n_params INTEGER,
     group_size INTEGER,
-    provenance TEXT NOT NULL DEFAULT '{{}}',
+    provenance TEXT NOT NULL DEFAULT '{}',
     last_train_loss REAL,
     last_val_loss REAL,
     tokens_per_s_live REAL,
@@ -262,7 +261,7 @@ CREATE TABLE checkpoints (
 CREATE TABLE requests (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     run_id TEXT REFERENCES runs (run_id) ON DELETE CASCADE,
-    kind TEXT NOT NULL CHECK (kind IN ({", ".join(repr(k) for k in REQUEST_KINDS)})),
+    kind TEXT NOT NULL CHECK (kind IN ('stop', 'cancel', 'stop_all')),
     created_at REAL NOT NULL,
     acked_at REAL
 );
@@ -282,8 +281,43 @@ CREATE TABLE driver (
 );
 """
 
-#: version -> SQL that upgrades a store from that version to the next one.
-_MIGRATIONS: dict[int, str] = {}
+#: A step from one schema version to the next: SQL statements (separated by ";") or a function
+#: of the open transaction's connection, for changes that need Python (e.g. reading the config JSON).
+Migration = str | Callable[[sqlite3.Connection], None]
+
+#: `_MIGRATIONS[k - 1]` upgrades a store from schema k to k + 1. A schema change is a new entry
+#: at the end (never an edit of an old one); `Store.open` applies the missing ones in one
+#: transaction, so a store is upgraded completely or not at all.
+_MIGRATIONS: list[Migration] = []
+
+#: The schema this code writes; a store of a higher version was made by a newer dropres-lab.
+SCHEMA_VERSION = 1 + len(_MIGRATIONS)
+
+
+def _run_sql(c: sqlite3.Connection, script: str) -> None:
+    """Statement by statement: executescript would commit the open transaction midway."""
+    for stmt in script.split(";"):
+        if stmt.strip():
+            c.execute(stmt)
+
+
+def _apply_migrations(c: sqlite3.Connection, version: int | None, migrations: Sequence[Migration]) -> int:
+    """Bring a store from `version` (None: an empty database) to the last of `migrations`.
+
+    Runs inside the caller's transaction and records the version reached, which it returns.
+    """
+    if version is None:
+        _run_sql(c, _SCHEMA_V1)
+        c.execute("INSERT INTO schema_version (version) VALUES (1)")
+        version = 1
+    for step in migrations[version - 1:]:
+        if callable(step):
+            step(c)
+        else:
+            _run_sql(c, step)
+        version += 1
+    c.execute("UPDATE schema_version SET version = ?", (version,))
+    return version
 
 
 def _log_message(ev: Event) -> str | None:
@@ -371,25 +405,14 @@ class Store:
             return
         with self._write() as c:  # create or upgrade, once, under the write lock
             version = self._schema_version()
-            if version == SCHEMA_VERSION:  # another process created it meanwhile
+            if version == SCHEMA_VERSION:  # another process created or upgraded it meanwhile
                 return
-            if version is None:  # (executescript would commit mid-transaction, so one by one)
-                for stmt in _SCHEMA.split(";"):
-                    if stmt.strip():
-                        c.execute(stmt)
-                c.execute("INSERT INTO schema_version (version) VALUES (?)", (SCHEMA_VERSION,))
-                return
-            if version > SCHEMA_VERSION:
+            if version is not None and version > SCHEMA_VERSION:
                 raise StoreError(
                     f"the store {self.dir} was made by a newer dropres-lab (schema {version}, "
                     f"this version reads up to {SCHEMA_VERSION}); upgrade dropres-lab or use --store DIR"
                 )
-            while version < SCHEMA_VERSION:
-                for stmt in _MIGRATIONS[version].split(";"):
-                    if stmt.strip():
-                        c.execute(stmt)
-                version += 1
-            c.execute("UPDATE schema_version SET version = ?", (version,))
+            _apply_migrations(c, version, _MIGRATIONS)
 
     def _schema_version(self) -> int | None:
         try:

@@ -5,6 +5,7 @@ Fast and CPU only; the cross-process tests use real subprocesses and signals.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
@@ -487,6 +488,100 @@ def test_newer_schema_and_foreign_files_are_refused(tmp_path: Path) -> None:
         conn.execute("CREATE TABLE t (x)")
     with pytest.raises(StoreError, match="not a dropres-lab store"):
         Store.open(other)
+
+
+#: A store written by schema 1 (the first release), as SQL: stores that users already have.
+SCHEMA_V1_FIXTURE = Path(__file__).parent / "fixtures" / "store_schema_v1.sql"
+V1_FINISHED = "e36ab1f0e9f3706d"  # quick/skip1 in the fixture
+
+
+def _v1_store(tmp_path: Path) -> Path:
+    d = tmp_path / "runs"
+    d.mkdir()
+    with contextlib.closing(sqlite3.connect(d / "store.sqlite3")) as conn:
+        conn.executescript(SCHEMA_V1_FIXTURE.read_text())
+    return d
+
+
+def _schema_of(d: Path) -> tuple[int, list[str]]:
+    with contextlib.closing(sqlite3.connect(d / "store.sqlite3")) as conn:
+        version = conn.execute("SELECT max(version) FROM schema_version").fetchone()[0]
+        columns = [r[1] for r in conn.execute("PRAGMA table_info(runs)")]
+    return version, columns
+
+
+def _dump(d: Path) -> list[str]:
+    with contextlib.closing(sqlite3.connect(d / "store.sqlite3")) as conn:
+        return list(conn.iterdump())
+
+
+def test_a_store_written_by_schema_1_opens_with_its_runs_metrics_and_queue(tmp_path: Path) -> None:
+    d = _v1_store(tmp_path)
+    with Store.open(d) as st:
+        done = st.get(V1_FINISHED)
+        assert (done.suite, done.name, done.status, done.step) == ("quick", "skip1", "finished", 20)
+        assert (done.final_val, done.best_val, done.exact_val, done.reference) == (2.55, 2.55, 2.56, 1.556)
+        assert done.config.n_embd == 16 and done.checkpoint_step == 20 and done.provenance["lab"] == "0.1.0"
+        assert [m[0] for m in st.metrics(V1_FINISHED, "val")] == [0, 10, 20]
+        assert st.metrics(V1_FINISHED, "val")[-1][2] == pytest.approx(2.55)
+        assert [message for _, _, message in st.log(V1_FINISHED)][-1].startswith("finished: val 2.5500")
+        assert [(r.suite, r.name) for r in st.queued()] == [("quick", "skip0")]
+        assert [r.kind for r in st.pending_requests()] == ["stop_all"]
+        again = st.enqueue("quick", "skip1", "skip1", done.config, 1.556)  # still a result
+        assert again.run_id == V1_FINISHED and again.status == "finished"
+    assert _schema_of(d)[0] == SCHEMA_VERSION
+    Store.open(tmp_path / "new").close()
+    assert _tables(d) == _tables(tmp_path / "new")  # upgraded in place = made new
+
+
+def _tables(d: Path) -> list[str]:
+    with contextlib.closing(sqlite3.connect(d / "store.sqlite3")) as conn:
+        return sorted(r[0] for r in conn.execute("SELECT sql FROM sqlite_master WHERE sql IS NOT NULL"))
+
+
+def test_migrations_upgrade_an_old_store_in_one_transaction(tmp_path: Path, monkeypatch) -> None:
+    """The mechanism future schema changes go through, with migrations local to this test:
+    SQL and Python steps applied in order on open, all or nothing."""
+    import lab.store as store_module
+
+    def fill_width(c: sqlite3.Connection) -> None:  # a step that needs Python: read the config JSON
+        for run_id, config in c.execute("SELECT run_id, config FROM runs").fetchall():
+            c.execute("UPDATE runs SET width = ? WHERE run_id = ?", (json.loads(config)["n_embd"], run_id))
+
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    d = _v1_store(broken)
+    monkeypatch.setattr(store_module, "_MIGRATIONS", ["ALTER TABLE runs ADD COLUMN width INTEGER",
+                                                      "UPDATE no_such_table SET x = 1"])
+    monkeypatch.setattr(store_module, "SCHEMA_VERSION", 3)
+    with pytest.raises(StoreError, match="no such table"):
+        Store.open(d)
+    version, columns = _schema_of(d)
+    assert version == 1 and "width" not in columns  # rolled back: still a whole schema-1 store
+
+    d = _v1_store(tmp_path)
+    monkeypatch.setattr(store_module, "_MIGRATIONS", ["ALTER TABLE runs ADD COLUMN width INTEGER", fill_width])
+    with Store.open(d) as st:
+        assert st.get(V1_FINISHED).status == "finished" and len(st.metrics(V1_FINISHED, "val")) == 3
+        widths = {r["run_id"]: r["width"] for r in st._read("SELECT run_id, width FROM runs")}
+    assert set(widths.values()) == {16} and len(widths) == 2
+    version, columns = _schema_of(d)
+    assert version == 3 and "width" in columns
+    with Store.open(tmp_path / "new") as st:  # a new store is built by the same steps
+        assert st._read("SELECT width FROM runs") == []
+    assert _schema_of(tmp_path / "new") == (3, columns)
+
+
+def test_a_store_of_a_newer_schema_is_refused_and_left_alone(tmp_path: Path) -> None:
+    d = _v1_store(tmp_path)
+    with contextlib.closing(sqlite3.connect(d / "store.sqlite3")) as conn, conn:
+        conn.execute("UPDATE schema_version SET version = ?", (SCHEMA_VERSION + 1,))
+    before = _dump(d)
+    with pytest.raises(StoreError) as err:
+        Store.open(d)
+    assert str(err.value) == (f"the store {d} was made by a newer dropres-lab (schema {SCHEMA_VERSION + 1}, "
+                              f"this version reads up to {SCHEMA_VERSION}); upgrade dropres-lab or use --store DIR")
+    assert _dump(d) == before  # not one row or table touched
 
 
 def test_disk_full_raises_a_clear_error_and_keeps_what_was_written(store: Store) -> None:
