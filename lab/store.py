@@ -40,7 +40,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
-from lab.core.checkpoint import CHECKPOINT_FILE_RE, checkpoint_name
+from lab.core.atomic import is_temp_name
+from lab.core.checkpoint import checkpoint_name, checkpoint_step
 from lab.core.config import RunConfig
 from lab.core.events import (
     Checkpointed,
@@ -69,7 +70,8 @@ RESULT_STATUSES = ("finished", "diverged")
 RESUMABLE_STATUSES = ("failed", "stopped")
 REQUEST_KINDS = ("stop", "cancel", "stop_all")
 
-#: Checkpoints kept per run while it trains; a finished run keeps only its final one.
+#: Checkpoints kept per run while it trains; a finished run keeps only its final one. The store
+#: is the one place that deletes checkpoints (the trainer only writes them), see `_prune`.
 KEEP_CHECKPOINTS = 2
 #: How long a writer waits for another writer before giving up (SQLite busy_timeout).
 BUSY_TIMEOUT_S = 15.0
@@ -470,6 +472,25 @@ class Store:
         recognises this name and never touches other files of a run that is still training.
         """
         return self.checkpoint_dir(run_id) / checkpoint_name(int(step))
+
+    def discard_unrecorded_checkpoints(self, run_id: str) -> None:
+        """Before a run (re)starts: delete what a resume must not pick up from its folder.
+
+        That is checkpoint files newer than the newest one recorded (written just before a
+        crash, they would resume past metrics the store never received, leaving a gap in the
+        curves) and temporary files of writes that a kill interrupted. Older files stay for
+        the trainer to fall back to.
+        """
+        rows = self._read("SELECT checkpoint_step FROM runs WHERE run_id = ?", (run_id,))
+        recorded = rows[0]["checkpoint_step"] if rows else None
+        try:
+            entries = list(self.checkpoint_dir(run_id).iterdir())
+        except OSError:  # no folder yet
+            return
+        for entry in entries:
+            step = checkpoint_step(entry.name)
+            if is_temp_name(entry.name) or (step is not None and (recorded is None or step > recorded)):
+                _remove(entry)
 
     def checkpoints(self, run_id: str) -> list[tuple[int, Path]]:
         """Recorded checkpoints whose file exists, newest first (fall back along this list
@@ -925,8 +946,8 @@ class Store:
         oldest_kept = min((int(r["step"]) for r in kept), default=None)
         with contextlib.suppress(OSError):
             for entry in folder.iterdir():
-                m = CHECKPOINT_FILE_RE.match(entry.name)
-                if final or (m and oldest_kept is not None and int(m.group(1)) < oldest_kept):
+                step = checkpoint_step(entry.name)
+                if final or (step is not None and oldest_kept is not None and step < oldest_kept):
                     doomed.add(entry)
         unlink.extend(p for p in doomed if p not in kept_paths and self._inside_run_dir(run_id, p))
 

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 
+from lab.core.checkpoint import FileCheckpointSink
 from lab.core.config import RunConfig
 from lab.core.events import (
     Checkpointed,
@@ -31,7 +32,9 @@ from lab.core.events import (
     StepLogged,
     Stopped,
 )
+from lab.core.train import train_group
 from lab.store import (
+    KEEP_CHECKPOINTS,
     SCHEMA_VERSION,
     DriverLock,
     Store,
@@ -39,6 +42,8 @@ from lab.store import (
     make_run_id,
     resolve_store_dir,
 )
+
+from conftest import tiny_config
 
 REPO = Path(__file__).resolve().parents[1]
 CFG = RunConfig(n_layer=1, n_embd=16, n_head=2, max_iters=40, eval_interval=10)
@@ -197,6 +202,57 @@ def test_event_sequence_round_trip_and_checkpoint_pruning(store: Store) -> None:
     js = done.to_dict()
     assert js["config"]["n_layer"] == 1 and js["reference"] == 1.5560
     json.dumps(js)
+
+
+def test_the_store_alone_prunes_checkpoints_to_the_newest_it_keeps(store: Store, corpus_file: Path) -> None:
+    """The trainer writes a checkpoint at every evaluation; the store, recording them, keeps
+    exactly KEEP_CHECKPOINTS files (and, once the run has finished, its final one)."""
+    cfg = tiny_config(corpus_file, max_iters=60, eval_interval=5)
+    rid = store.enqueue("s", "many", "many", cfg, None).run_id
+    folder = store.checkpoint_dir(rid)
+    seen: list[list[str]] = []
+
+    def record(event) -> None:
+        store.apply(event)
+        if isinstance(event, Checkpointed):
+            seen.append(sorted(p.name for p in folder.iterdir()))
+
+    calls = {"n": 0}
+
+    def stop_after_47_steps() -> bool:
+        calls["n"] += 1
+        return calls["n"] > 47
+
+    train_group([cfg], [rid], record, checkpoints=FileCheckpointSink({rid: folder}), should_stop=stop_after_47_steps)
+    assert len(seen) == 10 and all(len(names) <= KEEP_CHECKPOINTS for names in seen)
+    assert [s for s, _ in store.checkpoints(rid)] == [47, 45] and KEEP_CHECKPOINTS == 2
+    assert sorted(p.name for p in folder.iterdir()) == ["step_000000045.pt", "step_000000047.pt"]
+
+    store.requeue([rid])
+    store.discard_unrecorded_checkpoints(rid)
+    train_group([cfg], [rid], record, checkpoints=FileCheckpointSink({rid: folder}))
+    assert store.get(rid).status == "finished" and store.get(rid).checkpoint_step == 60
+    assert [p.name for p in folder.iterdir()] == ["step_000000060.pt"]
+
+
+def test_files_the_store_never_recorded_are_discarded_before_a_resume(store: Store) -> None:
+    rid = store.enqueue("s", "r", "r", CFG, None).run_id
+    folder = store.checkpoint_dir(rid)
+    folder.mkdir(parents=True)
+    (folder / "step_000000010.pt").write_bytes(b"written before a crash")
+    store.discard_unrecorded_checkpoints(rid)  # nothing recorded: nothing to resume from
+    assert list(folder.iterdir()) == []
+
+    store.apply_many([Started(rid, 0, 40, 10, "cpu", "float32", 1), *_training(rid, 0, 20),
+                      _write_ckpt(store, rid, 10), _write_ckpt(store, rid, 20)])
+    (folder / "step_000000030.pt").write_bytes(b"written, never recorded")
+    (folder / ".step_000000040.pt.k7x2.tmp").write_bytes(b"half written when killed")
+    (folder / "step_000000005.pt").write_bytes(b"older: left to fall back to")
+    (folder / "notes.txt").write_text("not ours to delete")
+    store.discard_unrecorded_checkpoints(rid)
+    assert sorted(p.name for p in folder.iterdir()) == ["notes.txt", "step_000000005.pt",
+                                                       "step_000000010.pt", "step_000000020.pt"]
+    store.discard_unrecorded_checkpoints("0123456789abcdef")  # no such run, no folder: nothing to do
 
 
 def test_diverged_and_non_finite_values(store: Store) -> None:
