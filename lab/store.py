@@ -16,6 +16,11 @@ corrupt the file).
 Who writes what: the driver applies the workers' typed events (`apply`, `apply_many`) and
 claims the store with `DriverLock`; clients (TUI, CLI) enqueue runs and write requests
 (stop, cancel) that the driver acts on. Clients never train and never talk to workers.
+Checkpoint files are written by the trainer's sink (lab/core/checkpoint.py) and count once the
+store has recorded them; the store is the only one that deletes them (`_prune` keeps the
+newest KEEP_CHECKPOINTS, `discard_unrecorded_checkpoints` clears what a crash left behind).
+
+Schema changes go through `_MIGRATIONS`, applied in one transaction when a store is opened.
 
 Conventions: timestamps are Unix seconds (floats); non-finite numbers (NaN, inf) are stored as
 NULL, so a `RunRow` field is None where there is no finite value and a metric loss reads back
