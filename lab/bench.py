@@ -308,6 +308,7 @@ def _measure(configs: Sequence[RunConfig], device: str, threads: int, corpus: "C
     """`measure_group`, also returning the trainer (a measuring worker keeps it busy after)."""
     import torch
 
+    from .core.checkpoint import FileCheckpointSink
     from .core.data import random_starts
     from .core.train import GroupTrainer
 
@@ -315,9 +316,10 @@ def _measure(configs: Sequence[RunConfig], device: str, threads: int, corpus: "C
     sync = _synchronizer(device)
     n = len(configs)
     options = TrainOptions(device=device)
-    dirs = [checkpoint_dir / f"run{i}" for i in range(n)] if checkpoint_dir is not None else None
+    ids = [f"bench-{i}" for i in range(n)]
+    sink = None if checkpoint_dir is None else FileCheckpointSink({rid: checkpoint_dir / f"run{i}" for i, rid in enumerate(ids)})
     t0 = time.perf_counter()
-    trainer = GroupTrainer(list(configs), [f"bench-{i}" for i in range(n)], lambda event: None, options, dirs)
+    trainer = GroupTrainer(list(configs), ids, lambda event: None, options, sink)
     trainer.setup(corpus)
     sync()
     setup_s = time.perf_counter() - t0
@@ -360,7 +362,7 @@ def _measure(configs: Sequence[RunConfig], device: str, threads: int, corpus: "C
     trainer.model.train()
 
     checkpoint_s = 0.0
-    if dirs is not None:  # every evaluation after step 0 writes each run's checkpoint
+    if sink is not None:  # every evaluation after step 0 writes each run's checkpoint
         trainer.t0, trainer.start_step = time.perf_counter(), trainer.step  # set by train() in a run
         t = time.perf_counter()
         trainer.checkpoint()

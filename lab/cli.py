@@ -562,7 +562,7 @@ def sample(
 def _checkpoint_to_sample(st: "Store", suite: str, name: str, file: Optional[Path]) -> tuple:
     """Pick the run (finished first, then one with a checkpoint, then the newest) and load its
     newest readable checkpoint, falling back past damaged files with a note."""
-    from .core.checkpoint import CheckpointError, load_checkpoint
+    from .core.checkpoint import SavedCheckpoint, load_newest
 
     rows = _find_runs(st, suite, name, file)
     if len({r.name for r in rows}) > 1:
@@ -575,12 +575,10 @@ def _checkpoint_to_sample(st: "Store", suite: str, name: str, file: Optional[Pat
         err.print(f"note: {len(rows)} runs named {suite}/{name} with different settings in the store; "
                   f"using the {row.status} one with max_iters {row.max_iters} (run id {row.run_id})",
                   markup=False, highlight=False, soft_wrap=True)
-    for step, path in st.checkpoints(row.run_id):
-        try:
-            state = load_checkpoint(path)
-        except CheckpointError as exc:
-            err.print(f"note: {exc}", markup=False, highlight=False, soft_wrap=True)
-            continue
+    state = load_newest((SavedCheckpoint.in_file(path, step) for step, path in st.checkpoints(row.run_id)),
+                        warn=lambda message: err.print(f"note: {message}", markup=False, highlight=False, soft_wrap=True))
+    if state is not None:
+        step = state["step"]
         if row.status != "finished" or step != row.max_iters:
             err.print(f"note: {suite}/{name} is {row.status}; sampling its checkpoint at step {step} of {row.max_iters}",
                       markup=False, highlight=False, soft_wrap=True)
@@ -596,25 +594,16 @@ def _generate_text(state: dict, prompt: str, tokens: int, temperature: float, se
     """Rebuild the run's model from a checkpoint (its settings and vocabulary) and sample."""
     import torch
 
-    from .core.checkpoint import CheckpointError
-    from .core.model import Decoder, generate
+    from .core.checkpoint import model_from_checkpoint
+    from .core.model import generate
 
-    vocab = list(state["vocab"])
+    model, vocab = model_from_checkpoint(state)
     index = {c: i for i, c in enumerate(vocab)}
     unknown = sorted({c for c in prompt if c not in index})
     if unknown:
         shown = "".join(vocab) if len(vocab) <= 100 else "".join(vocab[:100]) + "..."
         raise UserError(f"--prompt has characters the run's corpus does not contain: "
                         f"{', '.join(repr(c) for c in unknown)}; use only these: {shown!r}")
-    cfg = RunConfig.from_dict(state["config"])
-    model = Decoder([cfg], len(vocab))
-    with torch.no_grad():
-        for pname, p in model.named_parameters():
-            saved = state["model"].get(pname)
-            if saved is None or tuple(saved.shape) != tuple(p.shape[1:]):
-                raise CheckpointError(f"checkpoint does not match its settings (weight {pname}); "
-                                      "rerun the run with --fresh")
-            p[0].copy_(saved)
     ids = torch.tensor([index[c] for c in prompt], dtype=torch.long)
     result = generate(model, ids, tokens, temperature, torch.Generator().manual_seed(seed))
     return "".join(vocab[i] for i in result[len(prompt):].tolist())

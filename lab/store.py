@@ -16,6 +16,11 @@ corrupt the file).
 Who writes what: the driver applies the workers' typed events (`apply`, `apply_many`) and
 claims the store with `DriverLock`; clients (TUI, CLI) enqueue runs and write requests
 (stop, cancel) that the driver acts on. Clients never train and never talk to workers.
+Checkpoint files are written by the trainer's sink (lab/core/checkpoint.py) and count once the
+store has recorded them; the store is the only one that deletes them (`_prune` keeps the
+newest KEEP_CHECKPOINTS, `discard_unrecorded_checkpoints` clears what a crash left behind).
+
+Schema changes go through `_MIGRATIONS`, applied in one transaction when a store is opened.
 
 Conventions: timestamps are Unix seconds (floats); non-finite numbers (NaN, inf) are stored as
 NULL, so a `RunRow` field is None where there is no finite value and a metric loss reads back
@@ -37,9 +42,10 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
-from lab.core.checkpoint import CHECKPOINT_FILE_RE, checkpoint_name
+from lab.core.atomic import is_temp_name
+from lab.core.checkpoint import checkpoint_name, checkpoint_step
 from lab.core.config import RunConfig
 from lab.core.events import (
     Checkpointed,
@@ -56,9 +62,6 @@ from lab.core.events import (
 from lab.formatting import fmt_loss
 from lab.run_id import make_run_id
 
-#: Bump when the schema changes, and add a step to `_MIGRATIONS` that upgrades from the old one.
-SCHEMA_VERSION = 1
-
 DEFAULT_STORE_DIR = "runs"
 STORE_ENV = "DROPRES_STORE"
 DB_NAME = "store.sqlite3"
@@ -73,7 +76,8 @@ RESULT_STATUSES = ("finished", "diverged")
 RESUMABLE_STATUSES = ("failed", "stopped")
 REQUEST_KINDS = ("stop", "cancel", "stop_all")
 
-#: Checkpoints kept per run while it trains; a finished run keeps only its final one.
+#: Checkpoints kept per run while it trains; a finished run keeps only its final one. The store
+#: is the one place that deletes checkpoints (the trainer only writes them), see `_prune`.
 KEEP_CHECKPOINTS = 2
 #: How long a writer waits for another writer before giving up (SQLite busy_timeout).
 BUSY_TIMEOUT_S = 15.0
@@ -196,7 +200,9 @@ class DriverInfo:
 
 # -- schema -----------------------------------------------------------------------------------
 
-_SCHEMA = f"""
+#: Schema 1, as the first release created it. Never edit it: every store, new or old, is built
+#: from it by the same `_MIGRATIONS`, so a store upgraded in place and a new one are identical.
+_SCHEMA_V1 = """
 CREATE TABLE schema_version (version INTEGER NOT NULL);
 CREATE TABLE runs (
     run_id TEXT PRIMARY KEY,
@@ -205,7 +211,7 @@ CREATE TABLE runs (
     base_name TEXT NOT NULL,
     config TEXT NOT NULL,
     config_hash TEXT NOT NULL,
-    status TEXT NOT NULL CHECK (status IN ({", ".join(repr(s) for s in STATUSES)})),
+    status TEXT NOT NULL CHECK (status IN ('queued', 'running', 'finished', 'failed', 'diverged', 'stopped')),
     step INTEGER NOT NULL DEFAULT 0,
     max_iters INTEGER NOT NULL,
     reference REAL,
@@ -225,7 +231,7 @@ CREATE TABLE runs (
     dtype TEXT,
     n_params INTEGER,
     group_size INTEGER,
-    provenance TEXT NOT NULL DEFAULT '{{}}',
+    provenance TEXT NOT NULL DEFAULT '{}',
     last_train_loss REAL,
     last_val_loss REAL,
     tokens_per_s_live REAL,
@@ -252,7 +258,7 @@ CREATE TABLE checkpoints (
 CREATE TABLE requests (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     run_id TEXT REFERENCES runs (run_id) ON DELETE CASCADE,
-    kind TEXT NOT NULL CHECK (kind IN ({", ".join(repr(k) for k in REQUEST_KINDS)})),
+    kind TEXT NOT NULL CHECK (kind IN ('stop', 'cancel', 'stop_all')),
     created_at REAL NOT NULL,
     acked_at REAL
 );
@@ -272,8 +278,43 @@ CREATE TABLE driver (
 );
 """
 
-#: version -> SQL that upgrades a store from that version to the next one.
-_MIGRATIONS: dict[int, str] = {}
+#: A step from one schema version to the next: SQL statements (separated by ";") or a function
+#: of the open transaction's connection, for changes that need Python (e.g. reading the config JSON).
+Migration = str | Callable[[sqlite3.Connection], None]
+
+#: `_MIGRATIONS[k - 1]` upgrades a store from schema k to k + 1. A schema change is a new entry
+#: at the end (never an edit of an old one); `Store.open` applies the missing ones in one
+#: transaction, so a store is upgraded completely or not at all.
+_MIGRATIONS: list[Migration] = []
+
+#: The schema this code writes; a store of a higher version was made by a newer dropres-lab.
+SCHEMA_VERSION = 1 + len(_MIGRATIONS)
+
+
+def _run_sql(c: sqlite3.Connection, script: str) -> None:
+    """Statement by statement: executescript would commit the open transaction midway."""
+    for stmt in script.split(";"):
+        if stmt.strip():
+            c.execute(stmt)
+
+
+def _apply_migrations(c: sqlite3.Connection, version: int | None, migrations: Sequence[Migration]) -> int:
+    """Bring a store from `version` (None: an empty database) to the last of `migrations`.
+
+    Runs inside the caller's transaction and records the version reached, which it returns.
+    """
+    if version is None:
+        _run_sql(c, _SCHEMA_V1)
+        c.execute("INSERT INTO schema_version (version) VALUES (1)")
+        version = 1
+    for step in migrations[version - 1:]:
+        if callable(step):
+            step(c)
+        else:
+            _run_sql(c, step)
+        version += 1
+    c.execute("UPDATE schema_version SET version = ?", (version,))
+    return version
 
 
 def _log_message(ev: Event) -> str | None:
@@ -361,25 +402,14 @@ class Store:
             return
         with self._write() as c:  # create or upgrade, once, under the write lock
             version = self._schema_version()
-            if version == SCHEMA_VERSION:  # another process created it meanwhile
+            if version == SCHEMA_VERSION:  # another process created or upgraded it meanwhile
                 return
-            if version is None:  # (executescript would commit mid-transaction, so one by one)
-                for stmt in _SCHEMA.split(";"):
-                    if stmt.strip():
-                        c.execute(stmt)
-                c.execute("INSERT INTO schema_version (version) VALUES (?)", (SCHEMA_VERSION,))
-                return
-            if version > SCHEMA_VERSION:
+            if version is not None and version > SCHEMA_VERSION:
                 raise StoreError(
                     f"the store {self.dir} was made by a newer dropres-lab (schema {version}, "
                     f"this version reads up to {SCHEMA_VERSION}); upgrade dropres-lab or use --store DIR"
                 )
-            while version < SCHEMA_VERSION:
-                for stmt in _MIGRATIONS[version].split(";"):
-                    if stmt.strip():
-                        c.execute(stmt)
-                version += 1
-            c.execute("UPDATE schema_version SET version = ?", (version,))
+            _apply_migrations(c, version, _MIGRATIONS)
 
     def _schema_version(self) -> int | None:
         try:
@@ -437,6 +467,25 @@ class Store:
         recognises this name and never touches other files of a run that is still training.
         """
         return self.checkpoint_dir(run_id) / checkpoint_name(int(step))
+
+    def discard_unrecorded_checkpoints(self, run_id: str) -> None:
+        """Before a run (re)starts: delete what a resume must not pick up from its folder.
+
+        That is checkpoint files newer than the newest one recorded (written just before a
+        crash, they would resume past metrics the store never received, leaving a gap in the
+        curves) and temporary files of writes that a kill interrupted. Older files stay for
+        the trainer to fall back to.
+        """
+        rows = self._read("SELECT checkpoint_step FROM runs WHERE run_id = ?", (run_id,))
+        recorded = rows[0]["checkpoint_step"] if rows else None
+        try:
+            entries = list(self.checkpoint_dir(run_id).iterdir())
+        except OSError:  # no folder yet
+            return
+        for entry in entries:
+            step = checkpoint_step(entry.name)
+            if is_temp_name(entry.name) or (step is not None and (recorded is None or step > recorded)):
+                _remove(entry)
 
     def checkpoints(self, run_id: str) -> list[tuple[int, Path]]:
         """Recorded checkpoints whose file exists, newest first (fall back along this list
@@ -892,8 +941,8 @@ class Store:
         oldest_kept = min((int(r["step"]) for r in kept), default=None)
         with contextlib.suppress(OSError):
             for entry in folder.iterdir():
-                m = CHECKPOINT_FILE_RE.match(entry.name)
-                if final or (m and oldest_kept is not None and int(m.group(1)) < oldest_kept):
+                step = checkpoint_step(entry.name)
+                if final or (step is not None and oldest_kept is not None and step < oldest_kept):
                     doomed.add(entry)
         unlink.extend(p for p in doomed if p not in kept_paths and self._inside_run_dir(run_id, p))
 

@@ -32,16 +32,14 @@ DISK_FULL_AFTER_STEP_20 = """
 import errno, os
 from lab.core import checkpoint
 
-_save = checkpoint.save_checkpoint
+_write = checkpoint.write_checkpoint_file
 
-def save_checkpoint(folder, step, state, keep=2):
+def write_checkpoint_file(folder, step, data):
     if step > 20:
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-    return _save(folder, step, state, keep)
+    return _write(folder, step, data)
 
-checkpoint.save_checkpoint = save_checkpoint
-import lab.core.train
-lab.core.train.save_checkpoint = save_checkpoint
+checkpoint.write_checkpoint_file = write_checkpoint_file
 """
 
 

@@ -18,6 +18,7 @@ from typer.testing import CliRunner
 
 from lab.cli import app
 from lab.core import events as ev
+from lab.core.checkpoint import FileCheckpointSink
 from lab.core.config import RunConfig
 from lab.core.train import train_group
 from lab.results import (
@@ -345,7 +346,7 @@ def trained_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder = tmp_path / "runs"
     with Store.open(folder) as st:
         run_id = st.enqueue("tiny", "one", "one", cfg, None).run_id
-        train_group([cfg], [run_id], st.apply, checkpoint_dirs=[st.checkpoint_dir(run_id)])
+        train_group([cfg], [run_id], st.apply, checkpoints=FileCheckpointSink({run_id: st.checkpoint_dir(run_id)}))
         assert st.get(run_id).status == "finished"
         st.enqueue("tiny", "later", "later", tiny_config(corpus, seed=7), None)  # queued, no checkpoint
     corpus.unlink()  # the vocabulary must come from the checkpoint, not the corpus

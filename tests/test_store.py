@@ -5,6 +5,7 @@ Fast and CPU only; the cross-process tests use real subprocesses and signals.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
@@ -19,6 +20,7 @@ from pathlib import Path
 
 import pytest
 
+from lab.core.checkpoint import FileCheckpointSink
 from lab.core.config import RunConfig
 from lab.core.events import (
     Checkpointed,
@@ -30,7 +32,9 @@ from lab.core.events import (
     StepLogged,
     Stopped,
 )
+from lab.core.train import train_group
 from lab.store import (
+    KEEP_CHECKPOINTS,
     SCHEMA_VERSION,
     DriverLock,
     Store,
@@ -38,6 +42,8 @@ from lab.store import (
     make_run_id,
     resolve_store_dir,
 )
+
+from conftest import tiny_config
 
 REPO = Path(__file__).resolve().parents[1]
 CFG = RunConfig(n_layer=1, n_embd=16, n_head=2, max_iters=40, eval_interval=10)
@@ -206,6 +212,57 @@ def test_event_sequence_round_trip_and_checkpoint_pruning(store: Store) -> None:
     js = done.to_dict()
     assert js["config"]["n_layer"] == 1 and js["reference"] == 1.5560
     json.dumps(js)
+
+
+def test_the_store_alone_prunes_checkpoints_to_the_newest_it_keeps(store: Store, corpus_file: Path) -> None:
+    """The trainer writes a checkpoint at every evaluation; the store, recording them, keeps
+    exactly KEEP_CHECKPOINTS files (and, once the run has finished, its final one)."""
+    cfg = tiny_config(corpus_file, max_iters=60, eval_interval=5)
+    rid = store.enqueue("s", "many", "many", cfg, None).run_id
+    folder = store.checkpoint_dir(rid)
+    seen: list[list[str]] = []
+
+    def record(event) -> None:
+        store.apply(event)
+        if isinstance(event, Checkpointed):
+            seen.append(sorted(p.name for p in folder.iterdir()))
+
+    calls = {"n": 0}
+
+    def stop_after_47_steps() -> bool:
+        calls["n"] += 1
+        return calls["n"] > 47
+
+    train_group([cfg], [rid], record, checkpoints=FileCheckpointSink({rid: folder}), should_stop=stop_after_47_steps)
+    assert len(seen) == 10 and all(len(names) <= KEEP_CHECKPOINTS for names in seen)
+    assert [s for s, _ in store.checkpoints(rid)] == [47, 45] and KEEP_CHECKPOINTS == 2
+    assert sorted(p.name for p in folder.iterdir()) == ["step_000000045.pt", "step_000000047.pt"]
+
+    store.requeue([rid])
+    store.discard_unrecorded_checkpoints(rid)
+    train_group([cfg], [rid], record, checkpoints=FileCheckpointSink({rid: folder}))
+    assert store.get(rid).status == "finished" and store.get(rid).checkpoint_step == 60
+    assert [p.name for p in folder.iterdir()] == ["step_000000060.pt"]
+
+
+def test_files_the_store_never_recorded_are_discarded_before_a_resume(store: Store) -> None:
+    rid = store.enqueue("s", "r", "r", CFG, None).run_id
+    folder = store.checkpoint_dir(rid)
+    folder.mkdir(parents=True)
+    (folder / "step_000000010.pt").write_bytes(b"written before a crash")
+    store.discard_unrecorded_checkpoints(rid)  # nothing recorded: nothing to resume from
+    assert list(folder.iterdir()) == []
+
+    store.apply_many([Started(rid, 0, 40, 10, "cpu", "float32", 1), *_training(rid, 0, 20),
+                      _write_ckpt(store, rid, 10), _write_ckpt(store, rid, 20)])
+    (folder / "step_000000030.pt").write_bytes(b"written, never recorded")
+    (folder / ".step_000000040.pt.k7x2.tmp").write_bytes(b"half written when killed")
+    (folder / "step_000000005.pt").write_bytes(b"older: left to fall back to")
+    (folder / "notes.txt").write_text("not ours to delete")
+    store.discard_unrecorded_checkpoints(rid)
+    assert sorted(p.name for p in folder.iterdir()) == ["notes.txt", "step_000000005.pt",
+                                                       "step_000000010.pt", "step_000000020.pt"]
+    store.discard_unrecorded_checkpoints("0123456789abcdef")  # no such run, no folder: nothing to do
 
 
 def test_diverged_and_non_finite_values(store: Store) -> None:
@@ -497,6 +554,100 @@ def test_newer_schema_and_foreign_files_are_refused(tmp_path: Path) -> None:
         conn.execute("CREATE TABLE t (x)")
     with pytest.raises(StoreError, match="not a dropres-lab store"):
         Store.open(other)
+
+
+#: A store written by schema 1 (the first release), as SQL: stores that users already have.
+SCHEMA_V1_FIXTURE = Path(__file__).parent / "fixtures" / "store_schema_v1.sql"
+V1_FINISHED = "e36ab1f0e9f3706d"  # quick/skip1 in the fixture
+
+
+def _v1_store(tmp_path: Path) -> Path:
+    d = tmp_path / "runs"
+    d.mkdir()
+    with contextlib.closing(sqlite3.connect(d / "store.sqlite3")) as conn:
+        conn.executescript(SCHEMA_V1_FIXTURE.read_text())
+    return d
+
+
+def _schema_of(d: Path) -> tuple[int, list[str]]:
+    with contextlib.closing(sqlite3.connect(d / "store.sqlite3")) as conn:
+        version = conn.execute("SELECT max(version) FROM schema_version").fetchone()[0]
+        columns = [r[1] for r in conn.execute("PRAGMA table_info(runs)")]
+    return version, columns
+
+
+def _dump(d: Path) -> list[str]:
+    with contextlib.closing(sqlite3.connect(d / "store.sqlite3")) as conn:
+        return list(conn.iterdump())
+
+
+def test_a_store_written_by_schema_1_opens_with_its_runs_metrics_and_queue(tmp_path: Path) -> None:
+    d = _v1_store(tmp_path)
+    with Store.open(d) as st:
+        done = st.get(V1_FINISHED)
+        assert (done.suite, done.name, done.status, done.step) == ("quick", "skip1", "finished", 20)
+        assert (done.final_val, done.best_val, done.exact_val, done.reference) == (2.55, 2.55, 2.56, 1.556)
+        assert done.config.n_embd == 16 and done.checkpoint_step == 20 and done.provenance["lab"] == "0.1.0"
+        assert [m[0] for m in st.metrics(V1_FINISHED, "val")] == [0, 10, 20]
+        assert st.metrics(V1_FINISHED, "val")[-1][2] == pytest.approx(2.55)
+        assert [message for _, _, message in st.log(V1_FINISHED)][-1].startswith("finished: val 2.5500")
+        assert [(r.suite, r.name) for r in st.queued()] == [("quick", "skip0")]
+        assert [r.kind for r in st.pending_requests()] == ["stop_all"]
+        again = st.enqueue("quick", "skip1", "skip1", done.config, 1.556)  # still a result
+        assert again.run_id == V1_FINISHED and again.status == "finished"
+    assert _schema_of(d)[0] == SCHEMA_VERSION
+    Store.open(tmp_path / "new").close()
+    assert _tables(d) == _tables(tmp_path / "new")  # upgraded in place = made new
+
+
+def _tables(d: Path) -> list[str]:
+    with contextlib.closing(sqlite3.connect(d / "store.sqlite3")) as conn:
+        return sorted(r[0] for r in conn.execute("SELECT sql FROM sqlite_master WHERE sql IS NOT NULL"))
+
+
+def test_migrations_upgrade_an_old_store_in_one_transaction(tmp_path: Path, monkeypatch) -> None:
+    """The mechanism future schema changes go through, with migrations local to this test:
+    SQL and Python steps applied in order on open, all or nothing."""
+    import lab.store as store_module
+
+    def fill_width(c: sqlite3.Connection) -> None:  # a step that needs Python: read the config JSON
+        for run_id, config in c.execute("SELECT run_id, config FROM runs").fetchall():
+            c.execute("UPDATE runs SET width = ? WHERE run_id = ?", (json.loads(config)["n_embd"], run_id))
+
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    d = _v1_store(broken)
+    monkeypatch.setattr(store_module, "_MIGRATIONS", ["ALTER TABLE runs ADD COLUMN width INTEGER",
+                                                      "UPDATE no_such_table SET x = 1"])
+    monkeypatch.setattr(store_module, "SCHEMA_VERSION", 3)
+    with pytest.raises(StoreError, match="no such table"):
+        Store.open(d)
+    version, columns = _schema_of(d)
+    assert version == 1 and "width" not in columns  # rolled back: still a whole schema-1 store
+
+    d = _v1_store(tmp_path)
+    monkeypatch.setattr(store_module, "_MIGRATIONS", ["ALTER TABLE runs ADD COLUMN width INTEGER", fill_width])
+    with Store.open(d) as st:
+        assert st.get(V1_FINISHED).status == "finished" and len(st.metrics(V1_FINISHED, "val")) == 3
+        widths = {r["run_id"]: r["width"] for r in st._read("SELECT run_id, width FROM runs")}
+    assert set(widths.values()) == {16} and len(widths) == 2
+    version, columns = _schema_of(d)
+    assert version == 3 and "width" in columns
+    with Store.open(tmp_path / "new") as st:  # a new store is built by the same steps
+        assert st._read("SELECT width FROM runs") == []
+    assert _schema_of(tmp_path / "new") == (3, columns)
+
+
+def test_a_store_of_a_newer_schema_is_refused_and_left_alone(tmp_path: Path) -> None:
+    d = _v1_store(tmp_path)
+    with contextlib.closing(sqlite3.connect(d / "store.sqlite3")) as conn, conn:
+        conn.execute("UPDATE schema_version SET version = ?", (SCHEMA_VERSION + 1,))
+    before = _dump(d)
+    with pytest.raises(StoreError) as err:
+        Store.open(d)
+    assert str(err.value) == (f"the store {d} was made by a newer dropres-lab (schema {SCHEMA_VERSION + 1}, "
+                              f"this version reads up to {SCHEMA_VERSION}); upgrade dropres-lab or use --store DIR")
+    assert _dump(d) == before  # not one row or table touched
 
 
 def test_disk_full_raises_a_clear_error_and_keeps_what_was_written(store: Store) -> None:

@@ -13,8 +13,16 @@ import pytest
 import torch
 
 from lab.core import events as ev
-from lab.core.checkpoint import list_checkpoints
+from lab.core.checkpoint import (
+    FileCheckpointSink,
+    SavedCheckpoint,
+    checkpoint_step,
+    list_checkpoints,
+    load_newest,
+    model_from_checkpoint,
+)
 from lab.core.config import RunConfig
+from lab.core.data import get_corpus
 from lab.core.train import GroupTrainer, TrainOptions, clip_per_config, lr_at, train_group
 
 from conftest import tiny_config
@@ -27,6 +35,11 @@ def run(configs, ids=None, **kw) -> list:
     ids = ids or [f"r{i}" for i in range(len(configs))]
     train_group(configs, ids, events.append, **kw)
     return events
+
+
+def files(folder: Path, run_id: str = "r0") -> FileCheckpointSink:
+    """The local workers' checkpoint sink, for the one run of a test."""
+    return FileCheckpointSink({run_id: folder})
 
 
 def of(events, kind, run_id=None):
@@ -147,10 +160,11 @@ def test_stop_then_resume_continues_the_same_curve(corpus_file, tmp_path):
         calls["n"] += 1
         return calls["n"] > 23
 
-    first = run([c], checkpoint_dirs=[folder], should_stop=stop_after_23_steps, options=TrainOptions(log_interval=1))
+    first = run([c], checkpoints=files(folder), should_stop=stop_after_23_steps, options=TrainOptions(log_interval=1))
     assert of(first, ev.Stopped)[0].step == 23
-    assert len(list_checkpoints(folder)) == 2  # newest two kept
-    second = run([c], checkpoint_dirs=[folder], options=TrainOptions(log_interval=1))
+    # one per evaluation after step 0 and one on stop: the trainer deletes none (the store prunes)
+    assert [checkpoint_step(p.name) for p in list_checkpoints(folder)] == [23, 20, 10]
+    second = run([c], checkpoints=files(folder), options=TrainOptions(log_interval=1))
     assert of(second, ev.Started)[0].step == 23
     evals = [e.step for e in of(first + second, ev.Evaluated)]
     assert evals == [0, 10, 20, 30, 40]  # every evaluation exactly once
@@ -170,7 +184,8 @@ def should_stop():
     time.sleep(0.01)
     return False
 from pathlib import Path
-train_group([cfg], ["r"], slow, TrainOptions(log_interval=5), checkpoint_dirs=[Path(sys.argv[2])], should_stop=should_stop)
+from lab.core.checkpoint import FileCheckpointSink
+train_group([cfg], ["r"], slow, TrainOptions(log_interval=5), checkpoints=FileCheckpointSink({"r": Path(sys.argv[2])}), should_stop=should_stop)
 """
 
 
@@ -187,7 +202,7 @@ def test_checkpoint_kill_resume_gives_the_same_step_count_and_no_gap(corpus_file
     proc.wait()
     before = [line.split() for line in proc.stdout.read().splitlines()]
     assert not any(kind == "Finished" for kind, *_ in before), "killed too late to test a resume"
-    resumed = run([RunConfig.from_dict(settings)], ids=["r"], checkpoint_dirs=[folder])
+    resumed = run([RunConfig.from_dict(settings)], ids=["r"], checkpoints=FileCheckpointSink({"r": folder}))
     start = of(resumed, ev.Started)[0].step
     assert start > 0
     evals_before = [int(s) for kind, s in before if kind == "Evaluated" and int(s) <= start]
@@ -205,21 +220,84 @@ def test_a_damaged_newest_checkpoint_falls_back_to_the_previous_one(corpus_file,
         calls["n"] += 1
         return calls["n"] > 25
 
-    run([c], checkpoint_dirs=[folder], should_stop=stop_late)
-    newest, older = list_checkpoints(folder)
+    run([c], checkpoints=files(folder), should_stop=stop_late)
+    newest, older, *_ = list_checkpoints(folder)
     newest.write_bytes(newest.read_bytes()[:100])  # truncated by a kill mid-write
-    events = run([c], checkpoint_dirs=[folder])
+    events = run([c], checkpoints=files(folder))
     assert of(events, ev.Warned) and "unreadable" in of(events, ev.Warned)[0].message
-    assert of(events, ev.Started)[0].step == int(older.stem.split("_")[1])
+    assert of(events, ev.Started)[0].step == checkpoint_step(older.name)
     assert of(events, ev.Finished)[0].step == 30
 
 
 def test_a_checkpoint_of_another_configuration_is_refused(corpus_file, tmp_path):
     folder = tmp_path / "ckpt"
-    run([tiny_config(corpus_file, max_iters=10, eval_interval=5)], checkpoint_dirs=[folder])
-    events = run([tiny_config(corpus_file, n_embd=32, max_iters=10)], checkpoint_dirs=[folder])
+    run([tiny_config(corpus_file, max_iters=10, eval_interval=5)], checkpoints=files(folder))
+    events = run([tiny_config(corpus_file, n_embd=32, max_iters=10)], checkpoints=files(folder))
     failed = of(events, ev.Failed)
     assert failed and "another configuration" in failed[0].reason
+
+
+class MemorySink:
+    """A checkpoint sink that keeps the bytes in memory, as one that sends them home would."""
+
+    def __init__(self):
+        self.saved_bytes: dict[str, list[tuple[int, bytes]]] = {}
+
+    def save(self, run_id, step, data):
+        assert isinstance(data, bytes)
+        self.saved_bytes.setdefault(run_id, []).append((step, data))
+        return f"memory:{run_id}@{step}"
+
+    def saved(self, run_id):
+        return [SavedCheckpoint(step, f"memory:{run_id}@{step}", lambda data=data: data)
+                for step, data in reversed(self.saved_bytes.get(run_id, []))]
+
+
+def test_the_trainer_hands_checkpoints_to_its_sink_and_resumes_from_it(corpus_file, tmp_path, monkeypatch):
+    """Checkpoints go only where the sink puts them: one per run at every evaluation after
+    step 0, on stop and at the end, reported as the sink says; a resume reads them back."""
+    monkeypatch.chdir(tmp_path)
+    configs = [tiny_config(corpus_file, seed=1, max_iters=30, dropout=0.1, skips={1: 0.1}),
+               tiny_config(corpus_file, seed=2, max_iters=30, dropout=0.1, skips={1: 0.1})]
+    straight = run(configs, options=TrainOptions(log_interval=1))
+    sink = MemorySink()
+    calls = {"n": 0}
+
+    def stop_after_15_steps():
+        calls["n"] += 1
+        return calls["n"] > 15
+
+    first = run(configs, checkpoints=sink, should_stop=stop_after_15_steps, options=TrainOptions(log_interval=1))
+    assert {rid: [s for s, _ in saved] for rid, saved in sink.saved_bytes.items()} == {"r0": [10, 15], "r1": [10, 15]}
+    second = run(configs, checkpoints=sink, options=TrainOptions(log_interval=1))
+    assert {rid: [s for s, _ in saved] for rid, saved in sink.saved_bytes.items()} == {"r0": [10, 15, 20, 30], "r1": [10, 15, 20, 30]}
+    assert [(e.run_id, e.step, e.path) for e in of(second, ev.Checkpointed)] == [
+        (rid, step, f"memory:{rid}@{step}") for step in (20, 30) for rid in ("r0", "r1")]
+    assert of(second, ev.Started)[0].step == 15
+    for rid in ("r0", "r1"):
+        resumed = [e.val_loss for e in of(first + second, ev.Evaluated, rid)]
+        assert resumed == pytest.approx([e.val_loss for e in of(straight, ev.Evaluated, rid)], abs=1e-6)
+    assert sorted(tmp_path.iterdir()) == [corpus_file]  # the trainer itself wrote no file
+
+
+def test_a_model_rebuilt_from_a_checkpoint_gives_the_trained_models_logits(corpus_file):
+    configs = [tiny_config(corpus_file, seed=1), tiny_config(corpus_file, seed=2, n_layer=1, skips={1: 0.3})]
+    sink = MemorySink()
+    trainer = GroupTrainer(configs, ["a", "b"], lambda event: None, TrainOptions(), sink)
+    corpus = get_corpus(str(corpus_file))
+    trainer.setup(corpus)
+    trainer.train(lambda: False)
+    x = torch.randint(0, corpus.vocab_size, (3, configs[0].block_size), generator=torch.Generator().manual_seed(0))
+    trainer.model.eval()
+    with torch.no_grad():
+        trained = trainer.model(x)
+        for i, rid in enumerate(["a", "b"]):
+            state = load_newest(sink.saved(rid))
+            assert state["finished"] and state["step"] == configs[i].max_iters
+            model, vocab = model_from_checkpoint(state)
+            assert vocab == list(corpus.chars)
+            model.eval()
+            torch.testing.assert_close(model(x)[0], trained[i], rtol=0, atol=1e-6)
 
 
 def test_bfloat16_autocast_trains_to_finite_losses(corpus_file):

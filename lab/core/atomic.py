@@ -33,6 +33,12 @@ def atomic_writer(path: str | os.PathLike, binary: bool = True) -> Iterator[IO]:
         raise
 
 
+def is_temp_name(name: str) -> bool:
+    """Whether a file name is one of `atomic_writer`'s temporaries (one that outlives its write
+    was left by a killed process)."""
+    return name.startswith(".") and name.endswith(TEMP_SUFFIX)
+
+
 def write_atomic(path: str | os.PathLike, content: str | bytes) -> Path:
     """Write text (UTF-8) or bytes to `path` atomically; returns the resolved target."""
     with atomic_writer(path, binary=isinstance(content, bytes)) as fh:

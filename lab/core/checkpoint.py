@@ -1,81 +1,184 @@
-"""Per-run checkpoints: written atomically, read back safely, the newest two kept.
+"""Per-run checkpoints: their format and file names, the sink the trainer hands them to, and
+reading them back.
 
-A group writes one file per run (its own slice of the weights and optimiser state), so a run
-can resume in a different group from the one it was trained in. Files are written to a temp
-name and renamed, so a kill mid-write leaves the previous checkpoint intact; they load with
-`weights_only=True`, so a checkpoint can never run code.
+A group checkpoints each run on its own (its slice of the weights and optimiser state), so a
+run can resume in a different group from the one it was trained in. The trainer encodes a
+run's state to bytes and hands them to the `CheckpointSink` it was given, which makes them
+durable and says where; it resumes from what that sink gives back. The sink of local workers,
+`FileCheckpointSink`, writes the run's folder atomically (a kill mid-write leaves the previous
+checkpoint intact); an executor on other machines swaps in a sink that sends the bytes home.
+
+The core writes and reads, and never deletes: the store keeps the newest checkpoints it has
+recorded and discards the rest (lab/store.py). Checkpoints load with `weights_only=True`, so
+a checkpoint can never run code, and a damaged one is skipped, with a warning, for the one
+before it. torch is imported inside the functions that need it: the store and its clients
+(the TUI) use the file names here without loading torch.
 """
 
 from __future__ import annotations
 
+import io
 import re
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Protocol
 
-from .atomic import TEMP_SUFFIX, atomic_writer
+from .atomic import atomic_writer
+from .config import RunConfig
+
+if TYPE_CHECKING:
+    from .model import Decoder
 
 FORMAT = 1
-CHECKPOINT_FILE_RE = re.compile(r"^step_(\d+)\.pt$")
+_FILE_RE = re.compile(r"^step_(\d+)\.pt$")
 
 
 class CheckpointError(Exception):
     """A checkpoint that cannot be used; the message says which file and why."""
 
 
+# -- file names -------------------------------------------------------------------------------
+
+
 def checkpoint_name(step: int) -> str:
+    """The file name of a run's checkpoint at `step` (`step_000000500.pt`)."""
     return f"step_{step:09d}.pt"
+
+
+def checkpoint_step(name: str) -> int | None:
+    """The step of a checkpoint file name, or None for any other name (temp files included)."""
+    m = _FILE_RE.match(name)
+    return int(m.group(1)) if m else None
 
 
 def list_checkpoints(folder: Path) -> list[Path]:
     """Checkpoint files in a run's folder, newest (highest step) first."""
     if not folder.is_dir():
         return []
-    found = [(int(m.group(1)), p) for p in folder.iterdir() if (m := CHECKPOINT_FILE_RE.match(p.name))]
+    found = [(step, p) for p in folder.iterdir() if (step := checkpoint_step(p.name)) is not None]
     return [p for _, p in sorted(found, reverse=True)]
 
 
-def save_checkpoint(folder: Path, step: int, state: dict[str, Any], keep: int = 2) -> Path:
-    """Write state as folder/step_NNNNNNNNN.pt atomically, then prune to the newest `keep`."""
+def write_checkpoint_file(folder: Path, step: int, data: bytes) -> Path:
+    """Write a checkpoint's bytes as folder/step_NNNNNNNNN.pt atomically; returns the file."""
     folder.mkdir(parents=True, exist_ok=True)
     dest = folder / checkpoint_name(step)
-    import torch  # here, not at import time: the store and its clients never need torch
-
     with atomic_writer(dest) as fh:
-        torch.save({"format": FORMAT, **state}, fh)
-    prune_checkpoints(folder, keep)
+        fh.write(data)
     return dest
 
 
-def prune_checkpoints(folder: Path, keep: int) -> None:
-    """Delete all but the newest `keep` checkpoints, and any temp file a kill left behind."""
-    for old in list_checkpoints(folder)[keep:]:
-        old.unlink(missing_ok=True)
-    for tmp in folder.glob(f".*{TEMP_SUFFIX}"):
-        tmp.unlink(missing_ok=True)
+# -- the format -------------------------------------------------------------------------------
 
 
-def load_checkpoint(path: Path) -> dict[str, Any]:
-    """Load one checkpoint safely; any damage becomes a CheckpointError naming the file."""
+def encode_checkpoint(state: dict[str, Any]) -> bytes:
+    """A run's state (plain tensors, numbers, strings) as checkpoint bytes."""
+    import torch
+
+    buf = io.BytesIO()
+    torch.save({"format": FORMAT, **state}, buf)
+    return buf.getvalue()
+
+
+@dataclass(frozen=True)
+class SavedCheckpoint:
+    """One durable checkpoint of a run, read only when needed (`read()` gives its bytes)."""
+
+    step: int
+    where: str  # for messages: a file's path, or wherever a sink keeps the bytes
+    read: Callable[[], bytes]
+
+    @classmethod
+    def in_file(cls, path: Path, step: int | None = None) -> "SavedCheckpoint":
+        """A checkpoint file; its step is read from its name unless given."""
+        step = checkpoint_step(path.name) if step is None else step
+        if step is None:
+            raise ValueError(f"not a checkpoint file name: {path.name}")
+        return cls(step, str(path), path.read_bytes)
+
+
+def load_checkpoint(saved: SavedCheckpoint) -> dict[str, Any]:
+    """Read and decode one checkpoint safely; any damage becomes a CheckpointError naming it."""
     import torch
 
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # truncated, corrupt or foreign file
-        raise CheckpointError(f"checkpoint {path} is unreadable ({type(exc).__name__}); it will be skipped") from None
+        state = torch.load(io.BytesIO(saved.read()), map_location="cpu", weights_only=True)
+    except Exception as exc:  # missing, truncated, corrupt or foreign
+        raise CheckpointError(f"checkpoint {saved.where} is unreadable ({type(exc).__name__}); it will be skipped") from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
-        raise CheckpointError(f"checkpoint {path} is not a dropres-lab checkpoint of format {FORMAT}")
+        raise CheckpointError(f"checkpoint {saved.where} is not a dropres-lab checkpoint of format {FORMAT}")
     return state
 
 
-def load_latest(folder: Path, warn=None) -> dict[str, Any] | None:
-    """The newest readable checkpoint in a run's folder, falling back past damaged ones.
+def load_newest(saved: Iterable[SavedCheckpoint], warn: Callable[[str], None] | None = None) -> dict[str, Any] | None:
+    """The first readable checkpoint of `saved` (newest first), falling back past damaged ones.
 
-    `warn(message)` hears about every file that had to be skipped.
+    `warn(message)` hears about every checkpoint that had to be skipped. None: nothing usable.
     """
-    for path in list_checkpoints(folder):
+    for candidate in saved:
         try:
-            return load_checkpoint(path)
+            return load_checkpoint(candidate)
         except CheckpointError as exc:
             if warn is not None:
                 warn(str(exc))
     return None
+
+
+# -- where checkpoints go -----------------------------------------------------------------------
+
+
+class CheckpointSink(Protocol):
+    """Where the trainer hands each run's checkpoint, and where it resumes from.
+
+    Run ids are the trainer's; the bytes are opaque to the sink (`encode_checkpoint`).
+    """
+
+    def save(self, run_id: str, step: int, data: bytes) -> str:
+        """Make the checkpoint durable; return where it is (the trainer reports it in
+        `Checkpointed`, which tells the store it may rely on it)."""
+        ...
+
+    def saved(self, run_id: str) -> Iterable[SavedCheckpoint]:
+        """The run's checkpoints, newest first (empty for a run that starts fresh)."""
+        ...
+
+
+class FileCheckpointSink:
+    """Local workers' sink: each run's checkpoints are files in the run's own folder."""
+
+    def __init__(self, folders: Mapping[str, Path]):
+        self.folders = dict(folders)
+
+    def save(self, run_id: str, step: int, data: bytes) -> str:
+        return str(write_checkpoint_file(self.folders[run_id], step, data))
+
+    def saved(self, run_id: str) -> list[SavedCheckpoint]:
+        return [SavedCheckpoint.in_file(p) for p in list_checkpoints(self.folders[run_id])]
+
+
+# -- models from checkpoints --------------------------------------------------------------------
+
+
+def load_run_weights(model: "Decoder", slot: int, state: dict[str, Any]) -> None:
+    """Copy a checkpoint's weights into configuration `slot` of a (grouped) model."""
+    import torch
+
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            saved = state["model"].get(name)
+            if saved is None or tuple(saved.shape) != tuple(p.shape[1:]):
+                found = "missing" if saved is None else f"of shape {tuple(saved.shape)}"
+                raise CheckpointError(f"checkpoint weight {name} is {found}, the model needs {tuple(p.shape[1:])}; "
+                                      "start the run over with --fresh")
+            p[slot].copy_(saved)
+
+
+def model_from_checkpoint(state: dict[str, Any]) -> tuple["Decoder", list[str]]:
+    """The run's trained model (on the CPU) and its vocabulary, from its checkpoint alone:
+    the settings and the characters travel in the checkpoint, so no corpus is needed."""
+    from .model import Decoder
+
+    vocab = list(state["vocab"])
+    model = Decoder([RunConfig.from_dict(state["config"])], len(vocab))
+    load_run_weights(model, 0, state)
+    return model, vocab

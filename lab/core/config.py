@@ -337,7 +337,6 @@ class TrainOptions:
     # group of N (measured best on CPU: 8 windows at N = 5, 32-40 at N = 1; larger batches
     # fall out of cache, 128 windows at 16 blocks was 1.7x slower than 8).
     eval_batch_windows: int | None = None
-    keep_checkpoints: int = 2
 
 
 def lr_at(cfg: RunConfig, it: int) -> float:

@@ -2,9 +2,9 @@
 
 `train_group` trains N compatible configurations as one batched model (N = 1 for a single
 run). It reports everything through `emit(event)` with the typed events of `events.py`,
-checkpoints each run into its own folder, resumes from those checkpoints so a resumed run
-continues the same curve, and always ends every run with exactly one terminal event
-(Finished, Diverged, Stopped or Failed).
+hands each run's checkpoint to the `CheckpointSink` it is given (checkpoint.py), resumes from
+what that sink gives back so a resumed run continues the same curve, and always ends every
+run with exactly one terminal event (Finished, Diverged, Stopped or Failed).
 
 Random streams (DESIGN.md section 2): initialisation from each configuration's own seed;
 training batches from the group's `data_seed`; evaluation windows from their own generator;
@@ -19,13 +19,12 @@ import errno
 import math
 import os
 import time
-from pathlib import Path
 from typing import Callable
 
 import torch
 
 from . import events as ev
-from .checkpoint import CheckpointError, load_latest, save_checkpoint
+from .checkpoint import CheckpointError, CheckpointSink, encode_checkpoint, load_newest, load_run_weights
 from .config import EVAL_WINDOW_CONFIGS, RunConfig, TrainOptions, lr_at  # noqa: F401  (re-exported)
 from .data import Corpus, DataError, get_corpus, get_batch, random_starts, window_batch
 from .model import Decoder, config_losses, token_losses
@@ -60,7 +59,7 @@ class GroupTrainer:
     """State of one group in training: model, optimiser, generators and each run's history."""
 
     def __init__(self, configs: list[RunConfig], run_ids: list[str], emit: Callable[[ev.Event], None],
-                 options: TrainOptions, checkpoint_dirs: list[Path] | None):
+                 options: TrainOptions, checkpoints: CheckpointSink | None):
         keys = {c.group_key() for c in configs}
         if len(keys) != 1:
             raise ValueError("configurations in one group must agree on every setting but rates and seed")
@@ -69,7 +68,7 @@ class GroupTrainer:
         self.run_ids = run_ids
         self.emit = emit
         self.options = options
-        self.checkpoint_dirs = checkpoint_dirs
+        self.checkpoints = checkpoints
         self.device = torch.device(options.device)
         self.n = len(configs)
         per_forward = EVAL_WINDOW_CONFIGS.get(self.device.type, EVAL_WINDOW_CONFIGS["cpu"])
@@ -104,9 +103,10 @@ class GroupTrainer:
         self.active_mask = torch.ones(n, dtype=torch.bool, device=self.device)
 
     def _load_checkpoints(self) -> list[dict] | None:
-        if not self.checkpoint_dirs:
+        if self.checkpoints is None:
             return None
-        found = [load_latest(d, warn=lambda m, i=i: self._warn(i, m)) for i, d in enumerate(self.checkpoint_dirs)]
+        found = [load_newest(self.checkpoints.saved(rid), warn=lambda m, i=i: self._warn(i, m))
+                 for i, rid in enumerate(self.run_ids)]
         if all(s is None for s in found):
             return None
         steps = {None if s is None else s["step"] for s in found}
@@ -115,13 +115,8 @@ class GroupTrainer:
         for cfg, state in zip(self.configs, found):
             if state["config"] != cfg.to_dict():
                 raise CheckpointError("checkpoint belongs to another configuration; refusing to load it (start over with --fresh)")
-        with torch.no_grad():
-            for name, p in zip(self.names, self.params):
-                for i, state in enumerate(found):
-                    saved = state["model"][name]
-                    if saved.shape != p.shape[1:]:
-                        raise CheckpointError(f"checkpoint weight {name} has shape {tuple(saved.shape)}, the model needs {tuple(p.shape[1:])}")
-                    p[i].copy_(saved)
+        for i, state in enumerate(found):
+            load_run_weights(self.model, i, state)
         first = found[0]
         self.step = first["step"]
         self.last_eval_step = first["history"]["last_eval_step"]
@@ -174,12 +169,14 @@ class GroupTrainer:
         }
 
     def checkpoint(self, finished: bool = False) -> None:
-        if not self.checkpoint_dirs:
+        """Hand every active run's state to the sink; report each once the sink has it durable."""
+        if self.checkpoints is None:
             return
         for i in range(self.n):
             if self.active[i]:
-                path = save_checkpoint(self.checkpoint_dirs[i], self.step, self.run_state(i, finished), self.options.keep_checkpoints)
-                self.emit(ev.Checkpointed(self.run_ids[i], self.step, str(path)))
+                rid = self.run_ids[i]
+                where = self.checkpoints.save(rid, self.step, encode_checkpoint(self.run_state(i, finished)))
+                self.emit(ev.Checkpointed(rid, self.step, where))
 
     def wall_s(self) -> float:
         return self.wall_before + (time.perf_counter() - self.t0)
@@ -361,14 +358,14 @@ def train_group(
     run_ids: list[str],
     emit: Callable[[ev.Event], None],
     options: TrainOptions | None = None,
-    checkpoint_dirs: list[Path] | None = None,
+    checkpoints: CheckpointSink | None = None,
     should_stop: Callable[[], bool] | None = None,
     corpus: Corpus | None = None,
 ) -> None:
     """Train a group of compatible configurations; every run ends with one terminal event.
 
-    With `checkpoint_dirs` (one folder per run) the group checkpoints at every evaluation,
-    on stop and at the end, and resumes from the newest readable checkpoint found there.
+    With a `checkpoints` sink the group checkpoints every run at every evaluation, on stop and
+    at the end, and resumes from the newest readable checkpoint the sink gives back.
     """
     options = options or TrainOptions()
     should_stop = should_stop or (lambda: False)
@@ -379,7 +376,7 @@ def train_group(
             ended.add(event.run_id)
         emit(event)
 
-    trainer = GroupTrainer(list(configs), list(run_ids), emit_tracking, options, checkpoint_dirs)
+    trainer = GroupTrainer(list(configs), list(run_ids), emit_tracking, options, checkpoints)
     try:
         trainer.setup(corpus or get_corpus(trainer.cfg.data))
         trainer.train(should_stop)

@@ -14,11 +14,10 @@ import time
 from typing import Callable, Iterable
 
 from ..core import events as ev
-from ..core.checkpoint import list_checkpoints
 from ..core.config import TrainOptions
 from ..store import RunRow, Store
 from .executor import Executor, GroupDone, GroupTask, WorkerDied
-from .scheduler import plan_groups, resume_step, spread_groups
+from .scheduler import plan_groups, spread_groups
 
 #: How often the driver flushes events into the store and looks for requests (seconds).
 POLL_S = 0.25
@@ -119,8 +118,8 @@ class Driver:
 
     def _submit(self, slot: int, group: list[RunRow]) -> None:
         task_id = f"g{next(self._ids)}"
-        for run in group:
-            self._discard_unrecorded_checkpoints(run)
+        for run in group:  # files newer than the store's record would resume past metrics it never received
+            self.store.discard_unrecorded_checkpoints(run.run_id)
         options = TrainOptions(**{**self.options.__dict__, "device": self.executor.device_of(slot)})
         task = GroupTask(task_id, [r.run_id for r in group], [r.config.to_dict() for r in group],
                          [str(self.store.checkpoint_dir(r.run_id)) for r in group], options)
@@ -129,15 +128,6 @@ class Driver:
         self.dispatched.update(task.run_ids)
         self.ended.difference_update(task.run_ids)
         self.executor.submit(slot, task)
-
-    def _discard_unrecorded_checkpoints(self, run: RunRow) -> None:
-        """Checkpoint files newer than the store's record (written just before a crash) would
-        resume past metrics the store never received; remove them so the history stays whole."""
-        recorded = resume_step(run)
-        for path in list_checkpoints(self.store.checkpoint_dir(run.run_id)):
-            step = int(path.stem.split("_")[1])
-            if step > recorded or run.checkpoint_step is None:
-                path.unlink(missing_ok=True)
 
     def _absorb(self, items: list[tuple[int, str, object]]) -> None:
         batch: list = []  # core events to write, in order

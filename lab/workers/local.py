@@ -55,6 +55,7 @@ def worker_main(slot: int, spec: WorkerSpec, parent_pid: int, tasks, events, sto
     _die_with_parent(parent_pid)
     import torch
 
+    from ..core.checkpoint import FileCheckpointSink
     from ..core.train import train_group
 
     current = [spec.threads]
@@ -79,7 +80,7 @@ def worker_main(slot: int, spec: WorkerSpec, parent_pid: int, tasks, events, sto
             task.run_ids,
             emit,
             task.options,
-            [Path(d) for d in task.checkpoint_dirs],
+            FileCheckpointSink({rid: Path(d) for rid, d in zip(task.run_ids, task.checkpoint_dirs)}),
             should_stop=should_stop,
         )
         events.put((slot, task.task_id, GroupDone(task.task_id)))
