@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 from ..core.config import TrainOptions
-from ..launch import DriverSettings
+from .settings import DriverSettings
 from ..store import DriverLock, Store
 from .driver import Driver
 from .local import LocalExecutor

@@ -37,7 +37,7 @@ from textual.screen import Screen
 from textual.widgets import Checkbox, Header, Static, Tree
 
 from lab.core.config import DROPOUT_SITES, FIELDS, SETTING_KEYS, check_config, value_from_text
-from lab.launch import DriverSettings
+from lab.workers.settings import DriverSettings
 from lab.store import make_run_id
 from lab.experiments import (
     Experiments,
