@@ -194,3 +194,11 @@ def test_bench_mistakes_are_one_line_and_exit_2(lab_dir, args, message):
 def test_the_lab_and_bench_import_without_torch():
     code = "import sys, lab.bench, lab.tui.app; assert 'torch' not in sys.modules, 'torch imported'"
     subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True)
+
+
+def test_bench_and_driver_settings_start_no_workers_when_imported():
+    # The TUI imports both; worker processes (and torch) load only once something is measured.
+    code = ("import sys, lab.bench, lab.launch, lab.workers.settings; "
+            "loaded = {'torch', 'lab.workers.local', 'lab.workers.startup'} & set(sys.modules); "
+            "assert not loaded, loaded")
+    subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True)
