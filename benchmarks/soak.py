@@ -58,7 +58,7 @@ if str(ROOT) not in sys.path:  # `python benchmarks/soak.py` from anywhere
     sys.path.insert(0, str(ROOT))
 
 from lab.experiments import load_experiments  # noqa: E402
-from lab.launch import DriverSettings  # noqa: E402
+from lab.workers.settings import DriverSettings  # noqa: E402
 from lab.store import DriverLock, Store  # noqa: E402
 
 SUITE = "soak"

@@ -665,7 +665,7 @@ def driver(
     linger: float = typer.Option(30.0, help="Seconds to wait for new work once the queue is empty."),
 ) -> None:
     """Background driver for the interactive lab: trains every queued run in the store."""
-    from .launch import DriverSettings
+    from .workers.settings import DriverSettings
     from .store import resolve_store_dir
     from .workers.background import serve
 

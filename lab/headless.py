@@ -22,14 +22,13 @@ from rich.text import Text
 
 from .core import events as ev
 from .core.config import check_config
-from .core.config import TrainOptions
 from .experiments import RunSpec
 from .formatting import fmt_duration, fmt_loss, fmt_rate, sparkline, status_style
 from .launch import check_corpora, enqueue_specs
-from .store import DriverLock, RunRow, Store, resolve_store_dir
-from .workers.driver import Driver
-from .workers.local import LocalExecutor
-from .workers.scheduler import check_device, cuda_device_count, plan_execution
+from .store import RunRow, resolve_store_dir
+from .workers.scheduler import check_device, cuda_device_count
+from .workers.settings import DriverSettings
+from .workers.startup import DriverSession, StopSignals
 
 PLAIN_STEP_EVERY_S = 10.0  # at most one step line per run this often in plain output
 
@@ -178,6 +177,11 @@ class HeadlessOptions:
     group_size: int | None = None
     fresh: bool = False
 
+    @property
+    def settings(self) -> DriverSettings:
+        """The driver's settings: these choices, and no lingering (headless trains only its own runs)."""
+        return DriverSettings(self.device, self.workers, self.group_size, linger_s=0.0)
+
 
 def run_headless(specs: list[RunSpec], opts: HeadlessOptions, console: Console) -> int:
     """Train `specs` to the end; returns the exit code (0 all finished, 1 any not finished)."""
@@ -190,51 +194,31 @@ def run_headless(specs: list[RunSpec], opts: HeadlessOptions, console: Console) 
     if problem:
         raise HeadlessError(problem)
     shas = check_corpora(specs)  # before the store is touched: nothing half-written on a data error
-    store_dir = resolve_store_dir(opts.store)
-    lock = DriverLock(store_dir)
-    lock.acquire()
-    try:
-        with Store.open(store_dir) as store:
-            store.mark_interrupted()
-            rows = enqueue_specs(store, specs, shas, fresh=opts.fresh)
-            return _drive(store, rows, opts, cuda, console)
-    finally:
-        lock.release()
+    with DriverSession(resolve_store_dir(opts.store), opts.settings, cuda) as session:
+        rows = enqueue_specs(session.store, specs, shas, fresh=opts.fresh)
+        return _drive(session, rows, console)
 
 
-def _drive(store: Store, rows: list[RunRow], opts: HeadlessOptions, cuda: int, console: Console) -> int:
+def _drive(session: DriverSession, rows: list[RunRow], console: Console) -> int:
     from .results import print_tables, render_rich_tables, result_rows
 
+    store = session.store
     todo = [r for r in rows if r.status == "queued"]
     skipped = len(rows) - len(todo)
     if skipped:
         console.print(f"{skipped} of {len(rows)} runs already have results (finished or diverged); "
                       "skipping them (use --fresh to train again)")
     if todo:
-        group_size, n_groups, specs = plan_execution(opts.device, opts.workers, opts.group_size, todo, cuda)
-        console.print(f"training {len(todo)} runs in {n_groups} group(s) on {len(specs)} worker(s) "
-                      f"({specs[0].device}, {specs[0].threads} thread(s) each); store {store.dir}")
-        driver = Driver(store, LocalExecutor(specs), group_size=group_size, options=TrainOptions(),
-                        scope=[r.run_id for r in todo])
+        plan = session.plan(todo)
+        workers = plan.workers
+        console.print(f"training {len(todo)} runs in {plan.n_groups} group(s) on {len(workers)} worker(s) "
+                      f"({workers[0].device}, {workers[0].threads} thread(s) each); store {store.dir}")
         plain = not console.is_terminal
         with ProgressView(console, todo, plain) as view:
-            driver.on_event = view.on_event
-            interrupts = {"n": 0}
-
-            def on_sigint(signum, frame) -> None:
-                interrupts["n"] += 1
-                if interrupts["n"] == 1:
-                    view.line("stopping: workers checkpoint and exit (Ctrl-C again to stop at once)")
-                    driver.request_stop()
-                else:
-                    view.line("stopping now")
-                    driver.kill()
-
-            previous = signal.signal(signal.SIGINT, on_sigint)
-            try:
-                driver.run()
-            finally:
-                signal.signal(signal.SIGINT, previous)
+            ctrl_c = StopSignals((signal.SIGINT,), kill_on_repeat=True, say=view.line,
+                                 graceful_note="stopping: workers checkpoint and exit (Ctrl-C again to stop at once)",
+                                 immediate_note="stopping now")
+            session.drive(plan, ctrl_c, scope=[r.run_id for r in todo], on_event=view.on_event)
             for row in store.runs():
                 if row.run_id in view.runs and row.status in ("failed", "stopped") and view.runs[row.run_id].status not in ("failed", "stopped"):
                     view.mark(row.run_id, row.status, row.error or "")

@@ -12,12 +12,12 @@ import os
 import platform
 import subprocess
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 
 from . import __version__
 from .experiments import RunSpec
 from .store import DriverLock, RunRow, Store
+from .workers.settings import DriverSettings
 
 
 def check_corpora(specs: list[RunSpec]) -> dict[str, str]:
@@ -58,16 +58,6 @@ def enqueue_specs(store: Store, specs: list[RunSpec], corpus_shas: dict[str, str
         store.set_provenance(row.run_id, provenance(shas[spec.config.data]))
         rows.append(store.get(row.run_id) or row)
     return rows
-
-
-@dataclass(frozen=True)
-class DriverSettings:
-    """How a background driver trains: the same choices `run --headless` offers."""
-
-    device: str = "auto"
-    workers: int | None = None
-    group_size: int | None = None
-    linger_s: float = 30.0
 
 
 def start_background_driver(store_dir: Path, settings: DriverSettings = DriverSettings()) -> int | None:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import queue
 import re
 import subprocess
 import sys
+import threading
 
 import pytest
 
@@ -17,7 +19,9 @@ from lab.bench import (
     group_time,
     makespan,
     measure_group,
+    measure_groups,
     plan_suite,
+    shape_key,
     simulate_schedule,
 )
 from lab.core import events as ev
@@ -25,6 +29,7 @@ from lab.core.data import get_corpus
 from lab.core.train import train_group
 from lab.experiments import RunSpec
 from lab.formatting import fmt_duration
+from lab.workers.executor import Executor, TaskDone, WorkerReady
 
 
 def specs(data, *settings: dict) -> list[RunSpec]:
@@ -81,6 +86,85 @@ def test_measure_group_times_real_steps_and_evaluation(corpus_file, tmp_path):
     assert cost.dtype in ("float32", "bfloat16") and cost.exact_windows > 0
 
 
+class ThreadExecutor(Executor):
+    """Another executor, to show any Executor can be benchmarked: each worker is a thread of
+    this process that performs its tasks as a worker process would."""
+
+    def __init__(self, n: int):
+        self.n, self.events = n, queue.Queue()
+        self.stops = [threading.Event() for _ in range(n)]
+        self.threads: list[threading.Thread | None] = [None] * n
+        self.tasks: list = []
+        self.started: list[threading.Thread] = []
+
+    def start(self) -> None:
+        for slot in range(self.n):
+            self.events.put((slot, "", WorkerReady()))
+
+    def idle_slots(self) -> list[int]:
+        return [s for s, t in enumerate(self.threads) if t is None]
+
+    def device_of(self, slot: int) -> str:
+        return "cpu"
+
+    def submit(self, slot: int, task) -> None:
+        self.stops[slot].clear()
+        self.tasks.append(task)
+
+        def work() -> None:
+            task.perform(lambda event: self.events.put((slot, task.task_id, event)), self.stops[slot].is_set)
+            self.events.put((slot, task.task_id, TaskDone(task.task_id)))
+
+        self.threads[slot] = threading.Thread(target=work, daemon=True)
+        self.threads[slot].start()
+        self.started.append(self.threads[slot])
+
+    def poll(self, timeout: float) -> list:
+        out = []
+        try:
+            out.append(self.events.get(timeout=timeout))
+            while True:
+                out.append(self.events.get_nowait())
+        except queue.Empty:
+            pass
+        for slot, _, event in out:
+            if isinstance(event, TaskDone):
+                self.threads[slot] = None
+        return out
+
+    def busy(self) -> bool:
+        return any(t is not None for t in self.threads)
+
+    def stop(self, slot: int | None = None) -> None:
+        for s in range(self.n) if slot is None else [slot]:
+            self.stops[s].set()
+
+    def kill(self) -> None:
+        self.stop()
+
+    def shutdown(self) -> None:
+        for t in self.threads:
+            if t is not None:
+                t.join(timeout=30)
+
+
+def test_any_executor_measures_every_shape_side_by_side(corpus_file):
+    # Three shapes on two workers: each measured once, the first worker free takes the third;
+    # one shape on two workers: measured twice side by side and averaged.
+    shapes = {shape_key([c]): [c] for c in (tiny_config(corpus_file, n_layer=d) for d in (1, 2, 3))}
+    executor, progress = ThreadExecutor(2), []
+    costs, startup_s = measure_groups(shapes, executor, steps_budget_s=0.05,
+                                      on_measured=lambda done, total: progress.append((done, total)))
+    assert set(costs) == set(shapes) and all(c.steps_timed >= 3 and c.step_s > 0 for c in costs.values())
+    assert progress == [(1, 3), (2, 3), (3, 3)] and startup_s >= 0
+    assert len(executor.tasks) == 3 and not any(t.is_alive() for t in executor.started)  # all stopped at the end
+
+    one = {shape_key([tiny_config(corpus_file)]): [tiny_config(corpus_file)]}
+    executor = ThreadExecutor(2)
+    costs, _ = measure_groups(one, executor, steps_budget_s=0.05)
+    assert len(executor.tasks) == 2 and [c.steps_timed >= 6 for c in costs.values()] == [True]
+
+
 def test_durations_read_naturally():
     assert [fmt_duration(s, "long") for s in (0.44, 42, 750, 3 * 3600 + 300, 2 * 86400 + 4 * 3600)] == [
         "0.4 s", "42 s", "12 min 30 s", "3 h 05 min", "2 d 4 h"]
@@ -109,4 +193,12 @@ def test_bench_mistakes_are_one_line_and_exit_2(lab_dir, args, message):
 
 def test_the_lab_and_bench_import_without_torch():
     code = "import sys, lab.bench, lab.tui.app; assert 'torch' not in sys.modules, 'torch imported'"
+    subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True)
+
+
+def test_bench_and_driver_settings_start_no_workers_when_imported():
+    # The TUI imports both; worker processes (and torch) load only once something is measured.
+    code = ("import sys, lab.bench, lab.launch, lab.workers.settings; "
+            "loaded = {'torch', 'lab.workers.local', 'lab.workers.startup'} & set(sys.modules); "
+            "assert not loaded, loaded")
     subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True)

@@ -24,13 +24,13 @@ import pytest
 from lab.core import events as ev
 from lab.core.config import RunConfig
 from lab.experiments import load_experiments
-from lab.launch import DriverSettings
 from lab.store import DriverLock, Store
 from lab.tui.app import LabApp
 from lab.tui.poller import HISTORY, Pending, Series, StorePoller, Update
 from lab.tui.screens.quit import QuitScreen
 from lab.tui.widgets.runs_table import RunsTable
 from lab.tui.widgets.synced_table import SyncedTable
+from lab.workers.settings import DriverSettings
 
 from conftest import TINY_DEFAULTS, write_corpus
 

@@ -41,8 +41,9 @@ from textual.worker import WorkerFailed
 from lab.core.errors import DataError
 from lab.experiments import RunSpec
 from lab.experiments_document import has_recovery
-from lab.launch import DriverSettings, check_corpora, enqueue_specs, start_background_driver
+from lab.launch import check_corpora, enqueue_specs, start_background_driver
 from lab.store import DriverInfo, DriverLock, Store, StoreError, resolve_store_dir
+from lab.workers.settings import DriverSettings
 
 from .poller import LiveRun, Pending, StorePoller, StoreUpdated, Update
 from .screens.detail import DetailScreen

@@ -3,20 +3,24 @@
 It trains every queued run in the store, takes new work while it runs, and exits a while
 after the queue empties. It lives in its own session so closing the TUI or its terminal
 leaves it training; SIGTERM or a stop request written to the store stops it gracefully.
+What it shares with `run --headless` (lock, store, workers, tear-down) is `DriverSession`;
+what is its own is here: it ignores hang-ups, logs instead of drawing, and lingers.
 """
 
 from __future__ import annotations
 
+import os
 import signal
 import time
 from pathlib import Path
 
-from ..core.config import TrainOptions
-from ..launch import DriverSettings
-from ..store import DriverLock, Store
-from .driver import Driver
-from .local import LocalExecutor
-from .scheduler import check_device, cuda_device_count, plan_execution
+from ..core import events as ev
+from .scheduler import check_device, cuda_device_count
+from .settings import DriverSettings
+from .startup import DriverSession, StopSignals
+
+#: SIGTERM (`kill`, a system shutdown) and Ctrl-C both stop it gracefully, however often they come.
+GRACEFUL = StopSignals((signal.SIGTERM, signal.SIGINT))
 
 
 def log(message: str) -> None:
@@ -30,31 +34,19 @@ def serve(store_dir: Path, settings: DriverSettings) -> int:
     if problem:
         log(f"error: {problem}")
         return 2
-    lock = DriverLock(store_dir)
-    lock.acquire()  # StoreError (exit 2) if another driver holds it
-    signal.signal(signal.SIGHUP, signal.SIG_IGN)
-    try:
-        with Store.open(store_dir) as store:
-            interrupted = store.mark_interrupted()
-            if interrupted:
-                log(f"{len(interrupted)} run(s) left running by a previous driver are now stopped (resumable)")
-            cap, n_groups, specs = plan_execution(settings.device, settings.workers, settings.group_size,
-                                                  store.queued(), cuda)
-            log(f"background driver pid {__import__('os').getpid()}: {len(specs)} worker(s) on {specs[0].device}, "
-                f"{specs[0].threads} thread(s) each, groups of up to {cap}")
-            driver = Driver(store, LocalExecutor(specs), group_size=cap, options=TrainOptions(),
-                            linger_s=settings.linger_s, on_event=_log_event)
-            signal.signal(signal.SIGTERM, lambda *_: driver.request_stop())
-            signal.signal(signal.SIGINT, lambda *_: driver.request_stop())
-            driver.run()
-            log("queue empty: background driver exiting")
-    finally:
-        lock.release()
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)  # a terminal closing elsewhere must not end the training
+    with DriverSession(store_dir, settings, cuda) as session:  # StoreError (exit 2) if another driver holds it
+        if session.interrupted:
+            log(f"{len(session.interrupted)} run(s) left running by a previous driver are now stopped (resumable)")
+        plan = session.plan(session.store.queued())
+        workers = plan.workers
+        log(f"background driver pid {os.getpid()}: {len(workers)} worker(s) on {workers[0].device}, "
+            f"{workers[0].threads} thread(s) each, groups of up to {plan.group_size}")
+        session.drive(plan, GRACEFUL, on_event=_log_event)
+        log("queue empty: background driver exiting")
     return 0
 
 
 def _log_event(event: object) -> None:
-    from ..core import events as ev
-
     if isinstance(event, (ev.Started, ev.Finished, ev.Diverged, ev.Failed, ev.Stopped, ev.Warned)):
         log(f"{type(event).__name__.lower()} {event}")

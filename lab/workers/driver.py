@@ -16,7 +16,7 @@ from typing import Callable, Iterable
 from ..core import events as ev
 from ..core.config import TrainOptions
 from ..store import RunRow, Store
-from .executor import Executor, GroupDone, GroupTask, WorkerDied
+from .executor import Executor, GroupTask, TaskDone, WorkerDied, WorkerReady
 from .scheduler import plan_groups, spread_groups
 
 #: How often the driver flushes events into the store and looks for requests (seconds).
@@ -133,7 +133,7 @@ class Driver:
         batch: list = []  # core events to write, in order
         shown: list = []  # what the view hears: the same, with memory retries as warnings
         for slot, task_id, event in items:
-            if isinstance(event, GroupDone):
+            if isinstance(event, (TaskDone, WorkerReady)):
                 continue
             if isinstance(event, WorkerDied):
                 if batch:
@@ -181,9 +181,10 @@ class Driver:
             self.ended.difference_update(back)
 
     def _worker_died(self, died: WorkerDied) -> None:
-        if died.task is None:
+        task = self.tasks.get(died.task.task_id) if died.task is not None else None
+        if task is None:
             return
-        lost = [rid for rid in died.task.run_ids if rid not in self.ended]
+        lost = [rid for rid in task.run_ids if rid not in self.ended]
         if self.stopping:
             self.store.stop_runs(lost, f"{died.reason} while stopping; resumable from its last checkpoint")
         else:

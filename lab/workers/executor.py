@@ -1,15 +1,33 @@
-"""The executor interface: how the driver hands groups to workers and hears back.
+"""The executor interface: how the driver and the benchmark hand tasks to workers and hear back.
 
-The driver only ever talks to an `Executor`, so a distributed engine can be added later as
-another implementation of this small interface; `LocalExecutor` (local.py) is the default.
+The driver and `lab.bench` only ever talk to an `Executor`, so a distributed engine can be
+added later as another implementation of this small interface; `LocalExecutor` (local.py) is
+the default. An executor never needs to know what a task does: a task is plain, picklable
+data that performs itself on a worker (`Task.perform`), sending events as it goes. Two kinds
+exist: `GroupTask` trains a group of runs (the driver's), `MeasureTask` (measure.py) times a
+group for a wall-time prediction (the benchmark's). So an executor that runs one kind runs both.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Protocol
 
-from ..core.config import TrainOptions
+from ..core.config import RunConfig, TrainOptions
+
+
+class Task(Protocol):
+    """Work for one worker: picklable data with an id, that knows how to perform itself."""
+
+    @property
+    def task_id(self) -> str: ...
+
+    def perform(self, emit: Callable[[object], None], should_stop: Callable[[], bool]) -> None:
+        """Do the work in this (worker) process, sending events to `emit`; `should_stop()` turns
+        True when the executor asks the worker to stop (`Executor.stop`). Exceptions are the
+        task's own to report: the worker only hears that it returned."""
 
 
 @dataclass(frozen=True)
@@ -22,12 +40,31 @@ class GroupTask:
     checkpoint_dirs: list[str]
     options: TrainOptions = field(default_factory=TrainOptions)
 
+    def perform(self, emit: Callable[[object], None], should_stop: Callable[[], bool]) -> None:
+        """Train the group to its end (or a stop); every run ends with one terminal event."""
+        from ..core.checkpoint import FileCheckpointSink
+        from ..core.train import train_group
+
+        train_group(
+            [RunConfig.from_dict(c) for c in self.configs],
+            self.run_ids,
+            emit,
+            self.options,
+            FileCheckpointSink({rid: Path(d) for rid, d in zip(self.run_ids, self.checkpoint_dirs)}),
+            should_stop=should_stop,
+        )
+
 
 @dataclass(frozen=True)
-class GroupDone:
-    """A worker finished its group (every run in it has ended) and is idle again."""
+class TaskDone:
+    """A worker finished its task and is idle again."""
 
     task_id: str
+
+
+@dataclass(frozen=True)
+class WorkerReady:
+    """A worker has started and loaded the trainer: it takes tasks now (`lab.bench` times this)."""
 
 
 @dataclass(frozen=True)
@@ -35,12 +72,12 @@ class WorkerDied:
     """A worker process vanished (killed, crashed); its unfinished runs must be failed."""
 
     slot: int
-    task: GroupTask | None
+    task: Task | None
     reason: str
 
 
 class Executor(ABC):
-    """Runs GroupTasks somewhere and reports (slot, task_id, event) tuples."""
+    """Runs Tasks on its workers (slots) and reports (slot, task_id, event) tuples."""
 
     @abstractmethod
     def start(self) -> None: ...
@@ -52,18 +89,19 @@ class Executor(ABC):
     def device_of(self, slot: int) -> str: ...
 
     @abstractmethod
-    def submit(self, slot: int, task: GroupTask) -> None: ...
+    def submit(self, slot: int, task: Task) -> None:
+        """Hand `task` to the idle worker in `slot`."""
 
     @abstractmethod
     def poll(self, timeout: float) -> list[tuple[int, str, object]]:
-        """Core events, GroupDone and WorkerDied, waiting at most `timeout` seconds."""
+        """The tasks' events, TaskDone, WorkerReady and WorkerDied, waiting at most `timeout` seconds."""
 
     @abstractmethod
     def busy(self) -> bool: ...
 
     @abstractmethod
     def stop(self, slot: int | None = None) -> None:
-        """Ask a worker (or all) to checkpoint and stop its group."""
+        """Ask a worker (or all) to stop its task: `should_stop()` turns True there until its next task."""
 
     @abstractmethod
     def kill(self) -> None:

@@ -1,9 +1,10 @@
 """Local worker processes: the default executor.
 
-Each worker is a long-lived process that trains one group at a time with the shared core and
-sends every event back over a queue; it never touches the store or the UI. Workers die with
-the driver (parent-death signal plus a watchdog), ignore the terminal's Ctrl-C (the driver
-decides how to stop them), and stop gracefully when their stop flag is set.
+Each worker is a long-lived process that performs one task at a time (trains a group, or
+times one for the benchmark) and sends every event back over its own queue; it never touches
+the store or the UI. Workers die with the process that started them (parent-death signal plus
+a watchdog), ignore the terminal's Ctrl-C (the driver decides how to stop them), and stop
+gracefully when their stop flag is set.
 """
 
 from __future__ import annotations
@@ -14,13 +15,12 @@ import multiprocessing.connection as mp_connection
 import os
 import queue
 import signal
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 
-from ..core.config import RunConfig
-from .executor import Executor, GroupDone, GroupTask, WorkerDied
+from .executor import Executor, Task, TaskDone, WorkerDied, WorkerReady
 from .scheduler import WorkerSpec
 
 _CTX = mp.get_context("spawn")  # CUDA-safe, and no inherited locks or threads from the driver
@@ -45,45 +45,74 @@ def _die_with_parent(parent_pid: int) -> None:
         os._exit(1)
 
 
-def worker_main(slot: int, spec: WorkerSpec, parent_pid: int, tasks, events, stop_flag, threads) -> None:
-    """Body of a worker process: train each group it is handed until told to quit (None).
+def worker_main(slot: int, spec: WorkerSpec, parent_pid: int, tasks, events, stop_flag, threads,
+                quiet: bool = False) -> None:
+    """Body of a worker process: perform each task it is handed until told to quit (None).
 
     `threads` is shared with the executor, which raises it while other workers sit idle (see
-    LocalExecutor._lend_threads); the training loop's stop check, made every step, applies it.
+    LocalExecutor._lend_threads); a task starts with the value of the moment, and the stop
+    check (every training step) applies changes. `quiet`: write nothing to the inherited
+    terminal (the process that started it draws on it: the TUI).
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if quiet:
+        null = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(null, 1)
+        os.dup2(null, 2)
     _die_with_parent(parent_pid)
     import torch
 
-    from ..core.checkpoint import FileCheckpointSink
-    from ..core.train import train_group
+    from ..core import train  # noqa: F401  loaded before the first task, so a task's time is its own
 
     current = [spec.threads]
     torch.set_num_threads(spec.threads)
 
-    def should_stop() -> bool:
+    def adopt_threads() -> None:
         wanted = threads.value
         if wanted != current[0] and wanted > 0:
             torch.set_num_threads(wanted)
             current[0] = wanted
+
+    def should_stop() -> bool:
+        adopt_threads()
         return stop_flag.is_set()
 
+    events.put((slot, "", WorkerReady()))
     while True:
-        task: GroupTask | None = tasks.get()
+        task: Task | None = tasks.get()
         if task is None:
             return
+
         def emit(event, task_id=task.task_id) -> None:
             events.put((slot, task_id, event))
 
-        train_group(
-            [RunConfig.from_dict(c) for c in task.configs],
-            task.run_ids,
-            emit,
-            task.options,
-            FileCheckpointSink({rid: Path(d) for rid, d in zip(task.run_ids, task.checkpoint_dirs)}),
-            should_stop=should_stop,
-        )
-        events.put((slot, task.task_id, GroupDone(task.task_id)))
+        adopt_threads()
+        task.perform(emit, should_stop)
+        events.put((slot, task.task_id, TaskDone(task.task_id)))
+
+
+def _stdio_captured() -> bool:
+    """Whether sys.stderr is not a real file (the TUI captures it): then worker processes
+    must not write to the terminal the TUI draws on."""
+    try:
+        return sys.stderr is None or sys.stderr.fileno() < 0
+    except (AttributeError, OSError, ValueError):
+        return True
+
+
+def _start_resource_tracker() -> None:
+    """Start multiprocessing's resource tracker with /dev/null as its stderr. It passes
+    sys.stderr's descriptor to the tracker, and a captured stderr (fileno -1) would make
+    every spawn fail ("bad value(s) in fds_to_keep")."""
+    from multiprocessing import resource_tracker
+
+    saved = sys.stderr
+    with open(os.devnull, "w") as devnull:
+        sys.stderr = devnull
+        try:
+            resource_tracker.ensure_running()
+        finally:
+            sys.stderr = saved
 
 
 @dataclass
@@ -94,7 +123,7 @@ class _Worker:
     events: object  # this worker's own event queue (see LocalExecutor._spawn)
     stop_flag: object
     threads: object  # shared int: torch threads this worker should use now
-    task: GroupTask | None = None
+    task: Task | None = None
     reported_dead: bool = False
 
 
@@ -104,9 +133,15 @@ class LocalExecutor(Executor):
 
     specs: list[WorkerSpec]
     workers: list[_Worker] = field(default_factory=list)
+    quiet: bool = False  # set by start(): this process's stdio is captured (the TUI's)
 
     def start(self) -> None:
-        self.workers = [self._spawn(i, spec) for i, spec in enumerate(self.specs)]
+        self.quiet = _stdio_captured()
+        if self.quiet:
+            _start_resource_tracker()
+        self.workers = []
+        for i, spec in enumerate(self.specs):  # one at a time: a failed spawn leaves the others to end
+            self.workers.append(self._spawn(i, spec))
 
     def _spawn(self, slot: int, spec: WorkerSpec) -> _Worker:
         tasks = _CTX.SimpleQueue()
@@ -115,8 +150,8 @@ class LocalExecutor(Executor):
         events = _CTX.Queue()
         stop_flag = _CTX.Event()
         threads = _CTX.RawValue("i", spec.threads)
-        proc = _CTX.Process(target=worker_main, args=(slot, spec, os.getpid(), tasks, events, stop_flag, threads),
-                            name=f"dropres-worker-{slot}", daemon=True)
+        proc = _CTX.Process(target=worker_main, name=f"dropres-worker-{slot}", daemon=True,
+                            args=(slot, spec, os.getpid(), tasks, events, stop_flag, threads, self.quiet))
         proc.start()
         return _Worker(spec, proc, tasks, events, stop_flag, threads)
 
@@ -142,7 +177,7 @@ class LocalExecutor(Executor):
     def device_of(self, slot: int) -> str:
         return self.workers[slot].spec.device
 
-    def submit(self, slot: int, task: GroupTask) -> None:
+    def submit(self, slot: int, task: Task) -> None:
         worker = self.workers[slot]
         worker.stop_flag.clear()
         worker.task = task
@@ -163,7 +198,7 @@ class LocalExecutor(Executor):
                 except (queue.Empty, EOFError, OSError):
                     break
         for slot, _, event in out:
-            if isinstance(event, GroupDone):
+            if isinstance(event, TaskDone):
                 self.workers[slot].task = None
         out.extend(self._dead_workers())
         self._lend_threads()

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Protocol, Sequence, TypeVar
+from typing import NamedTuple, Protocol, Sequence, TypeVar
 
 from ..core.config import RunConfig
 
@@ -129,8 +129,16 @@ def default_group_size(device: str) -> int:
     return DEFAULT_GPU_GROUP_SIZE if device.startswith("cuda") else DEFAULT_CPU_GROUP_SIZE
 
 
+class ExecutionPlan(NamedTuple):
+    """What `plan_execution` decides for a launch."""
+
+    group_size: int  # the cap on a group's configurations
+    n_groups: int  # groups the queued runs make under that cap (before splitting over idle workers)
+    workers: list[WorkerSpec]
+
+
 def plan_execution(device: str, workers: int | None, group_size: int | None, queued: Sequence[Queued],
-                   cuda_devices: int) -> tuple[int, int, list[WorkerSpec]]:
+                   cuda_devices: int) -> ExecutionPlan:
     """The group cap, the number of groups the queue makes, and the workers to start.
 
     Workers are sized for the runs queued now; the driver splits groups to fill them.
@@ -140,7 +148,7 @@ def plan_execution(device: str, workers: int | None, group_size: int | None, que
     resolved = device if device != "auto" else ("cuda" if cuda_devices else "cpu")
     cap = group_size or default_group_size(resolved)
     n_groups = max(1, len(plan_groups(queued, cap)))
-    return cap, n_groups, plan_workers(resolved, workers, len(queued), cuda_devices)
+    return ExecutionPlan(cap, n_groups, plan_workers(resolved, workers, len(queued), cuda_devices))
 
 
 def cuda_device_count() -> int:

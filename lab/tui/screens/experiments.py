@@ -26,7 +26,7 @@ from textual.widgets import Checkbox, Header, Static, Tree
 
 from lab.experiments import Experiments, RunSpec
 from lab.experiments_document import ExperimentsDocument, FormData, GridChange, Target
-from lab.launch import DriverSettings
+from lab.workers.settings import DriverSettings
 
 from ..state import LabState
 from ..widgets.footer import LabFooter

@@ -21,7 +21,7 @@ from textual.message import Message
 from textual.widgets import Button, Label, Static
 
 from lab.experiments import RunSpec
-from lab.launch import DriverSettings
+from lab.workers.settings import DriverSettings
 
 from .quit import ChoiceScreen
 

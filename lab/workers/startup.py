@@ -1,0 +1,133 @@
+"""A driver's start-up and tear-down: the one sequence `run --headless` and the background driver share.
+
+A driver owns its store for as long as it runs. `DriverSession` takes the store's lock before
+anything is written (a second driver is refused with the holder's pid), opens the store and
+marks runs a dead driver left "running" as stopped; `plan` sizes the workers for the queued
+runs; `drive` starts them through an executor and trains until the `Driver` is done, with the
+front-end's stop signals installed. Everything ends in the reverse order whatever happens (an
+error, Ctrl-C, SIGTERM): the workers (in `Driver.run`), the signal handlers, the store, and
+the lock last, so no other driver can start while this one's workers may still write.
+
+The front-ends keep only what differs: what they queue (headless enqueues its own runs and
+trains only those; the background driver takes every queued run and new work while it
+lingers), how they show progress (Rich or a log), and which signals stop them how.
+"""
+
+from __future__ import annotations
+
+import signal
+from contextlib import ExitStack
+from dataclasses import dataclass
+from pathlib import Path
+from types import FrameType
+from typing import Callable, Iterable, Sequence
+
+from ..core.config import TrainOptions
+from ..store import DriverLock, Store
+from .driver import Driver
+from .executor import Executor
+from .scheduler import ExecutionPlan, Queued, WorkerSpec, plan_execution
+from .settings import DriverSettings
+
+
+def executor_for(workers: list[WorkerSpec]) -> Executor:
+    """The executor that runs these workers: local processes, one per WorkerSpec. The driver
+    and `lab.bench` both get theirs here, so what a benchmark measures is what a launch runs."""
+    from .local import LocalExecutor
+
+    return LocalExecutor(list(workers))
+
+
+@dataclass(frozen=True)
+class StopSignals:
+    """Which signals stop a driver, and how.
+
+    The first of `signals` asks for a graceful stop: workers checkpoint and exit, queued runs
+    stay resumable. With `kill_on_repeat`, each further one stops at once (runs resume from
+    their last checkpoint); without it, repeats are the same graceful request. `say` hears
+    `graceful_note` or `immediate_note` (when not empty) as each signal arrives.
+    """
+
+    signals: tuple[signal.Signals, ...]
+    kill_on_repeat: bool = False
+    say: Callable[[str], None] | None = None
+    graceful_note: str = ""
+    immediate_note: str = ""
+
+
+class DriverSession:
+    """This process as the one driver of a store, from taking its lock to releasing it.
+
+    Use as a context manager: on entry the lock is taken (StoreError naming the holder if
+    another driver has it), the store opened and interrupted runs marked (`interrupted`: their
+    ids); on exit the store is closed and the lock released, in that order.
+    """
+
+    def __init__(self, store_dir: Path, settings: DriverSettings, cuda_devices: int) -> None:
+        self.store_dir = store_dir
+        self.settings = settings
+        self.cuda_devices = cuda_devices
+        self.interrupted: list[str] = []
+        self._store: Store | None = None
+        self._exit = ExitStack()
+
+    @property
+    def store(self) -> Store:
+        if self._store is None:
+            raise RuntimeError("DriverSession.store is only open inside `with`")
+        return self._store
+
+    def __enter__(self) -> "DriverSession":
+        with ExitStack() as stack:
+            lock = DriverLock(self.store_dir)
+            lock.acquire()
+            stack.callback(lock.release)  # runs last: the store closes first
+            self._store = stack.enter_context(Store.open(self.store_dir))
+            self.interrupted = self._store.mark_interrupted()
+            self._exit = stack.pop_all()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._store = None
+        self._exit.close()
+
+    def plan(self, queued: Sequence[Queued]) -> ExecutionPlan:
+        """The group cap and the workers for `queued`, as the settings ask (`plan_execution`)."""
+        s = self.settings
+        return plan_execution(s.device, s.workers, s.group_size, queued, self.cuda_devices)
+
+    def drive(self, plan: ExecutionPlan, stop: StopSignals, *, scope: Iterable[str] | None = None,
+              on_event: Callable[[object], None] | None = None) -> None:
+        """Train with `plan`'s workers until the driver is done, then end them.
+
+        `scope`: the run ids to train (headless), or None for every queued run and new work
+        while the driver lingers (`settings.linger_s`). `on_event` hears every event the
+        store records. The previous handlers of `stop.signals` are restored on the way out.
+        """
+        driver = Driver(self.store, executor_for(plan.workers), group_size=plan.group_size,
+                        options=TrainOptions(), scope=scope, linger_s=self.settings.linger_s, on_event=on_event)
+        handler = _stop_handler(driver, stop)
+        previous = {sig: signal.signal(sig, handler) for sig in stop.signals}
+        try:
+            driver.run()
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+
+def _stop_handler(driver: Driver, stop: StopSignals) -> Callable[[int, FrameType | None], None]:
+    received = 0
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        nonlocal received
+        received += 1
+        at_once = stop.kill_on_repeat and received > 1
+        note = stop.immediate_note if at_once else stop.graceful_note
+        if note and stop.say is not None:
+            stop.say(note)
+        if at_once:
+            driver.kill()
+        else:
+            driver.request_stop()
+
+    return on_signal
