@@ -13,6 +13,7 @@ import dataclasses
 import signal
 import time
 from dataclasses import dataclass, field
+from functools import partial
 
 from rich.console import Console
 from rich.live import Live
@@ -194,7 +195,8 @@ def run_headless(specs: list[RunSpec], opts: HeadlessOptions, console: Console) 
     if problem:
         raise HeadlessError(problem)
     shas = check_corpora(specs)  # before the store is touched: nothing half-written on a data error
-    with DriverSession(resolve_store_dir(opts.store), opts.settings, cuda) as session:
+    say = partial(console.print, markup=False, highlight=False)
+    with DriverSession(resolve_store_dir(opts.store), opts.settings, cuda, kind="headless", say=say) as session:
         rows = enqueue_specs(session.store, specs, shas, fresh=opts.fresh)
         return _drive(session, rows, console)
 

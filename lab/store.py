@@ -15,7 +15,7 @@ corrupt the file).
 
 Who writes what: the driver applies the workers' typed events (`apply`, `apply_many`) and
 claims the store with `DriverLock`; clients (TUI, CLI) enqueue runs and write requests
-(stop, cancel) that the driver acts on. Clients never train and never talk to workers.
+(stop, cancel, exit when idle) that the driver acts on. Clients never train and never talk to workers.
 Checkpoint files are written by the trainer's sink (lab/core/checkpoint.py) and count once the
 store has recorded them; the store is the only one that deletes them (`_prune` keeps the
 newest KEEP_CHECKPOINTS, `discard_unrecorded_checkpoints` clears what a crash left behind).
@@ -74,7 +74,11 @@ STATUSES = ("queued", "running", "finished", "failed", "diverged", "stopped")
 RESULT_STATUSES = ("finished", "diverged")
 #: Statuses that a new enqueue (or `requeue`) puts back in the queue, resuming from a checkpoint.
 RESUMABLE_STATUSES = ("failed", "stopped")
-REQUEST_KINDS = ("stop", "cancel", "stop_all")
+REQUEST_KINDS = ("stop", "cancel", "stop_all", "exit")
+#: Requests addressed to the driver itself rather than to one run.
+DRIVER_REQUEST_KINDS = ("stop_all", "exit")
+#: Who a driver is: `run --headless` in a terminal, or the lab's detached background driver.
+DRIVER_KINDS = ("headless", "background")
 
 #: Checkpoints kept per run while it trains; a finished run keeps only its final one. The store
 #: is the one place that deletes checkpoints (the trainer only writes them), see `_prune`.
@@ -180,7 +184,8 @@ class RunRow:
 
 @dataclass(frozen=True)
 class Request:
-    """A client's request to the driver (stop or cancel one run, or stop everything)."""
+    """A client's request to the driver: stop or cancel one run, stop everything ("stop_all"),
+    or exit if idle ("exit": a lingering background driver makes way for `run --headless`)."""
 
     id: int
     run_id: str | None
@@ -190,12 +195,18 @@ class Request:
 
 @dataclass(frozen=True)
 class DriverInfo:
-    """What the current (or last) driver wrote about itself; `alive` checks its lock."""
+    """What the current (or last) driver wrote about itself; `alive` checks its lock.
+
+    `kind` is "headless" or "background" (`DRIVER_KINDS`), or None for a record written before
+    drivers recorded it (schema 1). Without it a driver that takes no new work could be a
+    headless run or a background driver winding down, which clients must tell apart.
+    """
 
     pid: int | None
     started_at: float | None
     accepting: bool
     alive: bool
+    kind: str | None = None
 
 
 # -- schema -----------------------------------------------------------------------------------
@@ -285,7 +296,22 @@ Migration = str | Callable[[sqlite3.Connection], None]
 #: `_MIGRATIONS[k - 1]` upgrades a store from schema k to k + 1. A schema change is a new entry
 #: at the end (never an edit of an old one); `Store.open` applies the missing ones in one
 #: transaction, so a store is upgraded completely or not at all.
-_MIGRATIONS: list[Migration] = []
+_MIGRATIONS: list[Migration] = [
+    # 1 -> 2: the driver records its kind (NULL: an older driver); the "exit" request. SQLite
+    # cannot change a CHECK constraint, so the requests table is rebuilt with its rows.
+    """ALTER TABLE driver ADD COLUMN kind TEXT CHECK (kind IN ('headless', 'background'));
+    CREATE TABLE requests_v2 (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        run_id TEXT REFERENCES runs (run_id) ON DELETE CASCADE,
+        kind TEXT NOT NULL CHECK (kind IN ('stop', 'cancel', 'stop_all', 'exit')),
+        created_at REAL NOT NULL,
+        acked_at REAL
+    );
+    INSERT INTO requests_v2 (id, run_id, kind, created_at, acked_at)
+        SELECT id, run_id, kind, created_at, acked_at FROM requests;
+    DROP TABLE requests;
+    ALTER TABLE requests_v2 RENAME TO requests""",
+]
 
 #: The schema this code writes; a store of a higher version was made by a newer dropres-lab.
 SCHEMA_VERSION = 1 + len(_MIGRATIONS)
@@ -971,14 +997,16 @@ class Store:
     # -- requests and the driver ------------------------------------------------------------------
 
     def request(self, run_id: str | None, kind: str) -> int:
-        """Ask the driver to stop or cancel a run, or to stop everything ("stop_all").
+        """Ask the driver to stop or cancel a run, to stop everything ("stop_all"), or to exit
+        if it is idle ("exit"; a busy driver ignores it).
 
-        The driver polls `pending_requests` and acknowledges each one it acted on.
+        The driver polls `pending_requests` and acknowledges each one it read.
         """
         if kind not in REQUEST_KINDS:
             raise ValueError(f"request kind must be one of {', '.join(REQUEST_KINDS)}, got {kind!r}")
-        if (run_id is None) != (kind == "stop_all"):
-            raise ValueError(f"a {kind!r} request {'takes no' if kind == 'stop_all' else 'needs a'} run id")
+        to_driver = kind in DRIVER_REQUEST_KINDS
+        if (run_id is None) != to_driver:
+            raise ValueError(f"a {kind!r} request {'takes no' if to_driver else 'needs a'} run id")
         with self._write() as c:
             if run_id is not None and c.execute(
                 "SELECT 1 FROM runs WHERE run_id = ?", (run_id,)
@@ -1010,17 +1038,20 @@ class Store:
             return c.execute("UPDATE requests SET acked_at = ? WHERE acked_at IS NULL",
                              (time.time(),)).rowcount
 
-    def set_driver_info(self, pid: int, accepting: bool) -> None:
-        """Record the driver's pid and whether it takes new work (False while it winds down,
-        so a client starts a new driver instead of queueing behind one that is exiting)."""
+    def set_driver_info(self, pid: int, accepting: bool, *, kind: str) -> None:
+        """Record the driver's pid, kind (`DRIVER_KINDS`) and whether it takes new work (False
+        for a headless run, and while a background driver winds down, so a client starts a
+        new driver instead of queueing behind one that is exiting)."""
+        if kind not in DRIVER_KINDS:
+            raise ValueError(f"driver kind must be one of {', '.join(DRIVER_KINDS)}, got {kind!r}")
         now = time.time()
         with self._write() as c:
             row = c.execute("SELECT pid, started_at FROM driver WHERE id = 1").fetchone()
             started = row["started_at"] if row is not None and row["pid"] == pid else now
             c.execute(
-                """INSERT OR REPLACE INTO driver (id, pid, started_at, accepting, updated_at)
-                   VALUES (1, ?, ?, ?, ?)""",
-                (pid, started, int(bool(accepting)), now),
+                """INSERT OR REPLACE INTO driver (id, pid, started_at, accepting, updated_at, kind)
+                   VALUES (1, ?, ?, ?, ?, ?)""",
+                (pid, started, int(bool(accepting)), now, kind),
             )
 
     def clear_driver_info(self) -> None:
@@ -1031,12 +1062,12 @@ class Store:
     def driver_info(self) -> DriverInfo | None:
         """The last driver's record, with `alive` from its lock (robust against SIGKILL: the OS
         drops the lock when the process dies). None if no driver has written one."""
-        rows = self._read("SELECT pid, started_at, accepting FROM driver WHERE id = 1")
+        rows = self._read("SELECT pid, started_at, accepting, kind FROM driver WHERE id = 1")
         alive = DriverLock.is_held(self.dir)
         if not rows:
             return None
         r = rows[0]
-        return DriverInfo(r["pid"], r["started_at"], bool(r["accepting"]), alive)
+        return DriverInfo(r["pid"], r["started_at"], bool(r["accepting"]), alive, r["kind"])
 
     def driver_alive(self) -> bool:
         """Whether some process holds the driver lock right now."""

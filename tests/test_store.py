@@ -483,20 +483,28 @@ def test_requests_round_trip_and_driver_info(store: Store) -> None:
         store.request(rid, "explode")
     with pytest.raises(ValueError):
         store.request(None, "stop")
+    with pytest.raises(ValueError):
+        store.request(rid, "exit")  # addressed to the driver, not to a run
+    exit_request = store.request(None, "exit")
+    assert [(r.id, r.run_id, r.kind) for r in store.pending_requests()] == [(exit_request, None, "exit")]
+    store.ack_request(exit_request)
     with pytest.raises(StoreError):
         store.request("0123456789abcdef", "stop")
 
     assert store.driver_info() is None
     with DriverLock(store.dir):
-        store.set_driver_info(os.getpid(), accepting=True)
+        store.set_driver_info(os.getpid(), accepting=True, kind="background")
         info = store.driver_info()
         assert info.pid == os.getpid() and info.accepting and info.alive and info.started_at
-        store.set_driver_info(os.getpid(), accepting=False)
-        assert not store.driver_info().accepting
+        assert info.kind == "background"
+        store.set_driver_info(os.getpid(), accepting=False, kind="background")  # winding down
+        assert not store.driver_info().accepting and store.driver_info().kind == "background"
         assert store.driver_info().started_at == info.started_at
     assert not store.driver_info().alive
     store.clear_driver_info()
     assert store.driver_info() is None
+    with pytest.raises(ValueError):
+        store.set_driver_info(os.getpid(), accepting=True, kind="foreground")
 
 
 def test_delete_removes_rows_metrics_and_checkpoints(store: Store) -> None:
@@ -598,6 +606,25 @@ def test_a_store_written_by_schema_1_opens_with_its_runs_metrics_and_queue(tmp_p
     assert _schema_of(d)[0] == SCHEMA_VERSION
     Store.open(tmp_path / "new").close()
     assert _tables(d) == _tables(tmp_path / "new")  # upgraded in place = made new
+
+
+def test_a_schema_1_store_upgrades_to_record_the_drivers_kind_and_exit_requests(tmp_path: Path) -> None:
+    """Schema 2: a driver record written by an older driver reads with kind None (unknown), its
+    pending requests survive the rebuilt requests table, and the new "exit" request is accepted."""
+    d = _v1_store(tmp_path)
+    with contextlib.closing(sqlite3.connect(d / "store.sqlite3")) as conn, conn:
+        conn.execute("INSERT INTO driver (id, pid, started_at, accepting, updated_at) VALUES (1, 4242, 1.0, 0, 2.0)")
+        before = conn.execute("SELECT id, run_id, kind, created_at FROM requests WHERE acked_at IS NULL").fetchall()
+    with Store.open(d) as st:
+        info = st.driver_info()
+        assert (info.pid, info.accepting, info.alive, info.kind) == (4242, False, False, None)
+        assert [(r.id, r.run_id, r.kind, r.created_at) for r in st.pending_requests()] == before
+        later = st.request(None, "exit")
+        assert later > max(r[0] for r in before)
+        assert [r.kind for r in st.pending_requests()] == ["stop_all", "exit"]
+        st.set_driver_info(4243, accepting=True, kind="headless")
+        assert st.driver_info().kind == "headless"
+    assert _schema_of(d)[0] == SCHEMA_VERSION == 2
 
 
 def _tables(d: Path) -> list[str]:

@@ -154,7 +154,7 @@ def test_the_app_saves_a_screenshot_of_the_runs_screen(synthetic: Path, tmp_path
     lock = DriverLock(synthetic).acquire()  # as if a background driver were training them
     try:
         with Store.open(synthetic) as store:
-            store.set_driver_info(os.getpid(), accepting=True)
+            store.set_driver_info(os.getpid(), accepting=True, kind="background")
         asyncio.run(go())
     finally:
         lock.release()
@@ -539,7 +539,7 @@ def test_a_headless_run_holding_the_store_refuses_a_launch(lab: Path) -> None:
     lock = DriverLock(lab / "runs").acquire()
     try:
         with Store.open(lab / "runs") as store:
-            store.set_driver_info(os.getpid(), accepting=False)  # what `run --headless` writes
+            store.set_driver_info(os.getpid(), accepting=False, kind="headless")  # what `run --headless` writes
 
         async def go() -> list[str]:
             app = LabApp(lab / "runs", lab / "experiments.toml", driver_settings=SETTINGS, start_mode="runs")

@@ -35,7 +35,7 @@ def serve(store_dir: Path, settings: DriverSettings) -> int:
         log(f"error: {problem}")
         return 2
     signal.signal(signal.SIGHUP, signal.SIG_IGN)  # a terminal closing elsewhere must not end the training
-    with DriverSession(store_dir, settings, cuda) as session:  # StoreError (exit 2) if another driver holds it
+    with DriverSession(store_dir, settings, cuda, kind="background") as session:  # StoreError (exit 2) if another driver holds it
         if session.interrupted:
             log(f"{len(session.interrupted)} run(s) left running by a previous driver are now stopped (resumable)")
         plan = session.plan(session.store.queued())

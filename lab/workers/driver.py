@@ -2,7 +2,8 @@
 
 It holds the store's lock (taken by the caller), groups queued runs with the scheduler,
 hands groups to an executor's workers, writes every event the workers send into the store,
-and acts on stop and cancel requests written to the store by other processes (the TUI).
+and acts on stop and cancel requests written to the store by other processes (the TUI), and
+on an "exit" request while it lingers idle (a `run --headless` asking it to make way).
 Training never happens here. Both `run --headless` (in the foreground) and the TUI's
 detached background driver are this class.
 """
@@ -28,16 +29,18 @@ class Driver:
 
     `scope`: the run ids this driver is responsible for (a headless invocation), or None for
     every queued run in the store (the TUI's background driver). `linger_s`: how long to wait
-    for new queued work once everything is done before returning (0 for headless).
+    for new queued work once everything is done before returning (0 for headless). `kind`:
+    what the driver records itself as ("headless" or "background", `DRIVER_KINDS`).
     """
 
     def __init__(self, store: Store, executor: Executor, *, group_size: int, options: TrainOptions,
-                 scope: Iterable[str] | None = None, linger_s: float = 0.0,
+                 kind: str, scope: Iterable[str] | None = None, linger_s: float = 0.0,
                  on_event: Callable[[object], None] | None = None):
         self.store = store
         self.executor = executor
         self.group_size = group_size
         self.options = options
+        self.kind = kind
         self.scope = set(scope) if scope is not None else None
         self.linger_s = linger_s
         self.on_event = on_event or (lambda e: None)
@@ -50,6 +53,7 @@ class Driver:
         self.retry: list[str] = []  # runs of a group that ran out of memory, to requeue
         self._ids = itertools.count()
         self._idle_since: float | None = None
+        self.exit_requested = False  # an "exit" request found it idle: it leaves without lingering
 
     # -- control -------------------------------------------------------------------------------
     def request_stop(self) -> None:
@@ -57,7 +61,7 @@ class Driver:
         if not self.stopping:
             self.stopping = True
             self.executor.stop()
-            self.store.set_driver_info(_pid(), accepting=False)
+            self.store.set_driver_info(_pid(), accepting=False, kind=self.kind)
             waiting = [r.run_id for r in self._queued() if r.run_id not in self.dispatched]
             self.store.stop_runs(waiting, "stopped before it started")
 
@@ -72,12 +76,12 @@ class Driver:
     def run(self) -> None:
         self.store.clear_requests()
         # A driver with a fixed scope (headless) trains only its own runs: it takes no new work.
-        self.store.set_driver_info(_pid(), accepting=self.scope is None)
+        self.store.set_driver_info(_pid(), accepting=self.scope is None, kind=self.kind)
         self.executor.start()
         try:
             while True:
                 self._handle_requests()
-                if not self.stopping:
+                if not (self.stopping or self.exit_requested):
                     self._dispatch()
                 self._absorb(self.executor.poll(POLL_S))
                 if self._finished():
@@ -93,16 +97,20 @@ class Driver:
         return rows
 
     def _finished(self) -> bool:
-        if self.executor.busy():
+        if not self._idle():
             self._idle_since = None
             return False
-        if self.stopping:
+        if self.stopping or self.exit_requested:
             return True
-        if any(r.run_id not in self.dispatched for r in self._queued()):
-            return False
         now = time.monotonic()
         self._idle_since = self._idle_since or now
         return now - self._idle_since >= self.linger_s
+
+    def _idle(self) -> bool:
+        """No worker trains and nothing waits to be dispatched (stopping: nothing in flight)."""
+        if self.executor.busy():
+            return False
+        return self.stopping or all(r.run_id in self.dispatched for r in self._queued())
 
     def _dispatch(self) -> None:
         idle = self.executor.idle_slots()
@@ -195,6 +203,11 @@ class Driver:
         for req in self.store.pending_requests():
             if req.kind == "stop_all":
                 self.request_stop()
+            elif req.kind == "exit":
+                # Only an idle driver makes way; one that has work keeps it (the asker reports it busy).
+                if self._idle() and not self.stopping:
+                    self.exit_requested = True
+                    self.store.set_driver_info(_pid(), accepting=False, kind=self.kind)
             elif req.run_id is not None:
                 self._stop_run(req.run_id, cancel=req.kind == "cancel")
             self.store.ack_request(req.id)

@@ -1,7 +1,8 @@
 """A driver's start-up and tear-down: the one sequence `run --headless` and the background driver share.
 
 A driver owns its store for as long as it runs. `DriverSession` takes the store's lock before
-anything is written (a second driver is refused with the holder's pid), opens the store and
+anything is written (`take_lock`: a headless run asks the lab's idle background driver to
+make way; a busy driver is refused with the holder's kind, pid and runs), opens the store and
 marks runs a dead driver left "running" as stopped; `plan` sizes the workers for the queued
 runs; `drive` starts them through an executor and trains until the `Driver` is done, with the
 front-end's stop signals installed. Everything ends in the reverse order whatever happens (an
@@ -23,9 +24,10 @@ from types import FrameType
 from typing import Callable, Iterable, Sequence
 
 from ..core.config import TrainOptions
-from ..store import DriverLock, Store
+from ..store import Store
 from .driver import Driver
 from .executor import Executor
+from .handover import take_lock
 from .scheduler import ExecutionPlan, Queued, WorkerSpec, plan_execution
 from .settings import DriverSettings
 
@@ -60,13 +62,18 @@ class DriverSession:
 
     Use as a context manager: on entry the lock is taken (StoreError naming the holder if
     another driver has it), the store opened and interrupted runs marked (`interrupted`: their
-    ids); on exit the store is closed and the lock released, in that order.
+    ids); on exit the store is closed and the lock released, in that order. `kind` is what the
+    driver records itself as ("headless" or "background"); `say` hears what the session does
+    while it waits for the lock.
     """
 
-    def __init__(self, store_dir: Path, settings: DriverSettings, cuda_devices: int) -> None:
+    def __init__(self, store_dir: Path, settings: DriverSettings, cuda_devices: int, *, kind: str,
+                 say: Callable[[str], None] | None = None) -> None:
         self.store_dir = store_dir
         self.settings = settings
         self.cuda_devices = cuda_devices
+        self.kind = kind
+        self.say = say
         self.interrupted: list[str] = []
         self._store: Store | None = None
         self._exit = ExitStack()
@@ -79,8 +86,7 @@ class DriverSession:
 
     def __enter__(self) -> "DriverSession":
         with ExitStack() as stack:
-            lock = DriverLock(self.store_dir)
-            lock.acquire()
+            lock = take_lock(self.store_dir, self.kind, self.say)
             stack.callback(lock.release)  # runs last: the store closes first
             self._store = stack.enter_context(Store.open(self.store_dir))
             self.interrupted = self._store.mark_interrupted()
@@ -105,7 +111,7 @@ class DriverSession:
         store records. The previous handlers of `stop.signals` are restored on the way out.
         """
         driver = Driver(self.store, executor_for(plan.workers), group_size=plan.group_size,
-                        options=TrainOptions(), scope=scope, linger_s=self.settings.linger_s, on_event=on_event)
+                        options=TrainOptions(), kind=self.kind, scope=scope, linger_s=self.settings.linger_s, on_event=on_event)
         handler = _stop_handler(driver, stop)
         previous = {sig: signal.signal(sig, handler) for sig in stop.signals}
         try:
