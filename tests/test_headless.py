@@ -10,6 +10,7 @@ import time
 import pytest
 
 from conftest import cli, metric_steps, rows, start, wait_for
+from lab.store import Store
 
 
 def test_two_suites_on_two_workers_finish_and_results_reports_them(lab_dir):
@@ -86,9 +87,57 @@ def test_a_second_driver_on_the_same_store_is_refused_with_the_first_ones_pid(la
         assert first.poll() is None, "the first driver must still be running"
         assert second.returncode == 2
         assert f"pid {first.pid}" in second.stderr and "Traceback" not in second.stderr
+        assert "a headless run" in second.stderr and "training long/x" in second.stderr
     finally:
         first.send_signal(signal.SIGINT)
         first.communicate(timeout=60)
+
+
+def _background_driver(lab_dir, *suites: str):
+    """The lab's background driver on `suites` (queued as the lab queues them), lingering a minute."""
+    from lab.experiments import load_experiments
+    from lab.launch import check_corpora, enqueue_specs
+
+    specs = load_experiments(lab_dir / "experiments.toml").select(list(suites)) if suites else []
+    with Store.open(lab_dir / "runs") as store:
+        enqueue_specs(store, specs, check_corpora(specs))
+    proc = start(lab_dir, "driver", "--store", "runs", "--linger", "60")
+
+    def up() -> bool:
+        with Store.open(lab_dir / "runs") as store:
+            info = store.driver_info()
+            return info is not None and info.alive and info.kind == "background"
+    wait_for(up, what="the background driver to start")
+    return proc
+
+
+def test_a_headless_run_asks_the_labs_idle_background_driver_to_exit_and_proceeds(lab_dir):
+    background = _background_driver(lab_dir)  # lingering: nothing to train
+    try:
+        res = cli(lab_dir, "run", "--headless", "alpha")
+        assert res.returncode == 0, res.stderr
+        assert f"asked the lab's idle background driver (pid {background.pid}) to exit" in res.stdout
+        assert background.wait(timeout=30) == 0  # it made way and exited cleanly, long before its linger ran out
+        assert {r.status for r in rows(lab_dir, "alpha").values()} == {"finished"}
+    finally:
+        if background.poll() is None:
+            background.kill()
+        background.communicate(timeout=30)
+
+
+def test_a_headless_run_is_refused_by_a_busy_background_driver_naming_what_it_trains(lab_dir):
+    background = _background_driver(lab_dir, "long")
+    try:
+        wait_for(lambda: rows(lab_dir, "long")["x"].status == "running", what="long/x to train")
+        res = cli(lab_dir, "run", "--headless", "alpha")
+        assert res.returncode == 2
+        assert res.stderr.strip().splitlines() == [res.stderr.strip()]  # one line
+        assert f"the lab's background driver (pid {background.pid}), training long/x;" in res.stderr
+        assert background.poll() is None and rows(lab_dir, "long")["x"].status == "running"  # undisturbed
+        assert rows(lab_dir, "alpha") == {}  # nothing written
+    finally:
+        background.send_signal(signal.SIGTERM)
+        background.communicate(timeout=60)
 
 
 def test_a_killed_worker_fails_only_its_runs_and_a_rerun_resumes_them(lab_dir):
