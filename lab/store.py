@@ -40,7 +40,7 @@ import shutil
 import sqlite3
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
@@ -749,15 +749,15 @@ class Store:
 
     def mark_interrupted(self) -> list[str]:
         """For a driver that has just taken the lock: runs a dead driver left "running"
-        become "stopped" (resumable from their checkpoint), with a note saying so."""
+        become "stopped" (resumable from their checkpoint), with a note saying so
+        (`as_interrupted` is the same change, for a view)."""
         now = time.time()
         with self._write() as c:
             ids = [r[0] for r in c.execute("SELECT run_id FROM runs WHERE status = 'running'")]
             c.execute(
-                """UPDATE runs SET status = 'stopped', ended_at = ?, updated_at = ?,
-                       error = 'interrupted: the driver running it exited; resumable from its last checkpoint'
+                """UPDATE runs SET status = 'stopped', ended_at = ?, updated_at = ?, error = ?
                    WHERE status = 'running'""",
-                (now, now),
+                (now, now, INTERRUPTED_NOTE),
             )
         return ids
 
@@ -1072,6 +1072,19 @@ class Store:
     def driver_alive(self) -> bool:
         """Whether some process holds the driver lock right now."""
         return DriverLock.is_held(self.dir)
+
+
+#: What a run left "running" by a driver that died says (`mark_interrupted`, `as_interrupted`).
+INTERRUPTED_NOTE = "interrupted: the driver running it exited; resumable from its last checkpoint"
+
+
+def as_interrupted(row: RunRow) -> RunRow:
+    """A run a dead driver left "running", as `mark_interrupted` will record it when the next
+    driver starts: stopped (resumable), with the note saying why. For views, which show the
+    truth as soon as the driver is known dead without writing to the store themselves."""
+    if row.status != "running":
+        return row
+    return replace(row, status="stopped", error=INTERRUPTED_NOTE, ended_at=row.updated_at)
 
 
 #: Result and live fields cleared when a run starts over (`enqueue(..., fresh=True)`).

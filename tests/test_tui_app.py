@@ -545,7 +545,7 @@ def test_a_headless_run_holding_the_store_refuses_a_launch(lab: Path) -> None:
             app = LabApp(lab / "runs", lab / "experiments.toml", driver_settings=SETTINGS, start_mode="runs")
             async with app.run_test(size=SIZE) as pilot:
                 await pilot.pause(0.3)
-                assert "takes no new work" in str(app.sub_title)
+                assert f"headless run pid {os.getpid()} (takes no new work)" in str(app.sub_title)
                 launch(app, lab, "tiny")
                 await wait_for(pilot, lambda: bool(app._notifications), what="a notification")
                 return [n.message for n in app._notifications]
@@ -556,6 +556,42 @@ def test_a_headless_run_holding_the_store_refuses_a_launch(lab: Path) -> None:
             assert store.runs() == []  # nothing was enqueued
     finally:
         lock.release()
+
+
+def test_the_subtitle_names_the_drivers_kind_and_a_dead_drivers_runs_show_interrupted(synthetic: Path) -> None:
+    """A background driver winding down is not taken for a headless run; once the driver is
+    known dead (its lock free, its record left behind, as after SIGKILL) its running runs show
+    as stopped and resumable at once, while the store, which only a driver writes, is untouched."""
+    with Store.open(synthetic) as store:
+        running = [r.run_id for r in store.runs() if r.status == "running"]
+    assert len(running) == 2
+    lock = DriverLock(synthetic).acquire()
+
+    async def go() -> None:
+        app = LabApp(synthetic, start_mode="runs", poll_interval=0.05)
+        async with app.run_test(size=SIZE) as pilot:
+            table = app.screen.query_one(RunsTable)
+            await wait_for(pilot, lambda: "background driver pid 4242" in str(app.sub_title), what="the driver")
+            assert [table_cell(table, rid, "status") for rid in running] == ["running", "running"]
+            with Store.open(synthetic) as store:
+                store.set_driver_info(4242, accepting=False, kind="background")  # asked to stop
+            await wait_for(pilot, lambda: "stopping" in str(app.sub_title), what="the driver stopping")
+            assert "background driver pid 4242 stopping (takes no new work)" in str(app.sub_title)
+            assert not app.headless_holds_store
+            lock.release()  # the driver is killed: its record stays, its lock goes
+            await wait_for(pilot, lambda: "no driver" in str(app.sub_title), what="the driver's death")
+            await pilot.pause(0.2)
+            assert [table_cell(table, rid, "status") for rid in running] == ["stopped", "stopped"]
+            assert all("interrupted" in (app.live[rid].row.error or "") for rid in running)
+
+    try:
+        with Store.open(synthetic) as store:
+            store.set_driver_info(4242, accepting=True, kind="background")
+        asyncio.run(go())
+    finally:
+        lock.release()
+    with Store.open(synthetic) as store:
+        assert [store.get(rid).status for rid in running] == ["running", "running"]  # the lab wrote nothing
 
 
 def test_export_writes_the_shown_table(synthetic: Path) -> None:

@@ -231,9 +231,13 @@ class LabApp(App[str | None]):
         d = self.driver
         if d is None or not d.alive:
             driver = "no driver"
-        elif d.accepting:
+        elif d.kind == "headless":
+            driver = f"headless run pid {d.pid} (takes no new work)"
+        elif d.accepting:  # only a background driver takes new work (so also for a record without a kind)
             driver = f"background driver pid {d.pid}"
-        else:
+        elif d.kind == "background":
+            driver = f"background driver pid {d.pid} stopping (takes no new work)"
+        else:  # a record from a driver too old to say its kind
             driver = f"driver pid {d.pid} (headless or stopping: takes no new work)"
         self.sub_title = f"{display_path(self.store_dir)} · {driver}"
 
@@ -276,8 +280,12 @@ class LabApp(App[str | None]):
         return start_background_driver(self.store.dir, self.driver_settings)
 
     def _headless_message(self) -> str:
+        """Why a launch is refused: a driver that takes no new work holds the store."""
         info = self.store.driver_info()
         pid = f" (pid {info.pid})" if info is not None and info.pid else ""
+        if info is not None and info.kind == "background":
+            return (f"the background driver{pid} is stopping and takes no new work; "
+                    "launch again once it has exited (a few seconds)")
         return (f"a headless run{pid} holds the store {display_path(self.store_dir)} and takes no new work; "
                 "wait for it to finish (or stop it), then try again")
 

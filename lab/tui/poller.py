@@ -10,8 +10,12 @@ make on another connection) and returns only what changed:
 * otherwise every run row is read and compared with the previous one; only rows that differ
   are reported, and only for those are new evaluation metrics fetched (`since_step`), so a
   poll costs one small query per changed run, not a reread of every curve;
-* the driver's record and lock are checked about once a second (a driver killed with
-  SIGKILL drops its lock without writing anything).
+* the driver's record and lock are checked about once a second, before the runs (a driver
+  killed with SIGKILL drops its lock without writing anything). Once a driver that recorded
+  itself no longer holds the lock it is known dead, and the runs it left "running" are shown
+  as the next driver will record them: stopped, interrupted, resumable (`as_interrupted`).
+  The lab does not write that itself: the store changes only through a driver. (A clean
+  exit ends its runs and removes its record first, so nothing is shown interrupted then.)
 
 Each run's loss history is a `Series`: at most `HISTORY` points that always span the whole
 run (when full, every other point is dropped and the stride doubles), so memory stays flat
@@ -32,7 +36,7 @@ from pathlib import Path
 
 from textual.message import Message
 
-from lab.store import DriverInfo, RunRow, Store
+from lab.store import DriverInfo, RunRow, Store, as_interrupted
 
 #: Points kept per curve (val and train evaluations) for sparklines.
 HISTORY = 128
@@ -147,26 +151,32 @@ class StorePoller:
     def poll(self, force: bool = False) -> Update:
         """Read what changed since the last poll (everything on the first one)."""
         update = Update()
-        version = self.store.data_version()
-        if force or version != self._version or self._version is None:
-            self._version = version
-            self._read_runs(update)
         now = time.monotonic()
+        reshow = False  # the driver died or came back: its running runs are shown differently
         if force or not self._driver_known or now - self._driver_checked >= DRIVER_CHECK_S:
             self._driver_checked = now
             driver = self.store.driver_info()
             if not self._driver_known or driver != self._driver:
+                reshow = self._driver_dead != _dead(driver)
                 self._driver, self._driver_known = driver, True
                 update.driver, update.driver_changed = driver, True
+        version = self.store.data_version()
+        if force or reshow or version != self._version or self._version is None:
+            self._version = version
+            self._read_runs(update, reshow)
         return update
 
-    def _read_runs(self, update: Update) -> None:
+    @property
+    def _driver_dead(self) -> bool:
+        return _dead(self._driver)
+
+    def _read_runs(self, update: Update, reshow: bool = False) -> None:
         rows = self.store.runs()
         seen = set()
         for row in rows:
             seen.add(row.run_id)
             old = self._rows.get(row.run_id)
-            if old == row:
+            if old == row and not (reshow and row.status == "running"):
                 continue
             self._rows[row.run_id] = row
             restarted = old is not None and (row.step < old.step or row.config_hash != old.config_hash)
@@ -174,7 +184,8 @@ class StorePoller:
                 self._val[row.run_id] = Series(self.history)
                 self._train[row.run_id] = Series(self.history)
             self._fetch(row.run_id)
-            update.changed[row.run_id] = LiveRun(row, self._val[row.run_id].snapshot(),
+            shown = as_interrupted(row) if self._driver_dead else row
+            update.changed[row.run_id] = LiveRun(shown, self._val[row.run_id].snapshot(),
                                                  self._train[row.run_id].snapshot())
         for run_id in set(self._rows) - seen:
             del self._rows[run_id]
@@ -187,6 +198,11 @@ class StorePoller:
             since = series.last_step if series.last_step >= 0 else None
             for step, _, loss, _ in self.store.metrics(run_id, split, since_step=since):
                 series.add(step, loss)
+
+
+def _dead(driver: DriverInfo | None) -> bool:
+    """A driver that recorded itself and no longer holds the lock: killed, or crashed."""
+    return driver is not None and not driver.alive
 
 
 class Pending:

@@ -33,8 +33,10 @@ class LabState:
 
     @property
     def headless_holds_store(self) -> bool:
-        """A driver holds the store and takes no new work (a headless run, or one stopping)."""
-        return self.driver is not None and self.driver.alive and not self.driver.accepting
+        """A headless run holds the store: its runs train in its terminal, and it takes no new
+        work. (A record without a kind, from an older driver, counts when it takes no work.)"""
+        d = self.driver
+        return d is not None and d.alive and (d.kind == "headless" or (d.kind is None and not d.accepting))
 
     def apply(self, update: Update) -> None:
         """Fold in what the poller saw change; a run that left the store loses its mark."""
