@@ -37,6 +37,10 @@ Expansion rules
   forms of one setting, so the override order applies between them: a ``seed`` written at a
   more specific level than the ``seeds`` in force gives a single run (no suffix); both at the
   same level is an error.
+* A relative ``data`` path is relative to the folder of the experiments file that names it,
+  as paths in any configuration file are (not to the working folder); the spec holds it
+  absolute, so the run's identity names the file it trains on wherever the lab is started.
+  The corpus name ``"tinyshakespeare"``, absolute paths and ``~`` paths are kept as written.
 * ``references = { "name" = loss }`` attaches a published value to the runs of that name
   (to every replicate of it); a reference that names no run is an error.
 * A suite with neither ``runs`` nor ``grid`` is an error (it would be an empty suite).
@@ -71,6 +75,8 @@ TOP_KEYS = ("default_suite", "defaults", "suites")
 DEFAULTS_KEYS = SETTING_KEYS + ("seeds",)
 SUITE_KEYS = SETTING_KEYS + ("seeds", "description", "runs", "grid", "references")
 RUN_ENTRY_KEYS = SETTING_KEYS + ("seeds", "name")
+#: The one `data` value that names a corpus rather than a file (the default).
+CORPUS_NAME = RunConfig.data
 
 
 # -- public types ---------------------------------------------------------------------------
@@ -193,6 +199,15 @@ def parse_run_ref(experiments: Experiments, ref: str) -> RunSpec:
     close = difflib.get_close_matches(run_name, names, n=3, cutoff=0.5)
     hint = f"did you mean {', '.join(close)}?" if close else f"runs in {suite_name}: {', '.join(names)}"
     raise fail(f"suite {suite_name!r} has no run {run_name!r}; {hint}")
+
+
+def resolve_data(data: str, folder: str | os.PathLike) -> str:
+    """A `data` setting as a path valid from any working folder: a relative path is joined to
+    `folder` (the experiments file's; the working folder for `--data` on the command line).
+    The corpus name, absolute paths and "~" paths are returned as they are."""
+    if data == CORPUS_NAME or data.startswith("~") or os.path.isabs(data):
+        return data
+    return os.path.normpath(os.path.join(os.path.abspath(folder), data))
 
 
 # -- loading --------------------------------------------------------------------------------
@@ -334,6 +349,7 @@ class _Checker:
         self.problems: _Problems = []
         self.reported = 0  # problems found so far, counting those still being grouped
         self.names_lost = False  # the suite being checked dropped a run for its name or its grid
+        self.folder = Path(".")  # the experiments file's folder (set by `check`)
         self._seen: set[tuple[KeyPath, str]] = set()
         # Whole-run problems, grouped so one mistake in [defaults] is one message, not one per run.
         self._run_problems: dict[tuple[KeyPath, str], list[str]] = {}
@@ -356,6 +372,7 @@ class _Checker:
 
     # -- top level ----------------------------------------------------------------------------
     def check(self, data: dict, path: Path) -> Experiments | None:
+        self.folder = path.parent  # relative `data` paths are relative to the file's folder
         for key in data:
             if key not in TOP_KEYS:
                 if key in SETTING_KEYS:
@@ -597,6 +614,7 @@ class _Checker:
                 self.add_run_problem(_blame(key, origin, entry.path), message, f"{suite}/{entry.name}")
             if problems:
                 continue
+            values["data"] = resolve_data(values["data"], self.folder)
             replicates = self.replicates(seeds + (entry.seeds,), origin.get("seed"))
             if replicates is None:
                 specs.append(RunSpec(suite, entry.name, RunConfig.from_dict(values), None, entry.name))

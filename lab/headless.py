@@ -10,6 +10,7 @@ files) it is plain timestamped lines at a modest rate, with no control codes.
 from __future__ import annotations
 
 import dataclasses
+import os
 import signal
 import time
 from dataclasses import dataclass, field
@@ -23,7 +24,7 @@ from rich.text import Text
 
 from .core import events as ev
 from .core.config import check_config
-from .experiments import RunSpec
+from .experiments import RunSpec, resolve_data
 from .formatting import fmt_duration, fmt_loss, fmt_rate, sparkline, status_style
 from .launch import check_corpora, enqueue_specs
 from .store import RunRow, resolve_store_dir
@@ -39,7 +40,11 @@ class HeadlessError(Exception):
 
 
 def override_specs(specs: list[RunSpec], max_iters: int | None, data: str | None) -> list[RunSpec]:
-    """Apply --max-iters / --data to every run; the changed settings make new run identities."""
+    """Apply --max-iters / --data to every run; the changed settings make new run identities.
+
+    A relative --data path is relative to the working folder, as command-line paths are."""
+    if data is not None:
+        data = resolve_data(data, os.getcwd())
     changes = {k: v for k, v in (("max_iters", max_iters), ("data", data)) if v is not None}
     if not changes:
         return specs

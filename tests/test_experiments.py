@@ -41,6 +41,36 @@ def runs_by_name(tmp_path: Path, body: str, suite: str = "s", head: str = HEAD):
     return {r.name: r for r in load(tmp_path, body, head).suites[suite].runs}
 
 
+# -- paths -----------------------------------------------------------------------------------
+
+
+def test_a_relative_data_path_is_relative_to_the_experiments_files_folder(tmp_path, monkeypatch):
+    project = tmp_path / "project"
+    project.mkdir()
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)  # started from another folder: the file's folder still counts
+    runs = runs_by_name(project, """
+        [suites.s]
+        runs = [{ name = "here", data = "corpus.txt" }, { name = "up", data = "../shared/c.txt" },
+                { name = "named" }, { name = "home", data = "~/c.txt" }, { name = "abs", data = "/srv/c.txt" }]
+        """)
+    assert runs["here"].config.data == str(project / "corpus.txt")
+    assert runs["up"].config.data == str(tmp_path / "shared" / "c.txt")
+    assert [runs[n].config.data for n in ("named", "home", "abs")] == ["tinyshakespeare", "~/c.txt", "/srv/c.txt"]
+    again = load_experiments(Path("../project/experiments.toml"))  # the file named by a relative path
+    assert again.suites["s"].runs[0].config == runs["here"].config
+
+
+def test_data_on_the_command_line_is_relative_to_the_working_folder(tmp_path, monkeypatch):
+    from lab.headless import override_specs
+
+    specs = list(runs_by_name(tmp_path, '[suites.s]\nruns = [{ name = "a", data = "corpus.txt" }]\n').values())
+    (tmp_path / "cwd").mkdir()
+    monkeypatch.chdir(tmp_path / "cwd")
+    assert override_specs(specs, None, "other.txt")[0].config.data == str(tmp_path / "cwd" / "other.txt")
+
+
 # -- override order and the dropout shorthand ----------------------------------------------
 
 
