@@ -2,7 +2,8 @@
 
 It trains every queued run in the store, takes new work while it runs, and exits a while
 after the queue empties. It lives in its own session so closing the TUI or its terminal
-leaves it training; SIGTERM or a stop request written to the store stops it gracefully.
+leaves it training; SIGTERM or a stop request written to the store stops it gracefully, and
+an exit request (from `run --headless`) ends it while it lingers with nothing to train.
 What it shares with `run --headless` (lock, store, workers, tear-down) is `DriverSession`;
 what is its own is here: it ignores hang-ups, logs instead of drawing, and lingers.
 """
@@ -42,8 +43,9 @@ def serve(store_dir: Path, settings: DriverSettings) -> int:
         workers = plan.workers
         log(f"background driver pid {os.getpid()}: {len(workers)} worker(s) on {workers[0].device}, "
             f"{workers[0].threads} thread(s) each, groups of up to {plan.group_size}")
-        session.drive(plan, GRACEFUL, on_event=_log_event)
-        log("queue empty: background driver exiting")
+        driver = session.drive(plan, GRACEFUL, on_event=_log_event)
+        log("asked to make way for another driver while idle: background driver exiting" if driver.exit_requested
+            else "queue empty: background driver exiting")
     return 0
 
 

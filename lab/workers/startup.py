@@ -103,8 +103,9 @@ class DriverSession:
         return plan_execution(s.device, s.workers, s.group_size, queued, self.cuda_devices)
 
     def drive(self, plan: ExecutionPlan, stop: StopSignals, *, scope: Iterable[str] | None = None,
-              on_event: Callable[[object], None] | None = None) -> None:
-        """Train with `plan`'s workers until the driver is done, then end them.
+              on_event: Callable[[object], None] | None = None) -> Driver:
+        """Train with `plan`'s workers until the driver is done, then end them; the driver,
+        for what it ended with (`exit_requested`).
 
         `scope`: the run ids to train (headless), or None for every queued run and new work
         while the driver lingers (`settings.linger_s`). `on_event` hears every event the
@@ -119,6 +120,7 @@ class DriverSession:
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
+        return driver
 
 
 def _stop_handler(driver: Driver, stop: StopSignals) -> Callable[[int, FrameType | None], None]:
