@@ -97,20 +97,20 @@ class Driver:
         return rows
 
     def _finished(self) -> bool:
-        if not self._idle():
+        if self.executor.busy():
             self._idle_since = None
             return False
-        if self.stopping or self.exit_requested:
+        if self.stopping or self.exit_requested:  # work queued after an accepted exit waits for the next driver
             return True
+        if not self._idle():
+            return False
         now = time.monotonic()
         self._idle_since = self._idle_since or now
         return now - self._idle_since >= self.linger_s
 
     def _idle(self) -> bool:
-        """No worker trains and nothing waits to be dispatched (stopping: nothing in flight)."""
-        if self.executor.busy():
-            return False
-        return self.stopping or all(r.run_id in self.dispatched for r in self._queued())
+        """No worker trains and nothing waits to be dispatched: lingering, or about to."""
+        return not self.executor.busy() and all(r.run_id in self.dispatched for r in self._queued())
 
     def _dispatch(self) -> None:
         idle = self.executor.idle_slots()
