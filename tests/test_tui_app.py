@@ -500,6 +500,29 @@ def test_cancel_a_running_run(lab: Path) -> None:
     asyncio.run(go())
 
 
+def test_quit_and_stop_them_closes_the_lab_and_the_driver_stops_the_runs_checkpointed(lab: Path) -> None:
+    async def go() -> str:
+        app = LabApp(lab / "runs", lab / "experiments.toml", driver_settings=SETTINGS, start_mode="runs",
+                     poll_interval=0.05)
+        async with app.run_test(size=SIZE) as pilot:
+            launch(app, lab, "long")
+            await wait_for(pilot, lambda: status_of(app, "forever") == "running", what="the run to start")
+            await pilot.press("q")
+            await pilot.pause()
+            assert isinstance(app.screen, QuitScreen)
+            await pilot.click("#stop")
+            await wait_for(pilot, lambda: not app.is_running, what="the lab to close")
+        assert app.return_value and app.return_value.startswith("stop requested")
+        return next(iter(app.live))
+
+    rid = asyncio.run(go())
+    with Store.open(lab / "runs") as store:
+        deadline = time.time() + 60
+        while store.get(rid).status != "stopped" and time.time() < deadline:
+            time.sleep(0.2)
+        assert store.get(rid).status == "stopped" and store.latest_checkpoint(rid) is not None
+
+
 def test_quit_and_leave_running_then_reopen_shows_it_finished(lab: Path) -> None:
     async def first() -> str:
         app = LabApp(lab / "runs", lab / "experiments.toml", driver_settings=SETTINGS, start_mode="runs",

@@ -439,13 +439,18 @@ class LabApp(App[str | None]):
         self._request_stop_all()
 
     @work(thread=True, group="store-write", exit_on_error=False)
-    def _request_stop_all(self) -> None:
+    def _request_stop_all(self, then_exit: bool = False) -> None:
+        """Write the stop request off the UI thread; quit's "stop them" then closes the lab."""
         try:
             self.store.request(None, "stop_all")
         except StoreError as exc:
             self.post_message(self.Notice(str(exc), "error"))
             return
-        self.post_message(self.Notice("stop requested: the driver checkpoints its runs and exits; resume them with r"))
+        if then_exit:
+            self.call_from_thread(self.exit, "stop requested: the driver checkpoints the runs and exits; "
+                                             "reopen the lab and resume them with r")
+        else:
+            self.post_message(self.Notice("stop requested: the driver checkpoints its runs and exits; resume them with r"))
 
     # -- navigation --------------------------------------------------------------------------------
 
@@ -553,7 +558,7 @@ class LabApp(App[str | None]):
 
         def chosen(choice: str | None) -> None:
             if choice == STOP:
-                self._stop_all_and_exit()
+                self._request_stop_all(then_exit=True)
             elif choice == LEAVE:
                 pid = self.driver.pid if self.driver is not None else None
                 where = ("in the headless run's terminal" if headless
@@ -562,17 +567,6 @@ class LabApp(App[str | None]):
 
         headless = self.headless_holds_store
         self.push_screen(QuitScreen(running, queued, headless=headless), chosen)
-
-    @work(thread=True, group="store-write", exit_on_error=False)
-    def _stop_all_and_exit(self) -> None:
-        """Quit's "stop them": the stop request is written off the UI thread, then the lab exits."""
-        try:
-            self.store.request(None, "stop_all")
-        except StoreError as exc:
-            self.post_message(self.Notice(str(exc), "error"))
-            return
-        self.call_from_thread(self.exit, "stop requested: the driver checkpoints the runs and exits; "
-                                         "reopen the lab and resume them with r")
 
 
 def run_lab(store: str | os.PathLike[str] | None = None, experiments: str | os.PathLike[str] = "experiments.toml") -> str | None:
