@@ -46,6 +46,7 @@ from lab.experiments import (
     resolve_settings,
 )
 from lab.experiments_fields import FORM_SETTINGS, SkipText, number_from_text, skip_row_problems
+from lab.formatting import counted
 from lab.toml_edit import KeyPath, document_item, format_key_path, save_document, set_key, toml_item, toml_value
 
 #: A heading as (text, style) pieces: the view assembles them, the model stays free of rich.
@@ -397,7 +398,7 @@ class ExperimentsDocument:
         if t.kind == "suite":
             desc = str((self.table(t.path) or {}).get("description", ""))
             count = self.run_count(t.suite)
-            runs = f"  ·  {count} runs" if count is not None else ""
+            runs = f"  ·  {counted(count, 'run')}" if count is not None else ""
             return (("Suite ", "dim"), (t.suite, "bold"), (runs, "dim"), (f"\n{desc}" if desc else "", "italic"))
         if t.kind == "grid_run":
             return (("Grid run ", "dim"), (f"{t.suite}/{t.name}", "bold"))

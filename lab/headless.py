@@ -24,7 +24,7 @@ from .core import events as ev
 from .core.config import check_config
 from .core.config import TrainOptions
 from .experiments import RunSpec
-from .formatting import fmt_duration, fmt_loss, fmt_rate, sparkline, status_style
+from .formatting import counted, fmt_duration, fmt_loss, fmt_rate, sparkline, status_style
 from .launch import check_corpora, enqueue_specs
 from .store import DriverLock, RunRow, Store, resolve_store_dir
 from .workers.driver import Driver
@@ -208,12 +208,13 @@ def _drive(store: Store, rows: list[RunRow], opts: HeadlessOptions, cuda: int, c
     todo = [r for r in rows if r.status == "queued"]
     skipped = len(rows) - len(todo)
     if skipped:
-        console.print(f"{skipped} of {len(rows)} runs already have results (finished or diverged); "
+        console.print(f"{skipped} of {counted(len(rows), 'run')} already {'has' if skipped == 1 else 'have'} results (finished or diverged); "
                       "skipping them (use --fresh to train again)")
     if todo:
         group_size, n_groups, specs = plan_execution(opts.device, opts.workers, opts.group_size, todo, cuda)
-        console.print(f"training {len(todo)} runs in {n_groups} group(s) on {len(specs)} worker(s) "
-                      f"({specs[0].device}, {specs[0].threads} thread(s) each); store {store.dir}")
+        console.print(f"training {counted(len(todo), 'run')} in {counted(n_groups, 'group')} on "
+                      f"{counted(len(specs), 'worker')} ({specs[0].device}, {counted(specs[0].threads, 'thread')} "
+                      f"each); store {store.dir}")
         driver = Driver(store, LocalExecutor(specs), group_size=group_size, options=TrainOptions(),
                         scope=[r.run_id for r in todo])
         plain = not console.is_terminal

@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 from ..core.config import TrainOptions
+from ..formatting import counted
 from ..launch import DriverSettings
 from ..store import DriverLock, Store
 from .driver import Driver
@@ -37,11 +38,12 @@ def serve(store_dir: Path, settings: DriverSettings) -> int:
         with Store.open(store_dir) as store:
             interrupted = store.mark_interrupted()
             if interrupted:
-                log(f"{len(interrupted)} run(s) left running by a previous driver are now stopped (resumable)")
+                log(f"{counted(len(interrupted), 'run')} left running by a previous driver "
+                    f"{'is' if len(interrupted) == 1 else 'are'} now stopped (resumable)")
             cap, n_groups, specs = plan_execution(settings.device, settings.workers, settings.group_size,
                                                   store.queued(), cuda)
-            log(f"background driver pid {__import__('os').getpid()}: {len(specs)} worker(s) on {specs[0].device}, "
-                f"{specs[0].threads} thread(s) each, groups of up to {cap}")
+            log(f"background driver pid {__import__('os').getpid()}: {counted(len(specs), 'worker')} on {specs[0].device}, "
+                f"{counted(specs[0].threads, 'thread')} each, groups of up to {cap}")
             driver = Driver(store, LocalExecutor(specs), group_size=cap, options=TrainOptions(),
                             linger_s=settings.linger_s, on_event=_log_event)
             signal.signal(signal.SIGTERM, lambda *_: driver.request_stop())
