@@ -52,6 +52,7 @@ from lab.toml_edit import (
     KeyPath,
     document_item,
     format_key_path,
+    remove_table,
     rename_key,
     save_document,
     set_key,
@@ -642,7 +643,7 @@ class ExperimentsDocument:
         """Remove a suite (its runs, grid and references); returns the level to show next and
         the suite that became default_suite in its place (None when it was not the default)."""
         names = list(self.suites())
-        del self.doc["suites"][name]
+        remove_table(self.doc, ("suites",), name)
         left = [n for n in names if n != name]
         new_default = None
         if self.doc.get("default_suite") == name:

@@ -20,7 +20,7 @@ from typing import Any
 
 import tomlkit
 from tomlkit.container import Container
-from tomlkit.items import AoT, InlineTable, SingleKey, Table
+from tomlkit.items import AoT, Comment, InlineTable, SingleKey, Table, Whitespace
 
 from lab.core.atomic import write_atomic
 
@@ -203,3 +203,29 @@ def _rename_headers(item: Any, old_prefix: str, new_prefix: str) -> None:
     elif isinstance(item, AoT):
         for child in item.body:
             _rename_headers(child, old_prefix, new_prefix)
+
+
+def remove_table(doc: tomlkit.TOMLDocument, path: KeyPath, key: str) -> None:
+    """Remove the [table] `key` of the table at `path`, keeping the comments that introduce
+    the table after it.
+
+    tomlkit keeps the comment lines above a [header] at the end of the table before it, so
+    removing that table would take them along: they are moved in front of the next table's
+    header instead (tomlkit pinned, as for `_insert`).
+    """
+    parent = document_item(doc, path)
+    removed = parent[key]
+    tail: list[str] = []
+    if isinstance(removed, Table):
+        for k, item in reversed(removed.value.body):
+            if k is not None or not isinstance(item, (Comment, Whitespace)):
+                break
+            tail.insert(0, item.as_string())
+    keys = [k for k in parent]
+    following = keys[keys.index(key) + 1:]
+    del parent[key]
+    text = "".join(tail)
+    if following and text.strip():
+        after = parent[following[0]]
+        if isinstance(after, Table):
+            after.trivia.indent = text + after.trivia.indent

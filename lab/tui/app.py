@@ -400,7 +400,7 @@ class LabApp(App[str | None]):
         if kind == "cancel":
             if DriverLock.is_held(self.store.dir):
                 self.store.request(run_id, "cancel")
-                mates = (f"; its {row.group_size - 1} group-mate(s) stop with it and are queued again to resume"
+                mates = (f"; its {counted(row.group_size - 1, 'group-mate')} stop with it and are queued again to resume"
                          if row.status == "running" and (row.group_size or 1) > 1 else "")
                 return self.Notice(f"cancel requested: the driver stops {label} (resumable){mates}")
             # No driver would ever read the request: end the run here.
