@@ -94,13 +94,12 @@ class LaunchScreen(ChoiceScreen):
             yield Label(self.title_text, classes="dialog-title")
             yield Static(self.text, classes="dialog-text", markup=False)
             yield Static("", id="launch-estimate", classes="dialog-text", markup=False)
-            yield Checkbox("", False, id="launch-long")
+            yield Checkbox("", False, compact=True, id="launch-long")
             with Vertical(classes="dialog-choices"):
                 for key, label, variant in self.choices:
                     yield Button(label, id=key, variant=variant)  # type: ignore[arg-type]
 
     def on_mount(self) -> None:
-        self.query_one("#launch-long", Checkbox).display = False
         if self.key in self.cache:
             self._settle(self.cache[self.key])
         elif not self.specs:
@@ -141,7 +140,7 @@ class LaunchScreen(ChoiceScreen):
             long = self.query_one("#launch-long", Checkbox)
             long.label = (f"Yes, launch {counted(len(self.specs), 'run')} for about "
                           f"{fmt_duration(estimate.wall_s, 'long')} (over a day)")
-            long.display = True
+            long.add_class("-shown")
             self._allow_launch(False)
         else:
             self._allow_launch(True)
