@@ -1,12 +1,13 @@
 """Experiments: the suites and runs of experiments.toml as a tree, a form per level, and launch.
 
 The screen is the view of `lab.experiments_document.ExperimentsDocument`, which owns the
-edited file (levels, inheritance, run entries, grids, references, problems, the recovery
-copy of unsaved edits): the screen shows what the model says a level holds, hands each edit
-to it, and says what happened (notifications, the status bar, dialogs). Launching asks
-first, in a dialog that shows the predicted wall time (`lab.bench`, measured meanwhile in a
-thread, kept for the session), then posts `ExperimentsScreen.LaunchRequested`; the app
-enqueues the runs.
+edited file (levels, inheritance, suites, run entries, grids, references, problems, the
+recovery copy of unsaved edits): the screen shows what the model says a level holds, hands
+each edit to it, and says what happened (notifications, the status bar, dialogs). The tree
+is one key away (esc) from anywhere on the screen. Launching asks first, in a dialog that
+shows the predicted wall time (`lab.bench`, measured in a thread, kept for the session; see
+`LaunchScreen` for when Launch is enabled), then posts `ExperimentsScreen.LaunchRequested`;
+the app enqueues the runs. A launch that would train nothing is not offered: it says why.
 """
 
 from __future__ import annotations
@@ -35,8 +36,7 @@ from ..widgets.forms import SettingsForm
 from ..widgets.forms_grid import GridBuilder
 from .launch import LAUNCH, Estimate, Estimator, LaunchScreen
 from .name import NameScreen
-from .quit import ChoiceScreen
-from .quit import RecoveredEditsScreen
+from .quit import ChoiceScreen, RecoveredEditsScreen
 
 
 class ExperimentsScreen(Screen):
