@@ -23,7 +23,7 @@ from rich.text import Text
 from .core import events as ev
 from .core.config import check_config
 from .experiments import RunSpec
-from .formatting import fmt_duration, fmt_loss, fmt_rate, sparkline, status_style
+from .formatting import counted, fmt_duration, fmt_loss, fmt_rate, sparkline, status_style
 from .launch import check_corpora, enqueue_specs
 from .store import RunRow, resolve_store_dir
 from .workers.scheduler import check_device, cuda_device_count
@@ -206,13 +206,14 @@ def _drive(session: DriverSession, rows: list[RunRow], console: Console) -> int:
     todo = [r for r in rows if r.status == "queued"]
     skipped = len(rows) - len(todo)
     if skipped:
-        console.print(f"{skipped} of {len(rows)} runs already have results (finished or diverged); "
+        console.print(f"{skipped} of {counted(len(rows), 'run')} already {'has' if skipped == 1 else 'have'} results (finished or diverged); "
                       "skipping them (use --fresh to train again)")
     if todo:
         plan = session.plan(todo)
         workers = plan.workers
-        console.print(f"training {len(todo)} runs in {plan.n_groups} group(s) on {len(workers)} worker(s) "
-                      f"({workers[0].device}, {workers[0].threads} thread(s) each); store {store.dir}")
+        console.print(f"training {counted(len(todo), 'run')} in {counted(plan.n_groups, 'group')} on "
+                      f"{counted(len(workers), 'worker')} ({workers[0].device}, {counted(workers[0].threads, 'thread')} "
+                      f"each); store {store.dir}")
         plain = not console.is_terminal
         with ProgressView(console, todo, plain) as view:
             ctrl_c = StopSignals((signal.SIGINT,), kill_on_repeat=True, say=view.line,

@@ -109,7 +109,7 @@ def test_a_killed_worker_fails_only_its_runs_and_a_rerun_resumes_them(lab_dir):
 
     res = cli(lab_dir, "run", "--headless", "slow")
     assert res.returncode == 0, res.stdout + res.stderr
-    assert "1 of 2 runs already have results" in res.stdout
+    assert "1 of 2 runs already has results" in res.stdout
     assert "slow/a resumed at step" in res.stdout
     got = rows(lab_dir, "slow")
     assert got["a"].status == "finished" and got["a"].step == 1000

@@ -41,6 +41,7 @@ from textual.worker import WorkerFailed
 from lab.core.errors import DataError
 from lab.experiments import RunSpec
 from lab.experiments_document import has_recovery
+from lab.formatting import counted
 from lab.launch import check_corpora, enqueue_specs, start_background_driver
 from lab.store import DriverInfo, DriverLock, Store, StoreError, resolve_store_dir
 from lab.workers.settings import DriverSettings
@@ -278,7 +279,7 @@ class LabApp(App[str | None]):
     def _headless_message(self) -> str:
         info = self.store.driver_info()
         pid = f" (pid {info.pid})" if info is not None and info.pid else ""
-        return (f"a headless run{pid} holds the store {display_path(self.store_dir)} and takes no new work; "
+        return (f"a headless run{pid} holds the store at {display_path(self.store_dir)}/ and takes no new work; "
                 "wait for it to finish (or stop it), then try again")
 
     def _store_refuses_work(self) -> bool:
@@ -314,7 +315,7 @@ class LabApp(App[str | None]):
             pid = self._start_driver() if queued else None
         except (DataError, StoreError, OSError) as exc:
             return self.Notice(str(exc), "error")
-        parts = [f"queued {queued} run{'s' if queued != 1 else ''}"]
+        parts = [f"queued {counted(queued, 'run')}"]
         done = sum(r.status in ("finished", "diverged") for r in rows)
         running = sum(r.status == "running" for r in rows)
         if done:
@@ -379,7 +380,7 @@ class LabApp(App[str | None]):
 
         self.push_screen(ChoiceScreen(
             f"Restart {live.label}?",
-            f"It trains again from step 0 with the same settings; its {live.row.step} steps of metrics "
+            f"It trains again from step 0 with the same settings; its {counted(live.row.step, 'step')} of metrics "
             "and its checkpoints are deleted.",
             [("restart", "Restart from step 0", "warning"), ("cancel", "Keep it", "default")]), confirmed)
 
@@ -400,7 +401,7 @@ class LabApp(App[str | None]):
         if kind == "cancel":
             if DriverLock.is_held(self.store.dir):
                 self.store.request(run_id, "cancel")
-                mates = (f"; its {row.group_size - 1} group-mate(s) stop with it and are queued again to resume"
+                mates = (f"; its {counted(row.group_size - 1, 'group-mate')} stop with it and are queued again to resume"
                          if row.status == "running" and (row.group_size or 1) > 1 else "")
                 return self.Notice(f"cancel requested: the driver stops {label} (resumable){mates}")
             # No driver would ever read the request: end the run here.

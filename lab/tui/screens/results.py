@@ -11,7 +11,7 @@ from textual.binding import Binding
 from textual.containers import Horizontal
 from textual.widgets import DataTable, Header, Label, Select, Static
 
-from lab.formatting import status_style
+from lab.formatting import counted, status_style
 from lab.results import ResultRow, columns, result_rows, to_csv, to_markdown
 from lab.store import STATUSES
 
@@ -142,7 +142,7 @@ class ResultsScreen(RunListScreen):
         order = f"sorted by {self.sort_header}{' (descending)' if self.reverse else ''}" if self.sort_header \
             else "ranked by best val" + (" (reversed)" if self.reverse else "")
         self.query_one("#results-note", Static).update(
-            f"{len(rows)} of {len(ranked)} runs · {order}")
+            f"{len(rows)} of {counted(len(ranked), 'run')} · {order}")
 
     @staticmethod
     def _cell(text: str, justify: str, header: str, row: ResultRow) -> Text:
