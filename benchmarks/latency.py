@@ -39,7 +39,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # `python benchmarks/latency.py` from anywhere
     sys.path.insert(0, str(ROOT))
 
-from benchmarks.keys import timed_press  # noqa: E402
+from benchmarks.keys import run_queue_wait, timed_press  # noqa: E402
 from lab.core import events as ev  # noqa: E402
 from lab.core.config import RunConfig  # noqa: E402
 from lab.store import Store  # noqa: E402
@@ -79,22 +79,29 @@ def fill_store(store_dir: Path, runs: int, iters: int) -> None:
             store.apply(ev.Finished(rid, iters, val, val, val - 0.04, val - 0.004, 60.0, 9800.0))
 
 
-async def _detail_drawn(pilot, key: str, drawn: asyncio.Event) -> float:
-    """Seconds from the key until Detail has drawn the curves its worker read, and refreshed."""
+async def _detail_drawn(pilot, key: str, drawn: asyncio.Event) -> tuple[float, float]:
+    """Seconds from the key until Detail has drawn the curves its worker read, and refreshed;
+    and the seconds of that the UI thread waited for a CPU."""
     loop = asyncio.get_running_loop()
     drawn.clear()
+    wait0 = run_queue_wait()
     t0 = time.perf_counter()
     await timed_press(pilot, key)
     await asyncio.wait_for(drawn.wait(), timeout=60)
     refreshed = loop.create_future()
     pilot.app.screen.call_after_refresh(lambda: refreshed.done() or refreshed.set_result(None))
     await asyncio.wait_for(refreshed, timeout=30)
-    return time.perf_counter() - t0
+    elapsed = time.perf_counter() - t0
+    wait1 = run_queue_wait()
+    return elapsed, (wait1 - wait0) if wait0 is not None and wait1 is not None else 0.0
+
+
+Timing = tuple[float, float]  # (seconds until shown, seconds of those the UI thread waited for a CPU)
 
 
 async def measure(store_dir: Path, experiments: Path, repeats: int, size: tuple[int, int]
-                  ) -> tuple[dict[str, list[float]], dict[str, float]]:
-    """(seconds per timed key over the repeats after the first, seconds of each first visit)."""
+                  ) -> tuple[dict[str, list[Timing]], dict[str, Timing]]:
+    """(timings per timed key over the repeats after the first, timing of each first visit)."""
     from lab.tui.app import LabApp
     from lab.tui.screens.detail import DetailScreen
 
@@ -106,8 +113,8 @@ async def measure(store_dir: Path, experiments: Path, repeats: int, size: tuple[
         drawn.set()
 
     DetailScreen.on_detail_screen_loaded = on_loaded  # type: ignore[method-assign]
-    times: dict[str, list[float]] = {key: [] for key in TIMED}
-    first: dict[str, float] = {}
+    times: dict[str, list[Timing]] = {key: [] for key in TIMED}
+    first: dict[str, Timing] = {}
     try:
         app = LabApp(store_dir, experiments, start_mode="runs")
         async with app.run_test(size=size) as pilot:
@@ -117,7 +124,7 @@ async def measure(store_dir: Path, experiments: Path, repeats: int, size: tuple[
                     if key == "f5":
                         seconds = await _detail_drawn(pilot, key, drawn)
                     else:
-                        seconds, _ = await timed_press(pilot, key)
+                        seconds = await timed_press(pilot, key)
                     if key not in TIMED:
                         continue
                     if repeat == 0:
@@ -141,7 +148,7 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[lo] + (ordered[hi] - ordered[lo]) * (at - lo)
 
 
-def report(label: str, args: argparse.Namespace, times: dict[str, list[float]], first: dict[str, float],
+def report(label: str, args: argparse.Namespace, times: dict[str, list[Timing]], first: dict[str, Timing],
            load_before: tuple[float, float, float], load_after: tuple[float, float, float]) -> str:
     ms = lambda s: f"{s * 1000:.0f}"  # noqa: E731
     commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True,
@@ -159,13 +166,17 @@ def report(label: str, args: argparse.Namespace, times: dict[str, list[float]], 
         + (" (a loaded machine: other processes wanted the CPUs)" if load_before[0] >= (os.cpu_count() or 1) * 0.75
            else ""),
         "",
-        "| key | first visit ms | median ms | p90 ms | max ms |",
-        "|---|---:|---:|---:|---:|",
+        "Columns: wall time from the key to the screen shown; the last, the median of that time less"
+        " what the UI thread spent waiting for a CPU (Linux schedstat): the part the lab itself costs.",
+        "",
+        "| key | first visit ms | median ms | p90 ms | max ms | median less CPU wait ms |",
+        "|---|---:|---:|---:|---:|---:|",
     ]
     for key, name in TIMED.items():
-        vals = times[key]
-        lines.append(f"| {name} | {ms(first[key])} | {ms(statistics.median(vals))} | {ms(percentile(vals, 0.9))} "
-                     f"| {ms(max(vals))} |")
+        walls = [wall for wall, _ in times[key]]
+        own = [wall - wait for wall, wait in times[key]]
+        lines.append(f"| {name} | {ms(first[key][0])} | {ms(statistics.median(walls))} | {ms(percentile(walls, 0.9))} "
+                     f"| {ms(max(walls))} | {ms(statistics.median(own))} |")
     return "\n".join(lines) + "\n"
 
 
