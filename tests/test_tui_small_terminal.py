@@ -125,3 +125,20 @@ async def test_runs_table_regains_its_columns_when_the_terminal_grows(lab) -> No
         await pilot.pause()
         assert "device" in [str(k.value) for k in table.columns]
         assert table.row_count == 7
+
+
+@sync
+async def test_notifications_leave_the_status_line_and_the_footer_visible(lab) -> None:
+    from textual.widgets._toast import Toast
+
+    store, experiments = lab
+    app = LabApp(store, experiments, start_mode="experiments")
+    async with app.run_test(size=SMALL, notifications=True) as pilot:
+        await pilot.pause()
+        app.notify("a notification long enough to wrap onto a second line at eighty columns", timeout=30)
+        await pilot.pause()
+        await pilot.pause()
+        toasts = list(app.screen.query(Toast))
+        assert toasts
+        status_top = app.screen.query_one("#exp-bar").region.y
+        assert all(toast.region.bottom <= status_top for toast in toasts)
