@@ -455,6 +455,15 @@ class LabApp(App[str | None]):
 
     # -- navigation --------------------------------------------------------------------------------
 
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        """The key of the screen shown is left out of the footer (room for the others at 80
+        columns); pressing it there does nothing anyway."""
+        if action == "show" and parameters and parameters[0] == self.current_mode:
+            return False
+        if action == "detail" and self.current_mode == "detail":
+            return False
+        return True
+
     def action_show(self, mode: str) -> None:
         if isinstance(self.screen, (HelpScreen, ChoiceScreen)):
             self.pop_screen()

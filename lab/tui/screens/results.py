@@ -75,6 +75,7 @@ class ResultsScreen(RunListScreen):
         self.shown: list[ResultRow] = []
         self._suites: list[str] = []
         self._headers: list[str] = []
+        self._drawn_version = -1  # `state.version` when the table was last filled
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -91,9 +92,11 @@ class ResultsScreen(RunListScreen):
     # -- data ----------------------------------------------------------------------------------
 
     def on_screen_resume(self) -> None:
-        self.refresh_live(None)
+        if self._drawn_version != self.state.version:  # else the table shows the state as it is
+            self.refresh_live(None)
 
     def refresh_live(self, changed: Iterable[str] | None) -> None:
+        self._drawn_version = self.state.version
         self._update_suites()
         self._fill()
 
