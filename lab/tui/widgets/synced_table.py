@@ -5,6 +5,10 @@ works out what differs and touches only that: unchanged cells are left alone, ch
 go through `update_cell`, new rows are appended, and only a change of columns or of row order
 rebuilds the table (keeping the cursor on the same row). So a view can be written as "what the
 table should show now" and still stay cheap when many runs update several times a second.
+
+Columns without a fixed width fit their content at all times: a changed cell re-measures its
+column (DataTable's `update_cell` keeps the first width unless asked), so "running" becoming
+"finished" or a loss gaining digits is never cut to "finish…" until the table is rebuilt.
 """
 
 from __future__ import annotations
@@ -93,8 +97,8 @@ class SyncedTable(DataTable):
             if old is cells or old == cells:
                 continue
             for column, before, after in zip(columns, old or (None,) * len(cells), cells):
-                if before != after:
-                    self.update_cell(key, column, after)
+                if before != after:  # a fitted column follows its content as it grows or shrinks
+                    self.update_cell(key, column, after, update_width=True)
             self._cells[key] = cells
 
     def _add(self, key: str, cells: Sequence[Any]) -> None:
