@@ -1,10 +1,15 @@
-"""Line charts (textual-plotext) for the detail screen: losses, overlays and the lr schedule."""
+"""Charts: line charts (textual-plotext) for the detail screen (losses, overlays and the lr
+schedule), and the Sparkline of a live curve in the Runs panel."""
 
 from __future__ import annotations
 
 import math
 from typing import Sequence
 
+from rich.console import RenderableType
+from rich.style import Style
+from rich.text import Text
+from textual.widgets import Sparkline
 from textual_plotext import PlotextPlot
 
 from lab.core.config import RunConfig
@@ -76,3 +81,23 @@ class LrChart(PlotextPlot):
         if at_step is not None and configs:
             plt.vline(at_step, "gray")
         self.refresh()
+
+
+class CurveSparkline(Sparkline):
+    """A Sparkline that draws a curve of one point as one point.
+
+    Textual's Sparkline fills its whole area when given a single value (there is no range to
+    scale it by), so a run's first evaluation read as a solid block. One point is drawn as a
+    marker at the left, where the curve will start; from two points on, the bars as usual.
+    """
+
+    POINT = "●"
+
+    def render(self) -> RenderableType:
+        data = list(self.data or [])
+        if len(data) != 1:
+            return super().render()
+        color = self.get_component_styles("sparkline--min-color").color
+        marker = Text(self.POINT, style=Style(color=color.rich_color) if color else "")
+        lines = [Text("")] * (self.size.height // 2) + [marker]
+        return Text("\n").join(lines)
