@@ -17,7 +17,7 @@ from lab.core import events as ev
 from lab.core.config import RunConfig
 from lab.store import Store
 from lab.tui.app import LabApp
-from lab.tui.widgets.charts import CurveSparkline
+from lab.tui.widgets.charts import POINT, CurveSparkline
 from lab.tui.widgets.synced_table import SyncedTable
 
 from test_tui_app import SIZE, synthetic, table_cell, wait_for  # noqa: F401  (synthetic: a fixture)
@@ -168,8 +168,24 @@ def test_a_curve_of_one_point_is_a_point_not_a_block() -> None:
         async with app.run_test(size=(40, 8)) as pilot:
             await pilot.pause()
             one = app.query_one("#one", CurveSparkline).render()
-            assert isinstance(one, Text) and one.plain.strip() == CurveSparkline.POINT
+            assert isinstance(one, Text) and one.plain.strip() == POINT
             three = app.query_one("#three", CurveSparkline)
             assert not isinstance(three.render(), Text)  # two or more points: Textual's bars
+
+    asyncio.run(go())
+
+
+def test_detail_draws_a_first_evaluation_as_a_point(tmp_path: Path) -> None:
+    with Store.open(tmp_path / "runs") as store:
+        run_id = store.enqueue("w", "new", "new", RunConfig.from_dict(TINY), None).run_id
+        store.apply_many([ev.Started(run_id, 0, 40, 1000, "cpu", "float32", 1),
+                          ev.Evaluated(run_id, 0, 4.1, 4.2, 1e-3)])
+
+    async def go() -> None:
+        app = LabApp(tmp_path / "runs", start_mode="runs")
+        async with app.run_test(size=SIZE) as pilot:
+            await pilot.press("enter")
+            # the curves are read by a worker: wait for the point (a quarter block before)
+            await wait_for(pilot, lambda: POINT in app.export_screenshot(), timeout=30, what="a point")
 
     asyncio.run(go())

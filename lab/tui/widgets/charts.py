@@ -18,6 +18,7 @@ from lab.core.config import lr_at
 #: Distinct plotext colours for overlaid curves, in order.
 PALETTE = ("cyan", "orange", "green", "magenta", "red", "blue", "yellow", "white")
 MARKER = "hd"  # quarter blocks: finer than whole cells, and drawn by every terminal font
+POINT = "●"  # a curve of one point (the first evaluation): a quarter block alone is hard to see
 MAX_POINTS = 400  # a plot is at most a few hundred cells wide: thin longer curves
 
 
@@ -48,7 +49,7 @@ class LossChart(PlotextPlot):
         for i, (label, steps, values) in enumerate(curves):
             xs, ys = thin(steps, values)
             if xs:
-                plt.plot(xs, ys, label=label, color=colors[i % len(colors)], marker=MARKER)
+                plt.plot(xs, ys, label=label, color=colors[i % len(colors)], marker=MARKER if len(xs) > 1 else POINT)
                 tails += [y for x, y in zip(xs, ys) if xmax and x >= xmax / 10]
         if xmax:
             plt.xlim(0, xmax)
@@ -91,13 +92,11 @@ class CurveSparkline(Sparkline):
     marker at the left, where the curve will start; from two points on, the bars as usual.
     """
 
-    POINT = "●"
-
     def render(self) -> RenderableType:
         data = list(self.data or [])
         if len(data) != 1:
             return super().render()
         color = self.get_component_styles("sparkline--min-color").color
-        marker = Text(self.POINT, style=Style(color=color.rich_color) if color else "")
+        marker = Text(POINT, style=Style(color=color.rich_color) if color else "")
         lines = [Text("")] * (self.size.height // 2) + [marker]
         return Text("\n").join(lines)
