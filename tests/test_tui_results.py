@@ -57,6 +57,28 @@ def test_results_columns_grow_when_a_run_finishes(tmp_path: Path) -> None:
     asyncio.run(go())
 
 
+def test_results_columns_narrow_when_long_rows_are_filtered_away(tmp_path: Path) -> None:
+    long_name = "a-run-with-a-rather-long-descriptive-name"
+    with Store.open(tmp_path / "runs") as store:
+        store.enqueue("w", long_name, long_name, RunConfig.from_dict(TINY), None)
+        short = store.enqueue("w", "b", "b", RunConfig.from_dict(TINY), None).run_id
+        store.apply(ev.Started(short, 0, 40, 1000, "cpu", "float32", 1))
+
+    async def go() -> None:
+        app = LabApp(tmp_path / "runs", start_mode="results")
+        async with app.run_test(size=SIZE) as pilot:
+            table = app.screen.query_one(SyncedTable)
+            await wait_for(pilot, lambda: len(table.row_keys) == 2, what="both runs")
+            assert table.columns["run"].get_render_width(table) >= len(long_name)
+            for status in ("running", "*", "running"):  # rows leaving, then a rebuild, then leaving
+                app.screen.query_one("#status-filter", Select).value = status
+                await pilot.pause()
+            assert [table_cell(table, k, "run") for k in table.row_keys] == ["b"]
+            assert table.columns["run"].get_render_width(table) == len("run") + 2
+
+    asyncio.run(go())
+
+
 def test_the_suite_filter_survives_cursor_moves_on_runs_and_new_suites(synthetic: Path) -> None:
     async def go() -> None:
         app = LabApp(synthetic, start_mode="results", poll_interval=0.1)

@@ -8,7 +8,9 @@ table should show now" and still stay cheap when many runs update several times 
 
 Columns without a fixed width fit their content at all times: a changed cell re-measures its
 column (DataTable's `update_cell` keeps the first width unless asked), so "running" becoming
-"finished" or a loss gaining digits is never cut to "finish…" until the table is rebuilt.
+"finished" or a loss gaining digits is never cut to "finish…"; and when rows leave or the
+table is rebuilt, the columns are fitted to the rows now shown (DataTable only ever widens a
+column on its own, so one long name filtered away would keep its width).
 """
 
 from __future__ import annotations
@@ -16,9 +18,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Sequence
 
+from rich.measure import Measurement
 from rich.text import Text
 from textual.binding import Binding
 from textual.widgets import DataTable
+from textual.widgets.data_table import ColumnKey
 
 
 @dataclass(frozen=True)
@@ -87,6 +91,7 @@ class SyncedTable(DataTable):
                 self.remove_row(key)
                 self._cells.pop(key, None)
             self._order = keys
+            self._fit_columns()
         else:
             self._rebuild(rows)
             return
@@ -106,11 +111,24 @@ class SyncedTable(DataTable):
         self._order.append(key)
         self._cells[key] = tuple(cells)
 
+    def _fit_columns(self) -> None:
+        """Each column without a fixed width as wide as its header or widest cell now."""
+        console = self.app.console
+        for i, spec in enumerate(self._column_specs):
+            column = self.columns.get(ColumnKey(spec.key))
+            if column is None or not column.auto_width:
+                continue
+            widths = [Measurement.get(console, console.options, cells[i]).maximum
+                      for cells in self._cells.values() if i < len(cells)]
+            column.content_width = max([column.label.cell_len, *widths])
+        self.refresh()
+
     def _rebuild(self, rows: Sequence[tuple[str, Sequence[Any]]]) -> None:
         current = self.current_key
         self.clear()
         self._order, self._cells = [], {}
         for key, cells in rows:
             self._add(key, cells)
+        self._fit_columns()
         if current in self._order:
             self.move_cursor(row=self._order.index(current), animate=False)
