@@ -113,15 +113,20 @@ class SyncedTable(DataTable):
 
     def _fit_columns(self) -> None:
         """Each column without a fixed width as wide as its header or widest cell now."""
-        console = self.app.console
         for i, spec in enumerate(self._column_specs):
             column = self.columns.get(ColumnKey(spec.key))
             if column is None or not column.auto_width:
                 continue
-            widths = [Measurement.get(console, console.options, cells[i]).maximum
-                      for cells in self._cells.values() if i < len(cells)]
+            widths = [self._width(cells[i]) for cells in self._cells.values() if i < len(cells)]
             column.content_width = max([column.label.cell_len, *widths])
         self.refresh()
+
+    def _width(self, value: Any) -> int:
+        """A cell's width on one line (cells are one-line Text; anything else is measured)."""
+        if isinstance(value, Text):
+            return value.cell_len
+        console = self.app.console
+        return Measurement.get(console, console.options, value).maximum
 
     def _rebuild(self, rows: Sequence[tuple[str, Sequence[Any]]]) -> None:
         current = self.current_key
