@@ -18,7 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Sequence
 
-from rich.measure import Measurement
+from rich.cells import cell_len
 from rich.text import Text
 from textual.binding import Binding
 from textual.widgets import DataTable
@@ -121,12 +121,10 @@ class SyncedTable(DataTable):
             column.content_width = max([column.label.cell_len, *widths])
         self.refresh()
 
-    def _width(self, value: Any) -> int:
-        """A cell's width on one line (cells are one-line Text; anything else is measured)."""
-        if isinstance(value, Text):
-            return value.cell_len
-        console = self.app.console
-        return Measurement.get(console, console.options, value).maximum
+    @staticmethod
+    def _width(value: Any) -> int:
+        """A cell's width: cells are one-line Text (see `cell`), or plain values shown as text."""
+        return value.cell_len if isinstance(value, Text) else cell_len(str(value))
 
     def _rebuild(self, rows: Sequence[tuple[str, Sequence[Any]]]) -> None:
         current = self.current_key
