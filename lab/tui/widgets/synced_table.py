@@ -95,15 +95,15 @@ class SyncedTable(DataTable):
         else:
             self._rebuild(rows)
             return
-        columns = [spec.key for spec in self._column_specs]
+        specs = self._column_specs
         for key, cells in rows:
             cells = tuple(cells)
             old = self._cells.get(key)
             if old is cells or old == cells:
                 continue
-            for column, before, after in zip(columns, old or (None,) * len(cells), cells):
+            for spec, before, after in zip(specs, old or (None,) * len(cells), cells):
                 if before != after:  # a fitted column follows its content as it grows or shrinks
-                    self.update_cell(key, column, after, update_width=True)
+                    self.update_cell(key, spec.key, after, update_width=spec.width is None)
             self._cells[key] = cells
 
     def _add(self, key: str, cells: Sequence[Any]) -> None:
