@@ -13,7 +13,7 @@ the runs train:
   up and down), posted to the app as the terminal driver would, with its latency: until the
   app has handled it, the screen shown has processed what that queued, and that screen has
   refreshed once more (the pilot's `_wait_for_screen`, then `call_after_refresh`; see
-  `_timed_press` for why not `pilot.press`);
+  `benchmarks.keys.timed_press` for why not `pilot.press`);
 - a reader thread runs `dropres-lab results --format json` in a loop, each a separate process
   reading the store: it counts successes and errors (a non-zero exit, invalid JSON, or fewer
   finished results than a previous read: a finished result must never disappear);
@@ -57,6 +57,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # `python benchmarks/soak.py` from anywhere
     sys.path.insert(0, str(ROOT))
 
+from benchmarks.keys import timed_press  # noqa: E402
 from lab.experiments import load_experiments  # noqa: E402
 from lab.workers.settings import DriverSettings  # noqa: E402
 from lab.store import DriverLock, Store  # noqa: E402
@@ -214,46 +215,6 @@ class Outcome:
 # -- the soak --------------------------------------------------------------------------------------
 
 
-#: Characters of the keys pressed (those without one are None), as a terminal would send them.
-KEY_CHARS = {"escape": "\x1b"}
-
-
-def _run_queue_wait() -> float | None:
-    """Seconds this thread has spent runnable but waiting for a CPU (Linux schedstat)."""
-    try:
-        return int(Path("/proc/thread-self/schedstat").read_text().split()[1]) / 1e9
-    except (OSError, ValueError, IndexError):
-        return None
-
-
-async def _timed_press(pilot, key: str) -> tuple[float, float]:
-    """Seconds from a key event reaching the app until it has been handled, the screen it
-    leads to has processed its pending messages, and that screen has refreshed once more.
-
-    Not `pilot.press`: after each key it waits for the whole process to look idle
-    (`wait_for_idle`, sleeps of 20 ms until process CPU time stops advancing, up to 1 s, twice),
-    which in this process (the lab's store-polling thread, the results reader) measures the
-    heuristic, not the app: about 60 ms even for a bare DataTable.
-    """
-    from textual import events
-
-    app = pilot.app
-    loop = asyncio.get_running_loop()
-    event = events.Key(key, KEY_CHARS.get(key))
-    event.set_sender(app)
-    wait0 = _run_queue_wait()
-    t0 = time.perf_counter()
-    app.post_message(event)  # what the terminal driver does with a key press
-    await pilot._wait_for_screen()  # the app handled the key (an action may switch the screen) ...
-    await pilot._wait_for_screen()  # ... and the screen now shown processed what that queued
-    refreshed = loop.create_future()
-    app.screen.call_after_refresh(lambda: refreshed.done() or refreshed.set_result(None))
-    await asyncio.wait_for(refreshed, timeout=30)
-    elapsed = time.perf_counter() - t0
-    wait1 = _run_queue_wait()
-    return elapsed, (wait1 - wait0) if wait0 is not None and wait1 is not None else 0.0
-
-
 def _worker_pids(app) -> set[int]:
     pids = set()
     for live in list(app.live.values()):
@@ -313,7 +274,7 @@ async def _drive(lab_dir: Path, experiments: Path, out: Outcome, *, key_interval
                     break
                 key = KEYS[i % len(KEYS)]
                 i += 1
-                out.latencies.append((key, *await _timed_press(pilot, key)))
+                out.latencies.append((key, *await timed_press(pilot, key)))
                 await asyncio.sleep(key_interval)
             out.wall_s = time.monotonic() - t0
             now = time.monotonic()

@@ -38,7 +38,7 @@ from typing import Callable, Sequence
 
 from .core.config import RunConfig
 from .experiments import RunSpec
-from .formatting import fmt_duration
+from .formatting import counted, fmt_duration
 from .workers.executor import Executor, TaskDone, WorkerDied, WorkerReady
 from .workers.measure import (
     EVAL_BUDGET_SHARE,
@@ -245,9 +245,8 @@ def plan_text(plan: Plan, n_groups: int | None = None) -> str:
     """"5 runs in 2 groups on 2 workers (CPU, 1 thread each)"."""
     n_runs, n_groups = len(plan.runs), len(plan.groups) if n_groups is None else n_groups
     n_workers, threads = len(plan.workers), plan.workers[0].threads if plan.workers else 1
-    return (f"{n_runs} run{'s' if n_runs != 1 else ''} in {n_groups} group{'s' if n_groups != 1 else ''} "
-            f"on {n_workers} worker{'s' if n_workers != 1 else ''} ({plan.device_text}, {threads} "
-            f"thread{'s' if threads != 1 else ''} each)")
+    return (f"{counted(n_runs, 'run')} in {counted(n_groups, 'group')} on {counted(n_workers, 'worker')} "
+            f"({plan.device_text}, {counted(threads, 'thread')} each)")
 
 
 # -- measure --------------------------------------------------------------------------------------

@@ -18,6 +18,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from .core.config import FIELDS, RunConfig, check_config, default_values
+from .formatting import counted
 
 if TYPE_CHECKING:
     from .store import Store
@@ -292,7 +293,7 @@ def _bench_with_progress(specs: list, device: str, workers: Optional[int], group
     if not out.is_terminal:
         def note(plan: Plan, done: int, total: int) -> None:
             if done == 0:
-                out.print(f"measuring {total} group shape{'s' if total != 1 else ''} for {plan_text(plan)} ...",
+                out.print(f"measuring {counted(total, 'group shape')} for {plan_text(plan)} ...",
                           markup=False, highlight=False, soft_wrap=True)
 
         return bench_suite(specs, device, workers, group_size, cuda_devices=cuda, steps_budget_s=budget, progress=note)
@@ -373,7 +374,7 @@ def _unknown_suite(st: "Store", suite: str) -> UserError:
         return UserError(f"no runs yet at {st.dir}; run `dropres-lab run --headless` first")
     close = difflib.get_close_matches(suite, present, n=3, cutoff=0.5)
     hint = f"did you mean {', '.join(close)}? " if close else ""
-    return UserError(f"no suite {suite!r} in the store {st.dir}; {hint}suites with runs: {', '.join(present)}")
+    return UserError(f"no suite {suite!r} in the store at {st.dir}; {hint}suites with runs: {', '.join(present)}")
 
 
 def _split_ref(ref: str, run_required: bool) -> tuple[str, str]:
@@ -472,7 +473,7 @@ def validate(
         for problem in exc.problems:
             err.print(str(problem), markup=False, highlight=False, soft_wrap=True)
         n = len(exc.problems)
-        err.print(f"{n} problem{'s' if n != 1 else ''} in {file}; nothing was run", markup=False, highlight=False, soft_wrap=True)
+        err.print(f"{counted(n, 'problem')} in {file}; nothing was run", markup=False, highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None
     table = Table(title=str(file), title_justify="left")
     for col, justify in (("suite", "left"), ("run", "left"), ("n_layer", "right"), ("dropout", "left"),
@@ -488,8 +489,8 @@ def validate(
                           fmt_loss(run.reference))
     print_tables([table])
     n_runs, n_suites = len(experiments.runs), len(experiments.suites)
-    out.print(f"{file}: valid; {n_runs} run{'s' if n_runs != 1 else ''} in {n_suites} suite"
-              f"{'s' if n_suites != 1 else ''} (default suite: {experiments.default_suite})", markup=False)
+    out.print(f"{file}: valid; {counted(n_runs, 'run')} in {counted(n_suites, 'suite')} "
+              f"(default suite: {experiments.default_suite})", markup=False)
 
 
 @app.command()
@@ -572,7 +573,7 @@ def _checkpoint_to_sample(st: "Store", suite: str, name: str, file: Optional[Pat
     row = max(rows, key=lambda r: (r.status == "finished", with_ckpt[r.run_id],
                                    r.ended_at or r.updated_at or r.created_at))
     if len(rows) > 1:
-        err.print(f"note: {len(rows)} runs named {suite}/{name} with different settings in the store; "
+        err.print(f"note: {counted(len(rows), 'run')} named {suite}/{name} with different settings in the store; "
                   f"using the {row.status} one with max_iters {row.max_iters} (run id {row.run_id})",
                   markup=False, highlight=False, soft_wrap=True)
     state = load_newest((SavedCheckpoint.in_file(path, step) for step, path in st.checkpoints(row.run_id)),
@@ -641,7 +642,7 @@ def rm(
             for r in rows:
                 table.add_row(f"{r.suite}/{r.name}", r.status, f"{r.step}/{r.max_iters}", fmt_loss(r.best_val))
             print_tables([table])
-            what = f"{len(rows)} run{'s' if len(rows) != 1 else ''}"
+            what = counted(len(rows), "run")
             if not yes:
                 try:
                     confirmed = typer.confirm(f"Delete {what} with their metrics and checkpoints?", default=False)
@@ -653,7 +654,7 @@ def rm(
             n = st.delete([r.run_id for r in rows])
         finally:
             st.close()
-        out.print(f"deleted {n} run{'s' if n != 1 else ''}", markup=False)
+        out.print(f"deleted {counted(n, 'run')}", markup=False)
 
 
 @app.command(hidden=True)

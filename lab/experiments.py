@@ -367,7 +367,7 @@ class _Checker:
     def flush_run_problems(self) -> None:
         for (path, message), runs in self._run_problems.items():
             shown = ", ".join(repr(r) for r in runs[:3]) + (f" and {len(runs) - 3} more" if len(runs) > 3 else "")
-            self.add(path, f"{message} (run{'s' if len(runs) > 1 else ''} {shown})")
+            self.add(path, f"{message} ({'run' if len(runs) == 1 else 'runs'} {shown})")
         self._run_problems.clear()
 
     # -- top level ----------------------------------------------------------------------------

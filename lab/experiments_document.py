@@ -42,11 +42,23 @@ from lab.experiments import (
     Problem,
     RunSpec,
     format_value,
+    name_problem,
     parse_experiments,
     resolve_settings,
 )
 from lab.experiments_fields import FORM_SETTINGS, SkipText, number_from_text, skip_row_problems
-from lab.toml_edit import KeyPath, document_item, format_key_path, save_document, set_key, toml_item, toml_value
+from lab.formatting import counted
+from lab.toml_edit import (
+    KeyPath,
+    document_item,
+    format_key_path,
+    remove_table,
+    rename_key,
+    save_document,
+    set_key,
+    toml_item,
+    toml_value,
+)
 
 #: A heading as (text, style) pieces: the view assembles them, the model stays free of rich.
 Title = tuple[tuple[str, str], ...]
@@ -397,7 +409,7 @@ class ExperimentsDocument:
         if t.kind == "suite":
             desc = str((self.table(t.path) or {}).get("description", ""))
             count = self.run_count(t.suite)
-            runs = f"  ·  {count} runs" if count is not None else ""
+            runs = f"  ·  {counted(count, 'run')}" if count is not None else ""
             return (("Suite ", "dim"), (t.suite, "bold"), (runs, "dim"), (f"\n{desc}" if desc else "", "italic"))
         if t.kind == "grid_run":
             return (("Grid run ", "dim"), (f"{t.suite}/{t.name}", "bold"))
@@ -575,6 +587,70 @@ class ExperimentsDocument:
             set_key(self.doc, ("suites", t.suite), "runs", None)
         left = len(self.entries(t.suite))
         return Target("run", t.suite, min(t.index, left - 1)) if left else Target("suite", t.suite)
+
+    # -- suites -----------------------------------------------------------------------------------
+    def suite_name_problem(self, name: str, current: str | None = None) -> str | None:
+        """Why `name` cannot name a new suite, or be the new name of suite `current`."""
+        problem = name_problem(name, "suite name")
+        if problem:
+            return problem
+        if name != current and name in self.suites():
+            return f"there is already a suite named {name!r}; pick another name"
+        return None
+
+    def unique_suite_name(self, base: str = "suite") -> str:
+        """A name no suite has: `base`, else base2, base3, ..."""
+        names, n = set(self.suites()), 2
+        name = base
+        while name in names:
+            name, n = f"{base}{n}", n + 1
+        return name
+
+    def why_no_suite_edit(self) -> str | None:
+        """Why suites cannot be added, renamed or deleted here (`suites` is not a table of them)."""
+        suites = self.table(("suites",))
+        if suites is not None and not isinstance(suites, dict):
+            return "suites is not a table of [suites.NAME] tables: fix it in the file first."
+        return None
+
+    def new_suite(self, name: str) -> Target:
+        """Add [suites.NAME] after the last suite, with one run entry that inherits everything
+        (a suite without runs is a problem `validate` reports); returns that run entry. A file
+        with no default_suite gets this one."""
+        table = tomlkit.table()
+        table.add("runs", toml_item(toml_value([{"name": "run"}])))
+        if self.table(("suites",)) is None:
+            self.doc.add("suites", tomlkit.table(is_super_table=True))
+        self.doc["suites"].add(name, table)
+        if "default_suite" not in self.doc:  # at the top, above every table (tomlkit pinned)
+            self.doc._insert_at(0, "default_suite", name)
+        return Target("run", name, 0)
+
+    def rename_suite(self, old: str, new: str) -> Target:
+        """Rename a suite where it stands (its comments, runs and grid kept); default_suite
+        follows it. Raises ValueError where the file's layout cannot be renamed in place."""
+        rename_key(self.doc, ("suites",), old, new)
+        if self.doc.get("default_suite") == old:
+            self.doc["default_suite"] = new
+        return Target("suite", new)
+
+    def why_no_delete_suite(self, name: str) -> str | None:
+        if list(self.suites()) == [name]:
+            return f"Suite {name} is the file's only suite: add another (N) before deleting it."
+        return None
+
+    def delete_suite(self, name: str) -> tuple[Target, str | None]:
+        """Remove a suite (its runs, grid and references); returns the level to show next and
+        the suite that became default_suite in its place (None when it was not the default)."""
+        names = list(self.suites())
+        remove_table(self.doc, ("suites",), name)
+        left = [n for n in names if n != name]
+        new_default = None
+        if self.doc.get("default_suite") == name:
+            new_default = left[0]
+            self.doc["default_suite"] = new_default
+        after = names[names.index(name) + 1:] + names[:names.index(name)][::-1]
+        return Target("suite", next(n for n in after if n in left)), new_default
 
     # -- grids ------------------------------------------------------------------------------------
     def grid_keys(self, suite: str) -> list[str]:

@@ -15,11 +15,20 @@ from __future__ import annotations
 import math
 from typing import Iterable, Literal
 
-__all__ = ["STATUS_STYLE", "fmt_duration", "fmt_loss", "fmt_rate", "sparkline", "status_style"]
+__all__ = ["STATUS_STYLE", "counted", "fmt_duration", "fmt_loss", "fmt_rate", "sparkline", "status_style"]
 
 
 def _finite(x: float | None) -> bool:
     return x is not None and math.isfinite(x)
+
+
+# -- counts --------------------------------------------------------------------------------
+
+
+def counted(n: int, noun: str, plural: str | None = None) -> str:
+    """A count with its noun agreeing: "1 run", "3 runs", "0 runs"; `plural` where adding
+    "s" is wrong ("1 match", "2 matches"). One spelling, so no message says "1 runs"."""
+    return f"{n} {noun if n == 1 else plural or noun + 's'}"
 
 
 # -- losses and rates ----------------------------------------------------------------------

@@ -15,6 +15,7 @@ import signal
 import time
 from dataclasses import dataclass, field
 from functools import partial
+from typing import Mapping
 
 from rich.console import Console
 from rich.live import Live
@@ -25,7 +26,7 @@ from rich.text import Text
 from .core import events as ev
 from .core.config import check_config
 from .experiments import RunSpec, resolve_data
-from .formatting import fmt_duration, fmt_loss, fmt_rate, sparkline, status_style
+from .formatting import counted, fmt_duration, fmt_loss, fmt_rate, sparkline, status_style
 from .launch import check_corpora, enqueue_specs
 from .store import RunRow, resolve_store_dir
 from .workers.scheduler import check_device, cuda_device_count
@@ -62,7 +63,8 @@ def override_specs(specs: list[RunSpec], max_iters: int | None, data: str | None
 
 @dataclass
 class RunProgress:
-    """What the headless view knows about one run, built from events only."""
+    """What the headless view knows about one run: the store's record when the view starts,
+    then the driver's events."""
 
     label: str
     max_iters: int
@@ -84,14 +86,23 @@ class RunProgress:
 
 
 class ProgressView:
-    """Turns driver events into a live table (terminal) or timestamped lines (anything else)."""
+    """Turns driver events into a live table (terminal) or timestamped lines (anything else).
 
-    def __init__(self, console: Console, rows: list[RunRow], plain: bool):
+    A resumed run starts from what the store recorded (its step, last losses and val
+    evaluations), so its row is not blank until its next evaluation."""
+
+    def __init__(self, console: Console, rows: list[RunRow], plain: bool,
+                 recorded_vals: Mapping[str, list[float]] | None = None):
         self.console = console
         self.plain = plain
-        self.runs = {r.run_id: RunProgress(f"{r.suite}/{r.name}", r.max_iters,
-                                           r.config.batch_size * r.config.block_size, status=r.status,
-                                           step=r.step) for r in rows}
+        recorded_vals = recorded_vals or {}
+        self.runs = {}
+        for r in rows:
+            vals = list(recorded_vals.get(r.run_id, ()))
+            self.runs[r.run_id] = RunProgress(
+                f"{r.suite}/{r.name}", r.max_iters, r.config.batch_size * r.config.block_size, status=r.status,
+                step=r.step, train=r.last_train_loss if r.step else None,
+                val=vals[-1] if vals else (r.last_val_loss if r.step else None), vals=vals)
         self.live: Live | None = None
 
     def __enter__(self) -> "ProgressView":
@@ -213,15 +224,18 @@ def _drive(session: DriverSession, rows: list[RunRow], console: Console) -> int:
     todo = [r for r in rows if r.status == "queued"]
     skipped = len(rows) - len(todo)
     if skipped:
-        console.print(f"{skipped} of {len(rows)} runs already have results (finished or diverged); "
+        console.print(f"{skipped} of {counted(len(rows), 'run')} already {'has' if skipped == 1 else 'have'} results (finished or diverged); "
                       "skipping them (use --fresh to train again)")
     if todo:
         plan = session.plan(todo)
         workers = plan.workers
-        console.print(f"training {len(todo)} runs in {plan.n_groups} group(s) on {len(workers)} worker(s) "
-                      f"({workers[0].device}, {workers[0].threads} thread(s) each); store {store.dir}")
+        console.print(f"training {counted(len(todo), 'run')} in {counted(plan.n_groups, 'group')} on "
+                      f"{counted(len(workers), 'worker')} ({workers[0].device}, {counted(workers[0].threads, 'thread')} "
+                      f"each); store {store.dir}")
         plain = not console.is_terminal
-        with ProgressView(console, todo, plain) as view:
+        recorded_vals = {r.run_id: [loss for step, _, loss, _ in store.metrics(r.run_id, "val") if step <= r.step]
+                         for r in todo if r.step > 0}  # resumed runs: their curve up to the checkpoint
+        with ProgressView(console, todo, plain, recorded_vals) as view:
             ctrl_c = StopSignals((signal.SIGINT,), kill_on_repeat=True, say=view.line,
                                  graceful_note="stopping: workers checkpoint and exit (Ctrl-C again to stop at once)",
                                  immediate_note="stopping now")

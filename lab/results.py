@@ -168,9 +168,38 @@ def _rank(rows: list[ResultRow]) -> list[ResultRow]:
         r.gap = _sub(r.final_val, r.final_train)
         r.delta_best = _sub(r.best_val, best)
         r.delta_ref = _sub(r.final_val, r.reference)
-        flat = _flatten(r.config)
-        r.varied = {k: flat.get(DROPOUT_SITES[0] if k == "dropout" else k) for k in varied}
+        r.varied = {k: setting_value(r.config, k) for k in varied}
     return rows
+
+
+def setting_value(config: dict[str, Any], key: str) -> Any:
+    """One flattened setting of a settings dict: "skips.N" is the rate on the depth-N path (None:
+    no such path), "dropout" the rate at the four sites (which `varied_settings` names so only
+    when every compared run uses one rate at all four)."""
+    if key.startswith("skips."):
+        return _flatten(config).get(key)
+    return config.get(DROPOUT_SITES[0] if key == "dropout" else key)
+
+
+def setting_keys(configs: Iterable[dict[str, Any]]) -> list[str]:
+    """Every setting of `configs`, flattened, in the order settings are declared: each field,
+    with `skips` spread into one "skips.N" per depth that any config has. This is what an
+    export carries, so a table read elsewhere has every setting of every run."""
+    keys: list[str] = []
+    for config in configs:
+        keys.extend(k for k in _flatten(config) if k not in keys)
+    return sorted(keys, key=_setting_order)
+
+
+def common_settings(configs: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """The flattened settings every config has with the same value (a skip depth counts only
+    when every config has that path at the same rate), in declared order: what compared runs
+    share, listed once above a table whose columns are what differs."""
+    if not configs:
+        return {}
+    flats = [_flatten(c) for c in configs]
+    return {k: flats[0][k] for k in setting_keys(configs)
+            if all(k in f and json.dumps(f[k]) == json.dumps(flats[0][k]) for f in flats)}
 
 
 def varied_settings(configs: Sequence[dict[str, Any]]) -> list[str]:
@@ -273,13 +302,6 @@ def _by_suite(rows: Sequence[ResultRow]) -> dict[str, list[ResultRow]]:
     return out
 
 
-def _varied_keys(rows: Sequence[ResultRow]) -> list[str]:
-    keys: list[str] = []
-    for r in rows:
-        keys.extend(k for k in r.varied if k not in keys)
-    return sorted(keys, key=_setting_order)
-
-
 @dataclass(frozen=True)
 class Column:
     """One display column: its header, how a row's cell reads, and its justification."""
@@ -293,11 +315,15 @@ def columns(rows: Sequence[ResultRow], with_suite: bool = False) -> list[Column]
     """The display columns (header, cell text, justification), shared by the Rich table,
     Markdown and the TUI's results screen, so every view shows the same cells.
 
-    Reference columns appear only when some row has a reference, `n` only for aggregates.
+    The settings columns are those that differ between `rows` (all of them, so across suites
+    too: runs of two suites can differ in settings neither suite varies), each cell read from
+    the row's own settings, so no cell is blank where its run has a value. Reference columns
+    appear only when some row has a reference, `n` only for aggregates.
     """
     cols = [Column("suite", lambda r: r.suite, "left")] if with_suite else []
     cols += [Column("#", lambda r: str(r.rank)), Column("run", lambda r: r.name, "left")]
-    cols += [Column(k, lambda r, k=k: fmt_setting(r.varied.get(k))) for k in _varied_keys(rows)]
+    cols += [Column(k, lambda r, k=k: fmt_setting(setting_value(r.config, k)))
+             for k in varied_settings([r.config for r in rows])]
     cols += [
         Column("status", lambda r: r.status, "left"),
         Column("step", lambda r: f"{r.step}/{r.max_iters}"),
@@ -384,16 +410,20 @@ _CSV_FIELDS = ["suite", "rank", "name", "status", "step", "max_iters", "final_va
 
 
 def to_csv(rows: Sequence[ResultRow]) -> str:
-    """CSV with full-precision numbers (empty for no value), one column per varied setting.
+    """CSV with full-precision numbers (empty for no value) and every setting of every run: one
+    column per RunConfig field, the skips as one column per depth present ("skips.1", ...;
+    empty where a run has no such path). An export is read elsewhere, so it carries all of
+    them, not only those a suite varies.
 
-    Aggregated rows add n, the replicate seeds, and `<loss>_std` / `<loss>_n` columns.
+    Aggregated rows add n, the replicate seeds (and have no `seed` column), and
+    `<loss>_std` / `<loss>_n` columns.
     """
     aggregated = any(r.aggregated for r in rows)
-    varied = _varied_keys(rows)
     header = list(_CSV_FIELDS)
     if aggregated:
         header += ["n", "seeds"] + [f"{k}_{s}" for k in AGGREGATED for s in ("std", "n")]
-    header += varied + ["run_ids"]
+    settings = [k for k in setting_keys(r.config for r in rows) if k not in header]
+    header += settings + ["run_ids"]
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(header)
@@ -404,7 +434,7 @@ def to_csv(rows: Sequence[ResultRow]) -> str:
             for k in AGGREGATED:
                 st = r.stats[k] if r.stats else None
                 line += [_csv(st.std if st else None), st.n if st else ""]
-        line += [_csv(r.varied.get(k)) for k in varied]
+        line += [_csv(setting_value(r.config, k)) for k in settings]
         line.append(" ".join(r.run_ids))
         writer.writerow(line)
     return buf.getvalue()

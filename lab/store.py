@@ -432,7 +432,7 @@ class Store:
                 return
             if version is not None and version > SCHEMA_VERSION:
                 raise StoreError(
-                    f"the store {self.dir} was made by a newer dropres-lab (schema {version}, "
+                    f"the store at {self.dir} was made by a newer dropres-lab (schema {version}, "
                     f"this version reads up to {SCHEMA_VERSION}); upgrade dropres-lab or use --store DIR"
                 )
             _apply_migrations(c, version, _MIGRATIONS)
@@ -1011,7 +1011,7 @@ class Store:
             if run_id is not None and c.execute(
                 "SELECT 1 FROM runs WHERE run_id = ?", (run_id,)
             ).fetchone() is None:
-                raise StoreError(f"no run {run_id} in the store {self.dir}")
+                raise StoreError(f"no run {run_id} in the store at {self.dir}")
             cur = c.execute(
                 "INSERT INTO requests (run_id, kind, created_at) VALUES (?, ?, ?)",
                 (run_id, kind, time.time()),

@@ -19,7 +19,8 @@ from pathlib import Path
 from typing import Any
 
 import tomlkit
-from tomlkit.items import AoT, InlineTable, Table
+from tomlkit.container import Container
+from tomlkit.items import AoT, Comment, InlineTable, SingleKey, Table, Whitespace
 
 from lab.core.atomic import write_atomic
 
@@ -158,3 +159,73 @@ def _insert(table: Table, key: str, item: Any, after: Any) -> None:
     else:
         table.value._insert_after(after, key, item)
     dict.__setitem__(table, key, table.value.item(key))
+
+
+def rename_key(doc: tomlkit.TOMLDocument, path: KeyPath, old: str, new: str) -> None:
+    """Rename the key `old` of the [table] at `path` to `new` where it stands: its value, its
+    comments and its position kept, and the [headers] of the tables under it renamed with it
+    (renaming a suite renames [suites.OLD], [suites.OLD.grid] and [[suites.OLD.runs]]).
+
+    tomlkit has no rename, and removing and adding again would move the table to the end of
+    the file with the comments that introduced it left behind. So the key is replaced in the
+    container's body and in the two dicts that mirror it (the container and the table), in
+    their order, and written headers are rewritten (tomlkit pinned, as for `_insert`). Raises
+    ValueError for a layout this cannot rename in place (a table split around other tables).
+    """
+    table = document_item(doc, path)
+    container = table.value if isinstance(table, Table) else table
+    if not isinstance(container, Container):
+        raise ValueError(f"{format_key_path(path)} cannot be renamed in place; rename it in the file")
+    spots = [i for i, (k, _) in enumerate(container.body) if k is not None and k.key == old]
+    if len(spots) != 1 or new in container:
+        raise ValueError(f"{format_key_path(path + (old,))} cannot be renamed in place; rename it in the file")
+    i = spots[0]
+    item = container.body[i][1]
+    container.body[i] = (SingleKey(new), item)
+    container._map = {(SingleKey(new) if k.key == old else k): v for k, v in container._map.items()}
+    for mirror in {id(container): container, id(table): table}.values():
+        entries = [(new if k == old else k, v) for k, v in dict.items(mirror)]
+        dict.clear(mirror)
+        dict.update(mirror, entries)
+    if isinstance(item, Table) and item.display_name is not None:
+        prefix = ".".join(toml_key(str(p)) for p in path + (new,))
+        _rename_headers(item, item.display_name, prefix)
+
+
+def _rename_headers(item: Any, old_prefix: str, new_prefix: str) -> None:
+    """Rewrite the written [headers] under a renamed table that start with `old_prefix`."""
+    if isinstance(item, Table):
+        name = item.display_name
+        if name is not None and (name == old_prefix or name.startswith(old_prefix + ".")):
+            item.display_name = new_prefix + name[len(old_prefix):]
+        for _, child in item.value.body:
+            _rename_headers(child, old_prefix, new_prefix)
+    elif isinstance(item, AoT):
+        for child in item.body:
+            _rename_headers(child, old_prefix, new_prefix)
+
+
+def remove_table(doc: tomlkit.TOMLDocument, path: KeyPath, key: str) -> None:
+    """Remove the [table] `key` of the table at `path`, keeping the comments that introduce
+    the table after it.
+
+    tomlkit keeps the comment lines above a [header] at the end of the table before it, so
+    removing that table would take them along: they are moved in front of the next table's
+    header instead (tomlkit pinned, as for `_insert`).
+    """
+    parent = document_item(doc, path)
+    removed = parent[key]
+    tail: list[str] = []
+    if isinstance(removed, Table):
+        for k, item in reversed(removed.value.body):
+            if k is not None or not isinstance(item, (Comment, Whitespace)):
+                break
+            tail.insert(0, item.as_string())
+    keys = [k for k in parent]
+    following = keys[keys.index(key) + 1:]
+    del parent[key]
+    text = "".join(tail)
+    if following and text.strip():
+        after = parent[following[0]]
+        if isinstance(after, Table):
+            after.trivia.indent = text + after.trivia.indent

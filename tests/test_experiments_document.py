@@ -386,3 +386,77 @@ def test_a_file_the_rules_refuse_is_shown_and_edited_without_crashing(tmp_path: 
     assert "not a list" in model.why_no_new_run("t")
     model.grid_keys("s")
     model.suite_summaries()
+
+
+# -- suites (issue 11, item 8): new, rename, delete ----------------------------------------------
+
+
+def test_a_new_suite_is_valid_at_once_with_one_run_entry(path: Path) -> None:
+    model = opened(path)
+    assert model.suite_name_problem("quick") == "there is already a suite named 'quick'; pick another name"
+    assert "must not be empty" in model.suite_name_problem("")
+    assert "path separator" in model.suite_name_problem("a/b")
+    name = model.unique_suite_name()
+    assert name == "suite" and model.suite_name_problem(name) is None
+    target = model.new_suite("ablation")
+    assert target == Target("run", "ablation", 0)
+    assert_sound(model)
+    assert model.problems == []  # `validate` accepts the file as it is now
+    assert [s.name for s in model.suite_summaries()][-1] == "ablation"
+    assert model.target_specs(target)[0][0].run_key == "ablation/run"
+    model.save()
+    assert load_experiments(path).suites["ablation"].runs[0].name == "run"
+
+
+def test_a_new_suite_in_a_file_without_suites_becomes_the_default(tmp_path: Path) -> None:
+    p = tmp_path / "experiments.toml"
+    p.write_text("# only defaults so far\n[defaults]\nn_layer = 2\n", encoding="utf-8")
+    model = ExperimentsDocument(p)
+    model.load()
+    model.new_suite("first")
+    model.check()
+    assert model.problems == []
+    assert model.doc["default_suite"] == "first"
+    assert tomlkit.dumps(model.doc).startswith('default_suite = "first"\n# only defaults so far')
+
+
+def test_renaming_a_suite_keeps_its_place_comments_and_tables_and_moves_the_default(path: Path) -> None:
+    model = opened(path)
+    assert model.suite_name_problem("quick", current="quick") is None  # its own name is fine
+    assert model.suite_name_problem("tables", current="quick") is not None
+    assert model.rename_suite("quick", "fast") == Target("suite", "fast")
+    assert model.rename_suite("tables", "as tables") == Target("suite", "as tables")  # quoted in headers
+    assert_sound(model)
+    assert model.problems == []
+    text = tomlkit.dumps(model.doc)
+    assert 'default_suite = "fast"' in text
+    assert '[suites.fast]\ndescription = "written keys"\nn_layer = 2             # the key the issue cleared' in text
+    assert '[[suites."as tables".runs]]  # a run as a table' in text
+    assert [s.name for s in model.suite_summaries()] == ["fast", "as tables"]  # in file order
+    assert model.entry_name("fast", 1) == "skip2" and model.resolved(Target("run", "fast", 1))["lr"] == 0.002
+    model.save()
+    experiments = load_experiments(path)
+    assert experiments.default_suite == "fast"
+    assert [r.name for r in experiments.suites["as tables"].runs] == ["t1", "t2"]
+    assert experiments.suites["fast"].runs[0].reference == 1.5  # references stay with the suite
+
+
+def test_deleting_suites_moves_the_default_and_refuses_the_last_one(path: Path) -> None:
+    model = opened(path)
+    assert model.why_no_delete_suite("quick") is None
+    target, new_default = model.delete_suite("quick")  # the default suite
+    assert (target, new_default) == (Target("suite", "tables"), "tables")
+    text = tomlkit.dumps(model.doc)
+    assert tomlkit.dumps(tomlkit.parse(text)) == text and tomllib.loads(text)
+    model.check()
+    assert model.problems == []
+    assert "[suites.quick]" not in text and 'default_suite = "tables"' in text
+    # the comment that introduces the next suite stays with it
+    assert "# a suite that writes nothing but its run tables\n[suites.tables]" in text
+    assert model.why_no_delete_suite("tables") == (
+        "Suite tables is the file's only suite: add another (N) before deleting it.")
+    model.new_suite("other")
+    target, new_default = model.delete_suite("other")
+    assert (target, new_default) == (Target("suite", "tables"), None)
+    model.check()
+    assert model.problems == []

@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from conftest import ROOT
-from lab.formatting import SPARK, STATUS_STYLE, fmt_duration, fmt_loss, fmt_rate, sparkline, status_style
+from lab.formatting import SPARK, STATUS_STYLE, counted, fmt_duration, fmt_loss, fmt_rate, sparkline, status_style
 from lab.store import STATUSES
 
 MIN, HOUR, DAY = 60, 3600, 86400
@@ -94,3 +94,45 @@ def test_the_tui_does_not_import_the_headless_driver():
     """The TUI formats from lab.formatting, so it does not pull in headless (and its workers)."""
     code = "import sys, lab.tui.app; assert 'lab.headless' not in sys.modules, 'lab.headless imported'"
     subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True)
+
+
+# -- counts and messages (issue 11, item 9) -------------------------------------------------------
+
+
+def test_counts_agree_with_their_nouns():
+    assert [counted(n, "run") for n in (0, 1, 2)] == ["0 runs", "1 run", "2 runs"]
+    assert counted(1, "run entry", "run entries") == "1 run entry"
+    assert counted(3, "run entry", "run entries") == "3 run entries"
+
+
+def test_no_message_in_the_lab_spells_a_plural_by_hand():
+    """Every "N thing(s)" in a message goes through `counted`: no "1 runs", no "run(s)"."""
+    import io
+    import re
+    import tokenize
+
+    hand_made = re.compile(r"\{'s' if|\{\"s\" if|[a-z]\(s\)")
+    offenders = []
+    for path in sorted((ROOT / "lab").rglob("*.py")):
+        for tok in tokenize.generate_tokens(io.StringIO(path.read_text(encoding="utf-8")).readline):
+            docstring = tok.string.startswith(('"""', "'''"))
+            if tok.type == tokenize.STRING and not docstring and hand_made.search(tok.string):
+                offenders.append(f"{path.relative_to(ROOT)}:{tok.start[0]}: {tok.string}")
+    assert offenders == []
+
+
+def test_the_skip_rate_range_message_does_not_contradict_itself():
+    from lab.core.config import check_value
+
+    msg = check_value("skips", {"2": 1.5})
+    assert msg.startswith("skips.2 = 1.5 is outside [0, 1]")
+    assert "[0, 1)" not in msg and 'skip_dropout = "paper"' in msg
+
+
+def test_an_empty_field_is_never_an_error():
+    """Empty text means "inherit": no field of the form says "must be a number, got ''"."""
+    from lab.experiments_fields import FORM_SETTINGS, field_problem
+
+    for key in FORM_SETTINGS + ("reference",):
+        for text in ("", "   ", "\t"):
+            assert field_problem(key, text) is None, key

@@ -159,7 +159,7 @@ def test_a_killed_worker_fails_only_its_runs_and_a_rerun_resumes_them(lab_dir):
 
     res = cli(lab_dir, "run", "--headless", "slow")
     assert res.returncode == 0, res.stdout + res.stderr
-    assert "1 of 2 runs already have results" in res.stdout
+    assert "1 of 2 runs already has results" in res.stdout
     assert "slow/a resumed at step" in res.stdout
     got = rows(lab_dir, "slow")
     assert got["a"].status == "finished" and got["a"].step == 1000
@@ -188,3 +188,33 @@ def test_ctrl_c_stops_gracefully_and_a_rerun_resumes(lab_dir):
     got = rows(lab_dir, "slow")
     assert all(r.status == "finished" and r.step == 1000 for r in got.values())
     assert all(stopped_at[n] > 0 for n in stopped_at)
+
+
+def test_the_live_view_of_a_resumed_run_shows_its_recorded_val_until_the_next_evaluation(tmp_path):
+    """A resumed run's row starts from the store's record: its val and val curve up to the
+    checkpoint it resumes from, not blank (a later evaluation replaces them)."""
+    from rich.console import Console
+
+    from lab.core import events as ev
+    from lab.core.config import RunConfig
+    from lab.headless import ProgressView
+    from lab.store import Store
+
+    with Store.open(tmp_path / "runs") as store:
+        rid = store.enqueue("s", "a", "a", RunConfig.from_dict({"data": "tinyshakespeare", "max_iters": 400}),
+                            None).run_id
+        store.apply(ev.Started(rid, 0, 400, 1000, "cpu", "float32", 1))
+        store.apply_many([ev.StepLogged(rid, 100, 2.5, 1e-3, 100.0), ev.Evaluated(rid, 100, 2.4, 2.3456, 1e-3),
+                          ev.StepLogged(rid, 200, 2.2, 1e-3, 100.0), ev.Evaluated(rid, 200, 2.1, 2.1234, 1e-3)])
+        store.apply(ev.Stopped(rid, 200))
+        resumed = store.get(rid)
+        assert resumed is not None and resumed.step == 200
+        recorded = {rid: [loss for _, _, loss, _ in store.metrics(rid, "val")]}
+    console = Console(record=True, width=120, force_terminal=False)
+    view = ProgressView(console, [resumed], plain=True, recorded_vals=recorded)
+    console.print(view.render())
+    assert "2.1234" in console.export_text()
+    view.on_event(ev.Evaluated(rid, 300, 2.0, 1.9876, 1e-3))
+    console.print(view.render())
+    text = console.export_text()
+    assert "1.9876" in text and view.runs[rid].vals == [2.3456, 2.1234, 1.9876]

@@ -22,6 +22,7 @@ from lab.core.checkpoint import FileCheckpointSink
 from lab.core.config import RunConfig
 from lab.core.train import train_group
 from lab.results import (
+    columns,
     render_rich_table,
     render_rich_tables,
     result_rows,
@@ -221,6 +222,63 @@ def test_csv_parses(rows):
     agg = list(csv.DictReader(io.StringIO(to_csv(result_rows(rows, replicates=True)))))
     r = next(p for p in agg if p["name"] == "r")
     assert r["n"] == "2" and float(r["final_val_std"]) == pytest.approx(0.028284, abs=1e-6)
+
+
+def _two_suites(folder: Path) -> list:
+    """Three runs of two suites: "x" varies only skips.2, "y" is one longer run with a plain
+    skips.1 path, and uses one dropout rate ("x" uses another)."""
+    with Store.open(folder) as st:
+        _add(st, "x", "p2=0.1", _cfg(skips={1: 0.0, 2: 0.1}, dropout=0.0), start=False)
+        _add(st, "x", "p2=0.2", _cfg(skips={1: 0.0, 2: 0.2}, dropout=0.0), start=False)
+        _add(st, "y", "long", _cfg(skips={1: 0.1}, max_iters=80), start=False)
+        return st.runs()
+
+
+def test_compared_columns_are_every_setting_that_differs_across_suites(tmp_path):
+    rows = result_rows(_two_suites(tmp_path / "runs"))
+    cols = columns(rows, with_suite=True)
+    headers = [c.header for c in cols]
+    for key in ("dropout", "skips.1", "skips.2", "max_iters"):  # neither suite alone varies the first three
+        assert key in headers, headers
+    assert headers.index("dropout") < headers.index("skips.1") < headers.index("skips.2") < headers.index("max_iters")
+    cells = {r.name: {c.header: c.cell(r) for c in cols} for r in rows}
+    assert cells["long"]["skips.1"] == "0.1" and cells["long"]["skips.2"] == ""  # no depth-2 path
+    assert cells["long"]["max_iters"] == "80" and cells["p2=0.1"]["max_iters"] == "40"
+    assert cells["long"]["dropout"] == "0.2" and cells["p2=0.2"]["dropout"] == "0"  # no blanks
+
+
+def test_the_all_suites_table_shows_a_value_wherever_a_run_has_one(rows):
+    result = result_rows(rows)
+    cols = columns(result, with_suite=True)
+    layer = next(c for c in cols if c.header == "n_layer")  # only the suites differ in it
+    assert {r.name: layer.cell(r) for r in result if r.name in ("a", "only")} == {"a": "1", "only": "2"}
+    for c in cols:
+        if c.header in ("skips.1", "seed"):
+            assert all(c.cell(r) for r in result), c.header
+
+
+def test_csv_and_json_carry_every_setting_of_every_run(tmp_path):
+    rows = result_rows(_two_suites(tmp_path / "runs"))
+    parsed = list(csv.DictReader(io.StringIO(to_csv(rows))))
+    fields = [k for k in RunConfig().to_dict() if k != "skips"]
+    assert set(fields) | {"skips.1", "skips.2"} <= set(parsed[0])
+    for line in parsed:
+        assert all(line[k] != "" for k in fields), line  # every setting has a value in every row
+        assert line["skips.1"] != ""
+    by = {line["name"]: line for line in parsed}
+    assert by["long"]["embd_dropout"] == "0.2" and by["p2=0.1"]["mlp_dropout"] == "0.0"
+    assert by["long"]["n_embd"] == "16" and by["long"]["skips.2"] == "" and by["p2=0.2"]["skips.2"] == "0.2"
+    assert list(parsed[0]).count("max_iters") == 1
+    for d in json.loads(to_json(rows)):
+        assert set(RunConfig().to_dict()) <= set(d["config"])
+
+
+def test_results_command_csv_has_every_setting(store_dir):
+    res = _cli("results", "--store", str(store_dir), "--format", "csv")
+    assert res.exit_code == 0, res.output
+    parsed = list(csv.DictReader(io.StringIO(res.stdout)))
+    assert {line["n_layer"] for line in parsed} == {"1", "2"}
+    assert all(line["n_embd"] == "16" and line["attn_dropout"] == "0.2" for line in parsed)
 
 
 def test_markdown_has_a_table_per_suite(rows):

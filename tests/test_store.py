@@ -672,7 +672,7 @@ def test_a_store_of_a_newer_schema_is_refused_and_left_alone(tmp_path: Path) -> 
     before = _dump(d)
     with pytest.raises(StoreError) as err:
         Store.open(d)
-    assert str(err.value) == (f"the store {d} was made by a newer dropres-lab (schema {SCHEMA_VERSION + 1}, "
+    assert str(err.value) == (f"the store at {d} was made by a newer dropres-lab (schema {SCHEMA_VERSION + 1}, "
                               f"this version reads up to {SCHEMA_VERSION}); upgrade dropres-lab or use --store DIR")
     assert _dump(d) == before  # not one row or table touched
 

@@ -83,14 +83,15 @@ class Host(App):
 
     TITLE = "dropres-lab"
 
-    def __init__(self, path: Path, estimator=known_costs) -> None:
+    def __init__(self, path: Path, estimator=known_costs, state=None) -> None:
         super().__init__()
         self.path = path
         self.estimator = estimator
+        self.state = state
         self.launched: list[ExperimentsScreen.LaunchRequested] = []
 
     def on_mount(self) -> None:
-        self.push_screen(ExperimentsScreen(self.path, estimator=self.estimator))
+        self.push_screen(ExperimentsScreen(self.path, estimator=self.estimator, state=self.state))
 
     def on_experiments_screen_launch_requested(self, message: ExperimentsScreen.LaunchRequested) -> None:
         self.launched.append(message)
@@ -183,6 +184,22 @@ def test_snapshot_form_with_errors(snap_compare, toml_path):
         no_blink(pilot.app)
 
     assert snap_compare(Host(toml_path), terminal_size=SIZE, run_before=run_before)
+
+
+async def wait_until(pilot, predicate, timeout: float = 30.0) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not predicate():
+        assert loop.time() < deadline, "timed out"
+        await pilot.pause(0.05)
+
+
+async def launch_enabled(pilot) -> LaunchScreen:
+    """The launch dialog once measured: Launch is disabled while it measures."""
+    dialog = pilot.app.screen
+    assert isinstance(dialog, LaunchScreen)
+    await wait_until(pilot, lambda: not dialog.launch_button.disabled)
+    return dialog
 
 
 # -- forms, save, comments ------------------------------------------------------------------------
@@ -484,13 +501,16 @@ async def test_launch_posts_the_selected_specs(toml_path):
             await pilot.press(key)
             await pilot.pause()
             assert isinstance(app.screen, LaunchScreen)
+            await launch_enabled(pilot)
             await pilot.press(confirm)
             await pilot.pause()
         screen.query_one("#exp-fresh", Checkbox).value = True
         await select(pilot, Target("grid_run", "sweep", name="attn_dropout=0"))
         screen.query_one("#exp-tree", Tree).focus()
         for key in ("l", "A"):
-            await pilot.press(key, key)
+            await pilot.press(key)
+            await launch_enabled(pilot)
+            await pilot.press(key)
             await pilot.pause()
     launched = [([s.run_key for s in m.specs], m.fresh) for m in app.launched]
     assert launched == [
@@ -514,6 +534,7 @@ async def test_launch_saves_pending_edits_first(toml_path):
         await pilot.press("l")
         await pilot.pause()
         assert not screen.dirty
+        await launch_enabled(pilot)
         await pilot.press("enter")
         await pilot.pause()
     assert [s.config.max_iters for s in app.launched[0].specs] == [20]
@@ -533,12 +554,6 @@ def test_set_key_keeps_layout(toml_path):
     assert '{ name = "skip2", skips = { 1 = 0.025, 2 = 0.5 }, lr = 0.01 },' in text
 
 
-async def wait_until(pilot, predicate, timeout: float = 30.0) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not predicate():
-        assert loop.time() < deadline, "timed out"
-        await pilot.pause(0.05)
 
 
 @sync
@@ -600,7 +615,8 @@ SHIPPED = Path(__file__).resolve().parents[1] / "experiments.toml"
 @sync
 async def test_clearing_a_field_typed_at_the_suite_level_inherits_again(tmp_path):
     """Issue 10, fault 1, the exact keys: on quick/skip1, Up (suite quick), Tab Tab (n_layer),
-    Backspace, 3, Backspace. It raised KeyError: 'n_layer' and the app died with the edits."""
+    Backspace, 3, Backspace. It raised KeyError: 'n_layer' and the app died with the edits.
+    (Since issue 11 the form takes no focus of its own: one Tab reaches n_layer.)"""
     path = tmp_path / "experiments.toml"
     path.write_text(SHIPPED.read_text(encoding="utf-8"), encoding="utf-8")
     app = Host(path)
@@ -611,7 +627,7 @@ async def test_clearing_a_field_typed_at_the_suite_level_inherits_again(tmp_path
         await pilot.press("up")
         await pilot.pause()
         assert screen.target == Target("suite", "quick")
-        await pilot.press("tab", "tab")
+        await pilot.press("tab")
         n_layer = screen.form.row("n_layer").control
         assert n_layer.has_focus and n_layer.value == "2"
         for key in ("backspace", "3", "backspace"):
@@ -840,3 +856,237 @@ async def test_every_level_of_a_file_the_rules_refuse_can_be_visited_and_typed_i
             await pilot.pause()
             assert app.is_running and app.screen is screen
         assert screen.model.problems
+
+
+# -- issue 11: keyboard travel, the form's header, the launch dialog, suites ------------------------
+
+
+@sync
+async def test_tab_reaches_a_field_escape_returns_to_the_tree_and_focus_is_visible(toml_path):
+    """Item 5: the first Tab lands on the first field (typing `x` types, it does not delete the
+    run); Esc from any control of the screen is back on the tree; the focused field and its
+    label look different from the others (colour, and reversed for a terminal without it)."""
+    app = Host(toml_path)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause()
+        screen = screen_of(app)
+        tree = screen.query_one("#exp-tree", Tree)
+        assert tree.has_focus and screen.target == Target("run", "quick", 0)
+        await pilot.press("tab")
+        name = screen.form.row("name").control
+        assert name.has_focus
+        await pilot.press("end", "x")
+        await pilot.pause()
+        assert name.value == "basex" and len(screen.model.entries("quick")) == 2  # typed, not deleted
+
+        await pilot.pause()
+        focused, other = screen.form.row("name"), screen.form.row("reference")
+        assert focused.control.styles.background != other.control.styles.background
+        label = focused.query_one(".field-label")
+        assert label.styles.text_style.reverse and not other.query_one(".field-label").styles.text_style.reverse
+
+        await select(pilot, Target("suite", "quick"))
+        tree.focus()
+        await pilot.press("tab")
+        assert screen.form.row("n_layer").control.has_focus  # the first field the suite level shows
+        controls = [screen.form.row("n_layer").control, screen.form.row("norm").control,  # an input, a select
+                    screen.query_one("#skip-add"), screen.query_one("#exp-fresh", Checkbox)]
+        for control in controls:
+            control.focus()
+            await pilot.pause()
+            await pilot.press("escape")
+            await pilot.pause()
+            assert tree.has_focus, control
+
+
+@sync
+async def test_each_selection_shows_the_form_from_its_header(toml_path):
+    """Item 11: the form kept its scroll position between levels, hiding which level it shows."""
+    app = Host(toml_path)
+    async with app.run_test(size=(100, 20)) as pilot:
+        await pilot.pause()
+        screen = await select(pilot, Target("run", "quick", 0))
+        form = screen.form
+        form.row("seed").control.focus()  # the last field: the form scrolls down to it
+        await pilot.pause()
+        assert form.scroll_y > 0
+        await select(pilot, Target("run", "quick", 1))
+        await pilot.pause()
+        assert form.scroll_y == 0
+        assert "quick/skip2" in str(form.query_one("#form-title").render())
+
+
+class SlowEstimate:
+    """An estimator that measures until released, then predicts `hours` of wall time."""
+
+    def __init__(self, hours: float) -> None:
+        import threading
+
+        self.release = threading.Event()
+        self.hours = hours
+
+    def __call__(self, specs, device, workers, group_size, *, progress=None, cancel=None) -> Prediction:
+        while not self.release.wait(0.02):
+            if cancel is not None and cancel.is_set():
+                from lab.bench import BenchCancelled
+
+                raise BenchCancelled()
+        plan = plan_suite(specs, "cpu", 1, group_size, 0)
+        schedule = simulate_schedule(plan.runs, 1, plan.group_size, lambda g: self.hours * 3600.0)
+        cost = GroupCost(step_s=0.0, window_s=0.0, setup_s=0.0)
+        return Prediction(plan, {shape_key([r.config for r in g]): cost for g in plan.groups}, schedule,
+                          startup_s=0.0, measure_s=0.0)
+
+
+@sync
+async def test_launch_waits_for_its_estimate_with_cancel_focused(toml_path):
+    """Item 6: while measuring, Launch is disabled and Cancel has the focus; neither enter nor
+    the launch key starts anything. Once measured, Launch is the default."""
+    estimator = SlowEstimate(hours=1)
+    app = Host(toml_path, estimator=estimator)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause()
+        screen = await select(pilot, Target("run", "quick", 0))
+        screen.query_one("#exp-tree", Tree).focus()
+        await pilot.press("l")
+        await pilot.pause()
+        dialog = app.screen
+        assert isinstance(dialog, LaunchScreen) and "measuring this machine" in dialog.estimate_text
+        assert dialog.launch_button.disabled and dialog.query_one("#cancel", Button).has_focus
+        await pilot.press("l")
+        await pilot.pause()
+        assert app.screen is dialog and app.launched == []
+        estimator.release.set()
+        await launch_enabled(pilot)
+        assert "predicted wall time 1 h 00 min" in dialog.estimate_text
+        assert dialog.launch_button.has_focus
+        await pilot.press("enter")
+        await pilot.pause()
+        assert app.screen is screen
+    assert [[s.run_key for s in m.specs] for m in app.launched] == [["quick/base"]]
+
+
+@sync
+async def test_a_launch_longer_than_a_day_is_confirmed_deliberately(toml_path):
+    """Item 6: `A` offered days of training with Launch as the default button."""
+    estimator = SlowEstimate(hours=40)
+    estimator.release.set()
+    app = Host(toml_path, estimator=estimator)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause()
+        screen = screen_of(app)
+        await pilot.press("A")
+        dialog = app.screen
+        assert isinstance(dialog, LaunchScreen)
+        await wait_until(pilot, lambda: "predicted wall time" in dialog.estimate_text)
+        await pilot.pause()
+        days = dialog.estimate_text.split("predicted wall time ")[1].split(" (")[0]  # "5 d 0 h": 3 groups of 40 h
+        assert " d " in days
+        assert dialog.launch_button.disabled and dialog.query_one("#cancel", Button).has_focus
+        await pilot.press("A")  # the opening key again does not launch it
+        await pilot.pause()
+        assert app.screen is dialog and app.launched == []
+        long = dialog.query_one("#launch-long", Checkbox)
+        assert long.display and f"for about {days} (over a day)" in str(long.label)
+        long.value = True  # ticked: now the launch key confirms
+        await pilot.pause()
+        assert not dialog.launch_button.disabled
+        await pilot.press("A")
+        await pilot.pause()
+        assert app.screen is screen
+    assert len(app.launched) == 1 and len(app.launched[0].specs) == 4
+
+
+def lab_state_with(path: Path, statuses: dict[str, str]):
+    """The lab's view of a store where these runs (by SUITE/RUN) have these statuses."""
+    import dataclasses
+
+    from lab.tui.poller import LiveRun
+    from lab.tui.state import LabState
+
+    state = LabState(path.parent / "store")
+    with Store.open(state.store_dir) as store:
+        for spec in load_experiments(path).runs:
+            if spec.run_key in statuses:
+                row = store.enqueue(spec.suite, spec.name, spec.base_name, spec.config, spec.reference)
+                state.live[row.run_id] = LiveRun(dataclasses.replace(row, status=statuses[spec.run_key]))
+    return state
+
+
+@sync
+async def test_a_launch_with_nothing_to_train_is_not_offered(toml_path):
+    """Item 6: `l` on a finished run offered Launch for nothing to train."""
+    app = Host(toml_path, state=lab_state_with(toml_path, {"quick/base": "finished", "quick/skip2": "running"}))
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause()
+        screen = screen_of(app)
+        for target, key, why in ((Target("run", "quick", 0), "l", "1 run already has a result; tick \"launch fresh\""),
+                                 (Target("suite", "quick"), "l", "1 run already has a result; 1 run is training now"),
+                                 (Target("run", "quick", 1), "l", "1 run is training now")):
+            await select(pilot, target)
+            screen.query_one("#exp-tree", Tree).focus()
+            await pilot.press(key)
+            await pilot.pause()
+            assert app.screen is screen  # no dialog
+            assert why in [n.message for n in app._notifications][-1]
+        screen.query_one("#exp-fresh", Checkbox).value = True  # fresh: the finished run trains again
+        await select(pilot, Target("run", "quick", 0))
+        screen.query_one("#exp-tree", Tree).focus()
+        await pilot.press("l")
+        await pilot.pause()
+        assert isinstance(app.screen, LaunchScreen)
+
+
+@sync
+async def test_suites_are_added_renamed_and_deleted_from_the_keyboard(toml_path):
+    """Item 8: N asks a name (checked as typed), r renames (default_suite follows), X asks and
+    deletes (the default moves on); all in the help, saved with ctrl+s."""
+    from lab.tui.screens.name import NameScreen
+
+    described = {b.key: b.description for b in ExperimentsScreen.BINDINGS}
+    assert (described["N"], described["r"], described["X"]) == ("New suite", "Rename suite", "Delete suite")
+    app = Host(toml_path)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause()
+        screen = screen_of(app)
+        await pilot.press("N")
+        await pilot.pause()
+        dialog = app.screen
+        assert isinstance(dialog, NameScreen)
+        await pilot.press(*"quick")
+        assert "already a suite named 'quick'" in str(dialog.query_one("#name-problem").render())
+        await pilot.press("enter")  # refused: the dialog stays
+        await pilot.pause()
+        assert app.screen is dialog
+        await pilot.press(*"ly", "enter")
+        await pilot.pause()
+        assert app.screen is screen and screen.target == Target("run", "quickly", 0)
+        tree = screen.query_one("#exp-tree", Tree)
+        assert any(n.data == Target("run", "quickly", 0) for n in _nodes(tree.root))
+
+        await select(pilot, Target("run", "quick", 1))
+        tree.focus()
+        await pilot.press("r")
+        await pilot.pause()
+        await pilot.press(*"fast", "enter")  # the old name is selected: typing replaces it
+        await pilot.pause()
+        assert screen.target == Target("run", "fast", 1) and screen.doc["default_suite"] == "fast"
+
+        await select(pilot, Target("suite", "fast"))
+        tree.focus()
+        await pilot.press("X")
+        await pilot.pause()
+        assert isinstance(app.screen, QuitScreen.__mro__[1])  # a ChoiceScreen: asks first
+        await pilot.press("enter")  # the focused choice keeps the suite
+        await pilot.pause()
+        assert "fast" in screen.doc["suites"]
+        await pilot.press("X")
+        await pilot.pause()
+        await pilot.click("#delete")
+        await pilot.pause()
+        assert "fast" not in screen.doc["suites"] and screen.doc["default_suite"] == "sweep"
+        assert screen.action_save()
+    experiments = load_experiments(toml_path)
+    assert list(experiments.suites) == ["sweep", "quickly"] and experiments.default_suite == "sweep"
+    text = toml_path.read_text(encoding="utf-8")
+    assert "# a grid suite" in text  # the comment above the next suite stays with it

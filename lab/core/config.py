@@ -235,7 +235,8 @@ def check_value(name: str, value: Any) -> str | None:
             if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not math.isfinite(rate):
                 return f"skips.{depth} must be a number, got {rate!r}"
             if not 0.0 <= rate <= 1.0:
-                return f"skips.{depth} = {rate!r} is outside [0, 1]; use a rate in [0, 1) (1 removes the path under skip_dropout = \"paper\")"
+                return (f"skips.{depth} = {rate!r} is outside [0, 1]: use a rate from 0 up to 1 (1 only under "
+                        f"skip_dropout = \"paper\", where it removes the path)")
         return None
     # numbers
     if kind == "int":

@@ -41,6 +41,7 @@ from textual.worker import WorkerFailed
 from lab.core.errors import DataError
 from lab.experiments import RunSpec
 from lab.experiments_document import has_recovery
+from lab.formatting import counted
 from lab.launch import check_corpora, enqueue_specs, start_background_driver
 from lab.store import DriverInfo, DriverLock, Store, StoreError, resolve_store_dir
 from lab.workers.settings import DriverSettings
@@ -286,7 +287,7 @@ class LabApp(App[str | None]):
         if info is not None and info.kind == "background":
             return (f"the background driver{pid} is stopping and takes no new work; "
                     "launch again once it has exited (a few seconds)")
-        return (f"a headless run{pid} holds the store {display_path(self.store_dir)} and takes no new work; "
+        return (f"a headless run{pid} holds the store at {display_path(self.store_dir)}/ and takes no new work; "
                 "wait for it to finish (or stop it), then try again")
 
     def _store_refuses_work(self) -> bool:
@@ -322,7 +323,7 @@ class LabApp(App[str | None]):
             pid = self._start_driver() if queued else None
         except (DataError, StoreError, OSError) as exc:
             return self.Notice(str(exc), "error")
-        parts = [f"queued {queued} run{'s' if queued != 1 else ''}"]
+        parts = [f"queued {counted(queued, 'run')}"]
         done = sum(r.status in ("finished", "diverged") for r in rows)
         running = sum(r.status == "running" for r in rows)
         if done:
@@ -387,7 +388,7 @@ class LabApp(App[str | None]):
 
         self.push_screen(ChoiceScreen(
             f"Restart {live.label}?",
-            f"It trains again from step 0 with the same settings; its {live.row.step} steps of metrics "
+            f"It trains again from step 0 with the same settings; its {counted(live.row.step, 'step')} of metrics "
             "and its checkpoints are deleted.",
             [("restart", "Restart from step 0", "warning"), ("cancel", "Keep it", "default")]), confirmed)
 
@@ -408,7 +409,7 @@ class LabApp(App[str | None]):
         if kind == "cancel":
             if DriverLock.is_held(self.store.dir):
                 self.store.request(run_id, "cancel")
-                mates = (f"; its {row.group_size - 1} group-mate(s) stop with it and are queued again to resume"
+                mates = (f"; its {counted(row.group_size - 1, 'group-mate')} stop with it and are queued again to resume"
                          if row.status == "running" and (row.group_size or 1) > 1 else "")
                 return self.Notice(f"cancel requested: the driver stops {label} (resumable){mates}")
             # No driver would ever read the request: end the run here.
@@ -447,15 +448,29 @@ class LabApp(App[str | None]):
         self._request_stop_all()
 
     @work(thread=True, group="store-write", exit_on_error=False)
-    def _request_stop_all(self) -> None:
+    def _request_stop_all(self, then_exit: bool = False) -> None:
+        """Write the stop request off the UI thread; quit's "stop them" then closes the lab."""
         try:
             self.store.request(None, "stop_all")
         except StoreError as exc:
             self.post_message(self.Notice(str(exc), "error"))
             return
-        self.post_message(self.Notice("stop requested: the driver checkpoints its runs and exits; resume them with r"))
+        if then_exit:
+            self.call_from_thread(self.exit, "stop requested: the driver checkpoints the runs and exits; "
+                                             "reopen the lab and resume them with r")
+        else:
+            self.post_message(self.Notice("stop requested: the driver checkpoints its runs and exits; resume them with r"))
 
     # -- navigation --------------------------------------------------------------------------------
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        """The key of the screen shown is left out of the footer (room for the others at 80
+        columns); pressing it there does nothing anyway."""
+        if action == "show" and parameters and parameters[0] == self.current_mode:
+            return False
+        if action == "detail" and self.current_mode == "detail":
+            return False
+        return True
 
     def action_show(self, mode: str) -> None:
         if isinstance(self.screen, (HelpScreen, ChoiceScreen)):
@@ -561,7 +576,7 @@ class LabApp(App[str | None]):
 
         def chosen(choice: str | None) -> None:
             if choice == STOP:
-                self._stop_all_and_exit()
+                self._request_stop_all(then_exit=True)
             elif choice == LEAVE:
                 pid = self.driver.pid if self.driver is not None else None
                 where = ("in the headless run's terminal" if headless
@@ -570,17 +585,6 @@ class LabApp(App[str | None]):
 
         headless = self.headless_holds_store
         self.push_screen(QuitScreen(running, queued, headless=headless), chosen)
-
-    @work(thread=True, group="store-write", exit_on_error=False)
-    def _stop_all_and_exit(self) -> None:
-        """Quit's "stop them": the stop request is written off the UI thread, then the lab exits."""
-        try:
-            self.store.request(None, "stop_all")
-        except StoreError as exc:
-            self.post_message(self.Notice(str(exc), "error"))
-            return
-        self.call_from_thread(self.exit, "stop requested: the driver checkpoints the runs and exits; "
-                                         "reopen the lab and resume them with r")
 
 
 def run_lab(store: str | os.PathLike[str] | None = None, experiments: str | os.PathLike[str] = "experiments.toml") -> str | None:

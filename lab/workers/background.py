@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 from ..core import events as ev
+from ..formatting import counted
 from .scheduler import check_device, cuda_device_count
 from .settings import DriverSettings
 from .startup import DriverSession, StopSignals
@@ -38,11 +39,12 @@ def serve(store_dir: Path, settings: DriverSettings) -> int:
     signal.signal(signal.SIGHUP, signal.SIG_IGN)  # a terminal closing elsewhere must not end the training
     with DriverSession(store_dir, settings, cuda, kind="background") as session:  # StoreError (exit 2) if another driver holds it
         if session.interrupted:
-            log(f"{len(session.interrupted)} run(s) left running by a previous driver are now stopped (resumable)")
+            n = len(session.interrupted)
+            log(f"{counted(n, 'run')} left running by a previous driver {'is' if n == 1 else 'are'} now stopped (resumable)")
         plan = session.plan(session.store.queued())
         workers = plan.workers
-        log(f"background driver pid {os.getpid()}: {len(workers)} worker(s) on {workers[0].device}, "
-            f"{workers[0].threads} thread(s) each, groups of up to {plan.group_size}")
+        log(f"background driver pid {os.getpid()}: {counted(len(workers), 'worker')} on {workers[0].device}, "
+            f"{counted(workers[0].threads, 'thread')} each, groups of up to {plan.group_size}")
         driver = session.drive(plan, GRACEFUL, on_event=_log_event)
         log("asked to make way for another driver while idle: background driver exiting" if driver.exit_requested
             else "queue empty: background driver exiting")

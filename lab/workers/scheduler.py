@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import NamedTuple, Protocol, Sequence, TypeVar
 
 from ..core.config import RunConfig
+from ..formatting import counted
 
 #: Largest group on a CPU when the user sets none: larger groups keep the matmuls busier,
 #: and the paper's series (at most 5 configurations a group) always fit in one.
@@ -120,7 +121,8 @@ def check_device(device: str, cuda_devices: int) -> str | None:
         if cuda_devices == 0:
             return f"--device {device}: CUDA is not available on this machine; use --device cpu or auto"
         if device.startswith("cuda:") and int(device[5:]) >= cuda_devices:
-            return f"--device {device}: only {cuda_devices} CUDA device(s) visible (cuda:0..cuda:{cuda_devices - 1})"
+            return (f"--device {device}: only {counted(cuda_devices, 'CUDA device')} visible "
+                    f"(cuda:0..cuda:{cuda_devices - 1})")
         return None
     return f"--device {device!r}: use auto, cpu, cuda or cuda:N"
 

@@ -29,8 +29,7 @@ from textual.widgets import Header, Log, Static
 from textual.worker import get_current_worker
 
 from lab.formatting import fmt_duration, fmt_loss, status_style
-from lab.results import columns, result_rows
-from lab.results import fmt_setting
+from lab.results import columns, common_settings, fmt_setting, result_rows
 from lab.store import RunRow, StoreError
 
 from ..curves import SPLITS, CurveReader, DetailData, LogEntry
@@ -211,17 +210,14 @@ class DetailScreen(Screen):
 
     @staticmethod
     def _common(rows: list[RunRow]) -> Table:
-        """The settings every compared run shares (what differs is in the table below)."""
+        """The settings every compared run shares, skip depths one by one (what differs, every
+        setting of it, is a column of the table below)."""
         grid = Table.grid(padding=(0, 1))
         grid.add_column(style="dim", no_wrap=True)
         grid.add_column(overflow="fold")
         grid.add_row("comparing", f"{len(rows)} runs")
-        dicts = [r.config.to_dict() for r in rows]
-        for key, value in dicts[0].items():
-            if all(d.get(key) == value for d in dicts[1:]):
-                if key == "skips":
-                    value = ", ".join(f"{d}={fmt_setting(r)}" for d, r in rows[0].config.skips)
-                grid.add_row(key, value if isinstance(value, str) else fmt_setting(value))
+        for key, value in common_settings([r.config.to_dict() for r in rows]).items():
+            grid.add_row(key, value if isinstance(value, str) else fmt_setting(value))
         return grid
 
     def action_back(self) -> None:

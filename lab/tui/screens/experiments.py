@@ -1,12 +1,13 @@
 """Experiments: the suites and runs of experiments.toml as a tree, a form per level, and launch.
 
 The screen is the view of `lab.experiments_document.ExperimentsDocument`, which owns the
-edited file (levels, inheritance, run entries, grids, references, problems, the recovery
-copy of unsaved edits): the screen shows what the model says a level holds, hands each edit
-to it, and says what happened (notifications, the status bar, dialogs). Launching asks
-first, in a dialog that shows the predicted wall time (`lab.bench`, measured meanwhile in a
-thread, kept for the session), then posts `ExperimentsScreen.LaunchRequested`; the app
-enqueues the runs.
+edited file (levels, inheritance, suites, run entries, grids, references, problems, the
+recovery copy of unsaved edits): the screen shows what the model says a level holds, hands
+each edit to it, and says what happened (notifications, the status bar, dialogs). The tree
+is one key away (esc) from anywhere on the screen. Launching asks first, in a dialog that
+shows the predicted wall time (`lab.bench`, measured in a thread, kept for the session; see
+`LaunchScreen` for when Launch is enabled), then posts `ExperimentsScreen.LaunchRequested`;
+the app enqueues the runs. A launch that would train nothing is not offered: it says why.
 """
 
 from __future__ import annotations
@@ -26,14 +27,16 @@ from textual.widgets import Checkbox, Header, Static, Tree
 
 from lab.experiments import Experiments, RunSpec
 from lab.experiments_document import ExperimentsDocument, FormData, GridChange, Target
+from lab.formatting import counted
 from lab.workers.settings import DriverSettings
 
 from ..state import LabState
 from ..widgets.footer import LabFooter
 from ..widgets.forms import SettingsForm
 from ..widgets.forms_grid import GridBuilder
-from .launch import LAUNCH, Estimator, LaunchScreen
-from .quit import RecoveredEditsScreen
+from .launch import LAUNCH, Estimate, Estimator, LaunchScreen
+from .name import NameScreen
+from .quit import ChoiceScreen, RecoveredEditsScreen
 
 
 class ExperimentsScreen(Screen):
@@ -51,11 +54,15 @@ class ExperimentsScreen(Screen):
         Binding("n", "new_run", "New run"),
         Binding("d", "duplicate", "Duplicate"),
         Binding("x", "delete", "Delete"),
+        Binding("N", "new_suite", "New suite", show=False),
+        Binding("r", "rename_suite", "Rename suite", show=False),
+        Binding("X", "delete_suite", "Delete suite", show=False),
         Binding("g", "grid", "Grid"),
         Binding("l", "launch", "Launch"),
         Binding("L", "launch_suite", "Launch suite", show=False),
         Binding("A", "launch_all", "Launch all not finished", show=False),
         Binding("ctrl+r", "revert", "Revert to the file", show=False),
+        Binding("escape", "focus_tree", "Back to the tree", show=False),
     ]
 
     class LaunchRequested(Message):
@@ -77,10 +84,11 @@ class ExperimentsScreen(Screen):
         self.estimator = estimator
         self.state = state or LabState(self.path.parent)
         self.driver_settings = driver_settings or DriverSettings()
-        self._estimates: dict = {}  # (runs, driver settings) -> the launch dialog's estimate
+        self._estimates: dict[tuple, Estimate] = {}  # (runs, driver settings) -> the launch dialog's estimate
         self.model = ExperimentsDocument(self.path)
         self.target = Target("defaults")
         self._tree_signature: list | None = None
+        self._shown: Target | None = None  # the level the form shows
         self._overwrite = False  # the user was told the file changed on disk; save anyway
 
     @property
@@ -149,7 +157,7 @@ class ExperimentsScreen(Screen):
             count = suite.run_count
             label = Text.assemble(
                 (suite.name, "bold"),
-                (f"  {count} run{'s' if count != 1 else ''}" if count is not None else "  ⚠ problems", "dim" if count is not None else "red"),
+                (f"  {counted(count, 'run')}" if count is not None else "  ⚠ problems", "dim" if count is not None else "red"),
                 (f"  {suite.description}" if suite.description else "", "italic dim"),
             )
             children = [(Target("run", suite.name, i), Text(name)) for i, name in enumerate(suite.entries)]
@@ -198,8 +206,8 @@ class ExperimentsScreen(Screen):
         if event.node.data == self.target and event.node.data.kind != "suite":
             self.form.focus_first()
 
-    @on(SettingsForm.Leave)
-    def _leave_form(self) -> None:
+    def action_focus_tree(self) -> None:
+        """Back to the tree from anywhere on the screen (a field, a button, the fresh checkbox)."""
         self.query_one("#exp-tree", Tree).focus()
 
     # -- the form ------------------------------------------------------------------------------
@@ -215,6 +223,9 @@ class ExperimentsScreen(Screen):
             return
         self.target = self.model.existing(self.target)
         await form.show(self.model.form_data(self.target))
+        if self.target != self._shown:  # another level: start at its header, which names it
+            form.scroll_home(animate=False, immediate=True)
+            self._shown = self.target
         self._show_problems()
         self._update_status()
 
@@ -247,8 +258,7 @@ class ExperimentsScreen(Screen):
         by_field.update(self.model.cross_problems(self.target))
         lines = []
         if other:
-            count = f"{len(other)} problem{'s' if len(other) != 1 else ''}"
-            lines = [f"The file has {count} elsewhere (as `dropres-lab validate` reports them):"]
+            lines = [f"The file has {counted(len(other), 'problem')} elsewhere (as `dropres-lab validate` reports them):"]
             lines += [f"  {p}" for p in other[:8]]
             if len(other) > 8:
                 lines.append(f"  ... and {len(other) - 8} more")
@@ -265,11 +275,11 @@ class ExperimentsScreen(Screen):
             return
         parts = [self.path.name]
         if self.experiments is not None:
-            parts.append(f"{len(self.experiments.suites)} suites, {len(self.experiments.runs)} runs")
+            parts.append(f"{counted(len(self.experiments.suites), 'suite')}, {counted(len(self.experiments.runs), 'run')}")
         parts.append("unsaved changes" if self.dirty else "saved")
         blocking = len(self.blocking_problems())
         if blocking:
-            parts.append(f"{blocking} problem{'s' if blocking != 1 else ''}")
+            parts.append(counted(blocking, "problem"))
         status.update("  ·  ".join(parts))
         self.sub_title = f"{self.path.name}{' (unsaved)' if self.dirty else ''}"
 
@@ -360,11 +370,85 @@ class ExperimentsScreen(Screen):
         """Remove the selected run entry (and its reference); saved with ctrl+s."""
         t = self.target
         if t.kind != "run" or self.model.doc is None:
-            self.notify("Select a run entry to delete (grid runs: change the grid)", severity="warning")
+            self.notify("Select a run entry to delete (grid runs: change the grid; X deletes a whole suite)",
+                        severity="warning")
             return
         name = self.model.entry_name(t.suite, t.index)
         await self._select(self.model.delete(t))
         self.notify(f"Deleted run {t.suite}/{name} (not saved yet; ctrl+r reverts)", title="Deleted")
+
+    # -- suites -----------------------------------------------------------------------------------
+    def _suites_editable(self) -> bool:
+        problem = self.model.why_no_suite_edit() if self.model.doc is not None else self.model.load_problem
+        if problem:
+            self.notify(problem, severity="warning", timeout=8)
+        return problem is None
+
+    def action_new_suite(self) -> None:
+        """Ask a name, then add [suites.NAME] with one run entry (it inherits everything)."""
+        if not self._suites_editable():
+            return
+        self.app.push_screen(NameScreen(
+            "New suite", "Its [suites.NAME] table gets one run entry that inherits everything: name the run, "
+            "set what it varies, or build a grid (g).", self.model.unique_suite_name(), self.model.suite_name_problem,
+            "Add suite"), self._new_suite_named)
+
+    async def _new_suite_named(self, name: str | None) -> None:
+        if name is None:
+            return
+        await self._select(self.model.new_suite(name))
+        self.query_one("#exp-tree", Tree).focus()
+        self.notify(f"Added suite {name} with run {name}/run (not saved yet; ctrl+r reverts)", title="New suite")
+
+    def action_rename_suite(self) -> None:
+        """Ask the selected suite's new name; default_suite follows it."""
+        suite = self._suite_of_target() if self._suites_editable() else None
+        if suite is None:
+            return
+        self.app.push_screen(NameScreen(
+            f"Rename suite {suite}", "Its runs, grid and comments stay; default_suite follows it. Results already "
+            f"trained stay under {suite} in the store (the new name trains as new runs).", suite,
+            partial(self.model.suite_name_problem, current=suite), "Rename"), partial(self._suite_renamed, suite))
+
+    async def _suite_renamed(self, old: str, new: str | None) -> None:
+        if new is None or new == old:
+            return
+        try:
+            target = self.model.rename_suite(old, new)
+        except ValueError as exc:
+            self.notify(str(exc), title="Not renamed", severity="error", timeout=8)
+            return
+        self._tree_signature = None
+        await self._select(target if self.target.kind == "suite" else Target(self.target.kind, new, self.target.index,
+                                                                              self.target.name))
+        self.notify(f"Renamed suite {old} to {new} (not saved yet; ctrl+r reverts)", title="Renamed")
+
+    def action_delete_suite(self) -> None:
+        """Ask, then remove the selected suite; if it was default_suite, the next suite becomes it."""
+        suite = self._suite_of_target() if self._suites_editable() else None
+        if suite is None:
+            return
+        problem = self.model.why_no_delete_suite(suite)
+        if problem:
+            self.notify(problem, severity="warning", timeout=8)
+            return
+        default = self.doc.get("default_suite") == suite
+        entries = counted(len(self.model.entries(suite)), "run entry", "run entries")
+        text = (f"Removes [suites.{suite}]: its {entries}, grid and references (not saved until ctrl+s; ctrl+r "
+                "reverts). Results already trained stay in the store.")
+        if default:
+            text += " It is default_suite: the next suite becomes the default."
+        self.app.push_screen(ChoiceScreen(f"Delete suite {suite}?", text,
+                                          [("cancel", "Keep it", "default"), ("delete", f"Delete suite {suite}", "error")]),
+                             partial(self._suite_deleted, suite))
+
+    async def _suite_deleted(self, suite: str, choice: str | None) -> None:
+        if choice != "delete":
+            return
+        target, new_default = self.model.delete_suite(suite)
+        await self._select(target)
+        note = f"; default_suite is now {new_default}" if new_default else ""
+        self.notify(f"Deleted suite {suite}{note} (not saved yet; ctrl+r reverts)", title="Deleted")
 
     def action_grid(self) -> None:
         """Open the grid builder for the selected suite."""
@@ -384,8 +468,8 @@ class ExperimentsScreen(Screen):
         dropped = self.model.apply_grid(suite, change)
         await self._select(Target("suite", suite))
         count = self.model.run_count(suite)
-        note = f"; dropped {len(dropped)} references to runs it no longer makes" if dropped else ""
-        self.notify(f"Suite {suite} now has {count} runs{note} (not saved yet)", title="Grid changed")
+        note = f"; dropped {counted(len(dropped), 'reference')} to runs it no longer makes" if dropped else ""
+        self.notify(f"Suite {suite} now has {counted(count or 0, 'run')}{note} (not saved yet)", title="Grid changed")
 
     def _launch(self, specs: list[RunSpec], what: str, fresh: bool | None = None) -> None:
         problems = self.blocking_problems()
@@ -397,14 +481,20 @@ class ExperimentsScreen(Screen):
             return
         if self.dirty and not self.action_save():
             return
+        fresh_offered = fresh is None  # Launch all is never fresh
         fresh = self.query_one("#exp-fresh", Checkbox).value if fresh is None else fresh
         settings = self.driver_settings
         todo = self._to_train(specs, fresh)
-        count = f"{len(specs)} run{'s' if len(specs) != 1 else ''}"
+        if not todo:  # a launch that cannot train anything is not offered
+            self.notify(self._nothing_to_train(specs, fresh_offered), title=f"{what}: nothing to train",
+                        severity="warning", timeout=8)
+            return
+        count = counted(len(specs), "run")
         lines = [f"Queues {count}{' from step 0 (fresh)' if fresh else ''} and starts a background driver if none runs."]
         if len(todo) < len(specs):
-            lines.append(f"{len(specs) - len(todo)} of them already have results or are training: "
-                         f"{len(todo)} to train.")
+            done = len(specs) - len(todo)
+            lines.append(f"{done} of them already {'has' if done == 1 else 'have'} results or "
+                         f"{'is' if done == 1 else 'are'} training: {len(todo)} to train.")
         key = (tuple((s.run_key, s.config.identity_hash()) for s in todo),
                settings.device, settings.workers, settings.group_size)
 
@@ -428,6 +518,20 @@ class ExperimentsScreen(Screen):
                 continue
             todo.append(spec)
         return todo
+
+    def _nothing_to_train(self, specs: list[RunSpec], fresh_offered: bool) -> str:
+        """Why a launch of `specs` would train nothing: what they are, and what would train them."""
+        live = self.state.live
+        statuses = [live[s.run_id].row.status for s in specs if s.run_id in live]
+        running = statuses.count("running")
+        done = len(statuses) - running
+        parts = []
+        if done:
+            parts.append(f"{counted(done, 'run')} already {'has' if done == 1 else 'have'} a result")
+        if running:
+            parts.append(f"{counted(running, 'run')} {'is' if running == 1 else 'are'} training now")
+        hint = "; tick \"launch fresh\" to train them again from step 0" if done and fresh_offered else ""
+        return "; ".join(parts) + hint
 
     def _busy(self) -> str | None:
         """Why not to measure now: runs training would slow the measuring and be slowed by it."""

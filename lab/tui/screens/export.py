@@ -11,6 +11,8 @@ from textual.notifications import SeverityLevel
 from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Label, RadioButton, RadioSet
 
+from lab.formatting import counted
+
 SUFFIX = {"csv": ".csv", "markdown": ".md"}
 
 
@@ -27,7 +29,7 @@ def write_export(path: Path, text: str, n_rows: int) -> tuple[str, SeverityLevel
         write_atomic(target, text)
     except OSError as exc:
         return f"cannot write {target}: {exc.strerror or exc}", "error"
-    return f"wrote {n_rows} row{'s' if n_rows != 1 else ''} to {target}", "information"
+    return f"wrote {counted(n_rows, 'row')} to {target}", "information"
 
 
 class ExportScreen(ModalScreen[tuple[Path, str] | None]):

@@ -11,8 +11,8 @@ from textual.binding import Binding
 from textual.containers import Horizontal
 from textual.widgets import DataTable, Header, Label, Select, Static
 
-from lab.formatting import status_style
-from lab.results import ResultRow, columns, result_rows, to_csv, to_markdown
+from lab.formatting import counted, status_style
+from lab.results import ResultRow, columns, result_rows, setting_value, to_csv, to_markdown
 from lab.store import STATUSES
 
 from ..state import LabState
@@ -32,9 +32,21 @@ SORT_FIELDS = {"#": "rank", "run": "name", "suite": "suite", "status": "status",
                "Δ ref": "delta_ref", "tok/s": "tokens_per_s", "wall": "wall_s"}
 
 
+#: The columns `s` visits first, in this order: the losses (what a comparison is about), the
+#: final val first (the loss the paper reports; the table is already ranked by best val).
+SORT_FIRST = ("final val", "best val", "exact val", "final train", "gap", "Δ best", "reference", "Δ ref")
+
+
+def sort_cycle(headers: list[str]) -> list[str]:
+    """The columns `s` steps through: the losses, then every other column as shown, except "#"
+    (the rank: sorting by it is the ranking the cycle returns to at its end)."""
+    first = [h for h in SORT_FIRST if h in headers]
+    return first + [h for h in headers if h not in first and h != "#"]
+
+
 def sort_value(row: ResultRow, header: str) -> Any:
     field = SORT_FIELDS.get(header)
-    return getattr(row, field) if field else row.varied.get(header)
+    return getattr(row, field) if field else setting_value(row.config, header)
 
 
 def sort_rows(rows: list[ResultRow], header: str | None, reverse: bool) -> list[ResultRow]:
@@ -75,6 +87,11 @@ class ResultsScreen(RunListScreen):
         self.shown: list[ResultRow] = []
         self._suites: list[str] = []
         self._headers: list[str] = []
+        self._drawn_version = -1  # `state.version` when the table was last filled
+        #: The suite filter the user picked (ALL for every suite); None until they pick one.
+        self.suite_choice: str | None = None
+        self._first_suite: str | None = None  # shown until the user picks: the newest when first shown
+        self._shown_suite: str = ALL  # what this screen last set the suite filter to
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -91,25 +108,37 @@ class ResultsScreen(RunListScreen):
     # -- data ----------------------------------------------------------------------------------
 
     def on_screen_resume(self) -> None:
-        self.refresh_live(None)
+        if self._drawn_version != self.state.version:  # else the table shows the state as it is
+            self.refresh_live(None)
 
     def refresh_live(self, changed: Iterable[str] | None) -> None:
+        self._drawn_version = self.state.version
         self._update_suites()
         self._fill()
 
     def _update_suites(self) -> None:
+        """Offer the store's suites and show the one chosen: the user's pick (`suite_choice`),
+        else the newest suite when first shown (the one most likely being worked on).
+
+        The choice is the screen's own state, changed only by the user picking a suite. The
+        widget's value is never read back to decide it: rebuilding the options resets the
+        widget to its first option on the way, and a suite can leave the store for a moment
+        (its runs deleted and enqueued afresh) and come back; either way the filter must not
+        change by itself. While the chosen suite is absent the newest one is shown, and the
+        choice returns with it; a suite launched later never takes its place.
+        """
         suites = list(dict.fromkeys(live.row.suite for live in self.state.live.values()))
         if suites == self._suites:
             return
-        select = self.query_one("#suite-filter", Select)
-        current = select.value if self._suites else None
         self._suites = suites
+        if self._first_suite not in suites:
+            self._first_suite = suites[-1] if suites else None
+        choice = self.suite_choice if self.suite_choice == ALL or self.suite_choice in suites else self._first_suite
+        select = self.query_one("#suite-filter", Select)
+        self._shown_suite = choice or ALL
         with self.prevent(Select.Changed):
             select.set_options([("all suites", ALL)] + [(s, s) for s in suites])
-            if current in suites or current == ALL:
-                select.value = current
-            else:  # the newest suite, the one most likely being worked on
-                select.value = suites[-1] if suites else ALL
+            select.value = self._shown_suite
 
     def selection(self) -> tuple[str | None, str | None]:
         suite = self.query_one("#suite-filter", Select).value
@@ -139,10 +168,13 @@ class ResultsScreen(RunListScreen):
             for r in rows
         ])
         self.shown = rows
-        order = f"sorted by {self.sort_header}{' (descending)' if self.reverse else ''}" if self.sort_header \
-            else "ranked by best val" + (" (reversed)" if self.reverse else "")
-        self.query_one("#results-note", Static).update(
-            f"{len(rows)} of {len(ranked)} runs · {order}")
+        self.query_one("#results-note", Static).update(f"{len(rows)} of {counted(len(ranked), 'run')} · {self._order_text()}")
+
+    def _order_text(self) -> str:
+        """How the rows are ordered, as the note under the filters and the sort keys say it."""
+        if self.sort_header is None:
+            return "ranked by best val" + (" (reversed)" if self.reverse else "")
+        return f"sorted by {self.sort_header} ({'descending' if self.reverse else 'ascending'})"
 
     @staticmethod
     def _cell(text: str, justify: str, header: str, row: ResultRow) -> Text:
@@ -152,6 +184,9 @@ class ResultsScreen(RunListScreen):
         return cell(text, justify, style)
 
     def on_select_changed(self, event: Select.Changed) -> None:
+        value = event.select.value  # the widget's value now: an event can be older than the last reset
+        if event.select.id == "suite-filter" and value != self._shown_suite:
+            self.suite_choice = self._shown_suite = str(value)  # the user picked another suite
         self._fill()
 
     # -- the app's list-screen protocol ----------------------------------------------------------
@@ -180,15 +215,17 @@ class ResultsScreen(RunListScreen):
         self._fill()
 
     def action_sort_next(self) -> None:
-        """Sort by the next column (after the last one: back to the ranking)."""
-        headers = self._headers
-        if self.sort_header not in headers:
-            self.sort_header = headers[0] if headers else None
+        """Sort by the next column of `sort_cycle` (after the last one: back to the ranking),
+        and say which, since a sort can leave the rows looking unchanged."""
+        cycle = sort_cycle(self._headers)
+        if self.sort_header not in cycle:
+            self.sort_header = cycle[0] if cycle else None
         else:
-            i = headers.index(self.sort_header) + 1
-            self.sort_header = headers[i] if i < len(headers) else None
+            i = cycle.index(self.sort_header) + 1
+            self.sort_header = cycle[i] if i < len(cycle) else None
         self.reverse = False
         self._fill()
+        self.notify(self._order_text() + " · s: next column, S: reverse", timeout=3)
 
     def action_sort_reverse(self) -> None:
         self.reverse = not self.reverse

@@ -1,4 +1,4 @@
-"""What the Runs and Results screens share: open, mark and compare the highlighted run(s)."""
+"""What the Runs and Results screens share: open, mark and compare the highlighted runs."""
 
 from __future__ import annotations
 

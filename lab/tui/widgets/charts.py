@@ -1,10 +1,15 @@
-"""Line charts (textual-plotext) for the detail screen: losses, overlays and the lr schedule."""
+"""Charts: line charts (textual-plotext) for the detail screen (losses, overlays and the lr
+schedule), and the Sparkline of a live curve in the Runs panel."""
 
 from __future__ import annotations
 
 import math
 from typing import Sequence
 
+from rich.console import RenderableType
+from rich.style import Style
+from rich.text import Text
+from textual.widgets import Sparkline
 from textual_plotext import PlotextPlot
 
 from lab.core.config import RunConfig
@@ -13,6 +18,7 @@ from lab.core.config import lr_at
 #: Distinct plotext colours for overlaid curves, in order.
 PALETTE = ("cyan", "orange", "green", "magenta", "red", "blue", "yellow", "white")
 MARKER = "hd"  # quarter blocks: finer than whole cells, and drawn by every terminal font
+POINT = "●"  # a curve of one point (the first evaluation): a quarter block alone is hard to see
 MAX_POINTS = 400  # a plot is at most a few hundred cells wide: thin longer curves
 
 
@@ -43,7 +49,7 @@ class LossChart(PlotextPlot):
         for i, (label, steps, values) in enumerate(curves):
             xs, ys = thin(steps, values)
             if xs:
-                plt.plot(xs, ys, label=label, color=colors[i % len(colors)], marker=MARKER)
+                plt.plot(xs, ys, label=label, color=colors[i % len(colors)], marker=MARKER if len(xs) > 1 else POINT)
                 tails += [y for x, y in zip(xs, ys) if xmax and x >= xmax / 10]
         if xmax:
             plt.xlim(0, xmax)
@@ -76,3 +82,21 @@ class LrChart(PlotextPlot):
         if at_step is not None and configs:
             plt.vline(at_step, "gray")
         self.refresh()
+
+
+class CurveSparkline(Sparkline):
+    """A Sparkline that draws a curve of one point as one point.
+
+    Textual's Sparkline fills its whole area when given a single value (there is no range to
+    scale it by), so a run's first evaluation read as a solid block. One point is drawn as a
+    marker at the left, where the curve will start; from two points on, the bars as usual.
+    """
+
+    def render(self) -> RenderableType:
+        data = list(self.data or [])
+        if len(data) != 1:
+            return super().render()
+        color = self.get_component_styles("sparkline--min-color").color
+        marker = Text(POINT, style=Style(color=color.rich_color) if color else "")
+        lines = [Text("")] * (self.size.height // 2) + [marker]
+        return Text("\n").join(lines)

@@ -15,7 +15,6 @@ from __future__ import annotations
 from rich.text import Text
 from textual import on
 from textual.app import ComposeResult
-from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.message import Message
 from textual.validation import ValidationResult, Validator
@@ -247,9 +246,14 @@ class SkipList(Vertical):
 
 
 class SettingsForm(VerticalScroll):
-    """Every setting of one level of experiments.toml, checked as it is typed."""
+    """Every setting of one level of experiments.toml, checked as it is typed.
 
-    BINDINGS = [Binding("escape", "leave", "Back to the tree", show=False)]
+    The form itself takes no focus: Tab from the tree lands on its first field, never on an
+    invisible container (where a key such as x would act on the screen instead of typing).
+    Focusing a field scrolls it into view, so the form needs no keys of its own.
+    """
+
+    can_focus = False
 
     class Edited(Message):
         """The user changed a field: `key` is a setting, "skips", "name" or "reference"."""
@@ -257,9 +261,6 @@ class SettingsForm(VerticalScroll):
         def __init__(self, key: str) -> None:
             super().__init__()
             self.key = key
-
-    class Leave(Message):
-        """The user asked to go back to the tree (escape)."""
 
     def __init__(self, id: str | None = None) -> None:
         super().__init__(id=id)
@@ -379,9 +380,6 @@ class SettingsForm(VerticalScroll):
     def _skips_changed(self, event: SkipList.Changed) -> None:
         event.stop()
         self.post_message(self.Edited("skips"))
-
-    def action_leave(self) -> None:
-        self.post_message(self.Leave())
 
     def focus_first(self) -> None:
         """Focus the first field that can be edited."""

@@ -18,6 +18,7 @@ from textual.widgets import Button, Checkbox, Input, Label, Select, Static
 
 from lab.experiments_document import GridChange, Preview
 from lab.experiments_fields import parse_values
+from lab.formatting import counted
 from lab.toml_edit import toml_value
 
 
@@ -86,10 +87,10 @@ class GridBuilder(ModalScreen[GridChange | None]):
             self.names, self.problems, self.notes = self.preview_fn(change)
         summary = self.query_one("#grid-summary", Static)
         if self.problems:
-            summary.update("Cannot add: " + ("1 problem" if len(self.problems) == 1 else f"{len(self.problems)} problems"))
+            summary.update(f"Cannot add: {counted(len(self.problems), 'problem')}")
             text = "\n".join(self.problems)
         else:
-            summary.update(f"Preview: suite {self.suite} would have {len(self.names)} run{'s' if len(self.names) != 1 else ''}"
+            summary.update(f"Preview: suite {self.suite} would have {counted(len(self.names), 'run')}"
                            + "".join(f"; {note}" for note in self.notes))
             text = "\n".join(self.names)
         summary.set_class(bool(self.problems), "-error")

@@ -7,11 +7,12 @@ import math
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical
-from textual.widgets import Label, Sparkline, Static
+from textual.widgets import Label, Static
 
 from lab.formatting import fmt_duration, fmt_loss, fmt_rate, status_style
 
 from ..poller import LiveRun
+from .charts import CurveSparkline
 
 
 def finite(values: tuple[float, ...]) -> list[float]:
@@ -38,16 +39,16 @@ class RunPanel(Vertical):
         yield Static(id="panel-title")
         with Horizontal(classes="curve-row"):
             yield Label("val  ", classes="curve-label")
-            yield Sparkline([], id="val-spark")
+            yield CurveSparkline([], id="val-spark")
             yield Label("", id="val-range", classes="curve-range")
         with Horizontal(classes="curve-row"):
             yield Label("train", classes="curve-label")
-            yield Sparkline([], id="train-spark")
+            yield CurveSparkline([], id="train-spark")
             yield Label("", id="train-range", classes="curve-range")
 
     def show(self, live: LiveRun | None) -> None:
         title = self.query_one("#panel-title", Static)
-        val, train = self.query_one("#val-spark", Sparkline), self.query_one("#train-spark", Sparkline)
+        val, train = self.query_one("#val-spark", CurveSparkline), self.query_one("#train-spark", CurveSparkline)
         if live is None:
             title.update("No runs yet: launch some from Experiments (F2) or `dropres-lab run --headless`.")
             val.data, train.data = [], []

@@ -13,6 +13,8 @@ MARK = "●"
 BAR_WIDTH = 8
 CURVE_WIDTH = 12
 RUN_WIDTH = 28
+RUN_MIN_WIDTH = 18  # "pa…/skips.1=0.025": the suite is shortened first (`run_label`)
+PADDING = 2  # a DataTable cell's padding, one column each side
 
 COLUMNS = (
     ColumnSpec("run", "  run", RUN_WIDTH),
@@ -26,6 +28,32 @@ COLUMNS = (
     ColumnSpec("eta", "ETA", 6, "right"),
     ColumnSpec("device", "device", 6),
 )
+#: What a narrow table gives up, first to last: the run column shrinks to RUN_MIN_WIDTH after
+#: the device and the recent-val sparkline (the panel below draws the highlighted run's curves)
+#: are dropped; status, run, step, train and val always stay.
+DROP_FIRST = ("device", "curve")
+DROP_LATER = ("rate", "progress", "eta")
+
+
+def columns_for(width: int) -> tuple[ColumnSpec, ...]:
+    """The columns that fit a table `width` cells wide (all of them from 118 up; at 80 the
+    run, status, progress, step, train, val and ETA)."""
+    def total(cols: list[ColumnSpec]) -> int:
+        return sum((c.width or 0) + PADDING for c in cols)
+
+    cols = list(COLUMNS)
+    for key in DROP_FIRST:
+        if total(cols) <= width:
+            break
+        cols = [c for c in cols if c.key != key]
+    for key in (None,) + DROP_LATER:
+        if key is not None:
+            cols = [c for c in cols if c.key != key]
+        room = width - total(cols) + RUN_WIDTH  # what the run column may take
+        if room >= RUN_MIN_WIDTH:
+            break
+    run_width = max(RUN_MIN_WIDTH, min(RUN_WIDTH, room))
+    return tuple(ColumnSpec(c.key, c.header, run_width) if c.key == "run" else c for c in cols)
 
 
 def status_text(status: str) -> Text:
@@ -49,7 +77,7 @@ def run_label(suite: str, name: str, width: int) -> str:
     if len(text) <= width:
         return text
     room = width - len(name) - 2  # "…/"
-    if room >= 3:
+    if room >= 1:
         return f"{suite[:room]}…/{name}"
     return "…" + name[-(width - 1):]
 
@@ -64,44 +92,64 @@ def short_loss(x: float | None) -> str:
     return fmt_loss(x)[:6].rstrip(".")
 
 
-def run_cells(live: LiveRun, marked: bool) -> tuple:
-    """The cells of one run's row (only store data: no clock, so views are reproducible)."""
+def run_cells(live: LiveRun, marked: bool, run_width: int = RUN_WIDTH) -> dict[str, Text]:
+    """The cells of one run's row by column key (only store data: no clock, so views are
+    reproducible)."""
     r = live.row
     finished = r.status == "finished"
-    return (
-        Text.assemble((MARK if marked else " ", "bold yellow"), " ",
-                      run_label(r.suite, r.name, RUN_WIDTH - 2), no_wrap=True),
-        status_text(r.status),
-        progress_bar(r.step, r.max_iters, r.status),
-        cell(f"{compact(r.step)}/{compact(r.max_iters)}", "right"),
-        cell(short_loss(r.final_train if finished and r.final_train is not None else r.last_train_loss), "right"),
-        cell(short_loss(r.final_val if finished and r.final_val is not None else r.last_val_loss), "right"),
-        cell(sparkline(live.val, CURVE_WIDTH), style="cyan"),
-        cell(fmt_rate(live.tokens_per_s), "right"),
-        cell(fmt_duration(live.eta_s), "right"),
-        cell(r.device or ""),
-    )
+    return {
+        "run": Text.assemble((MARK if marked else " ", "bold yellow"), " ",
+                             run_label(r.suite, r.name, run_width - 2), no_wrap=True),
+        "status": status_text(r.status),
+        "progress": progress_bar(r.step, r.max_iters, r.status),
+        "step": cell(f"{compact(r.step)}/{compact(r.max_iters)}", "right"),
+        "train": cell(short_loss(r.final_train if finished and r.final_train is not None else r.last_train_loss),
+                      "right"),
+        "val": cell(short_loss(r.final_val if finished and r.final_val is not None else r.last_val_loss), "right"),
+        "curve": cell(sparkline(live.val, CURVE_WIDTH), style="cyan"),
+        "rate": cell(fmt_rate(live.tokens_per_s), "right"),
+        "eta": cell(fmt_duration(live.eta_s), "right"),
+        "device": cell(r.device or ""),
+    }
 
 
 class RunsTable(SyncedTable):
-    """Every run in the store, in the order runs were first queued."""
+    """Every run in the store, in the order runs were first queued, in the columns that fit."""
 
     def __init__(self, **kwargs) -> None:
         super().__init__(**kwargs)
         self._made: dict[str, tuple[LiveRun, bool, tuple]] = {}  # run id -> (state, marked, cells)
+        self._shown: tuple[list[LiveRun], set[str]] = ([], set())
+
+    def _columns(self) -> tuple[ColumnSpec, ...]:
+        width = self.size.width or self.app.size.width
+        return columns_for(width - self.styles.scrollbar_size_vertical)
 
     def on_mount(self) -> None:
-        self.set_columns(COLUMNS)
+        self.set_columns(self._columns())
+
+    def on_resize(self) -> None:
+        if self._columns() != self._column_specs:
+            self.show(*self._shown)
 
     def show(self, runs: list[LiveRun], marked: set[str]) -> None:
         """Show `runs`; cells are formatted again only for runs whose state or mark changed
-        (a `LiveRun` is replaced only when its run changed), so unchanged rows cost nothing."""
-        self.set_columns(COLUMNS)
+        (a `LiveRun` is replaced only when its run changed) or when the columns did, so
+        unchanged rows cost nothing."""
+        self._shown = (runs, marked)
+        if self.set_columns(self._columns()):
+            self._made = {}
+        specs = self._column_specs
+        run_width = next(c.width for c in specs if c.key == "run") or RUN_WIDTH
         rows, made = [], {}
         for live in runs:
             is_marked = live.run_id in marked
             old = self._made.get(live.run_id)
-            cells = old[2] if old is not None and old[0] is live and old[1] == is_marked else run_cells(live, is_marked)
+            if old is not None and old[0] is live and old[1] == is_marked:
+                cells = old[2]
+            else:
+                by_key = run_cells(live, is_marked, run_width)
+                cells = tuple(by_key[c.key] for c in specs)
             made[live.run_id] = (live, is_marked, cells)
             rows.append((live.run_id, cells))
         self._made = made

@@ -5,6 +5,12 @@ works out what differs and touches only that: unchanged cells are left alone, ch
 go through `update_cell`, new rows are appended, and only a change of columns or of row order
 rebuilds the table (keeping the cursor on the same row). So a view can be written as "what the
 table should show now" and still stay cheap when many runs update several times a second.
+
+Columns without a fixed width fit their content at all times: a changed cell re-measures its
+column (DataTable's `update_cell` keeps the first width unless asked), so "running" becoming
+"finished" or a loss gaining digits is never cut to "finish…"; and when rows leave or the
+table is rebuilt, the columns are fitted to the rows now shown (DataTable only ever widens a
+column on its own, so one long name filtered away would keep its width).
 """
 
 from __future__ import annotations
@@ -12,9 +18,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Sequence
 
+from rich.cells import cell_len
 from rich.text import Text
 from textual.binding import Binding
 from textual.widgets import DataTable
+from textual.widgets.data_table import ColumnKey
 
 
 @dataclass(frozen=True)
@@ -83,18 +91,19 @@ class SyncedTable(DataTable):
                 self.remove_row(key)
                 self._cells.pop(key, None)
             self._order = keys
+            self._fit_columns()
         else:
             self._rebuild(rows)
             return
-        columns = [spec.key for spec in self._column_specs]
+        specs = self._column_specs
         for key, cells in rows:
             cells = tuple(cells)
             old = self._cells.get(key)
             if old is cells or old == cells:
                 continue
-            for column, before, after in zip(columns, old or (None,) * len(cells), cells):
-                if before != after:
-                    self.update_cell(key, column, after)
+            for spec, before, after in zip(specs, old or (None,) * len(cells), cells):
+                if before != after:  # a fitted column follows its content as it grows or shrinks
+                    self.update_cell(key, spec.key, after, update_width=spec.width is None)
             self._cells[key] = cells
 
     def _add(self, key: str, cells: Sequence[Any]) -> None:
@@ -102,11 +111,27 @@ class SyncedTable(DataTable):
         self._order.append(key)
         self._cells[key] = tuple(cells)
 
+    def _fit_columns(self) -> None:
+        """Each column without a fixed width as wide as its header or widest cell now."""
+        for i, spec in enumerate(self._column_specs):
+            column = self.columns.get(ColumnKey(spec.key))
+            if column is None or not column.auto_width:
+                continue
+            widths = [self._width(cells[i]) for cells in self._cells.values() if i < len(cells)]
+            column.content_width = max([column.label.cell_len, *widths])
+        self.refresh()
+
+    @staticmethod
+    def _width(value: Any) -> int:
+        """A cell's width: cells are one-line Text (see `cell`), or plain values shown as text."""
+        return value.cell_len if isinstance(value, Text) else cell_len(str(value))
+
     def _rebuild(self, rows: Sequence[tuple[str, Sequence[Any]]]) -> None:
         current = self.current_key
         self.clear()
         self._order, self._cells = [], {}
         for key, cells in rows:
             self._add(key, cells)
+        self._fit_columns()
         if current in self._order:
             self.move_cursor(row=self._order.index(current), animate=False)
