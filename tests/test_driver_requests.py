@@ -1,4 +1,5 @@
-"""How the driver answers an "exit" request, on a store and an executor with no workers.
+"""How the driver answers an "exit" request, and how it ends on an error, on a store and an
+executor with no workers.
 
 A lingering background driver asked to exit (by `run --headless`, which wants the store) leaves
 at once; work queued just after it accepted stays queued for the next driver instead of
@@ -13,7 +14,8 @@ import time
 from pathlib import Path
 
 from lab.core.config import TrainOptions
-from lab.store import Store
+from lab.core.events import Started
+from lab.store import INTERRUPTED_NOTE, Store
 from lab.workers.driver import Driver
 from lab.workers.executor import Executor
 
@@ -79,3 +81,26 @@ def test_a_busy_driver_ignores_an_exit_request(tmp_path: Path) -> None:
         executor._busy = False  # its work done, it ends as it would have anyway
         thread.join(timeout=5)
         assert not thread.is_alive()
+
+
+class DyingWorkers(NoWorkers):
+    """An executor whose events cannot be read: the driver ends with an error mid-run."""
+
+    def poll(self, timeout: float) -> list:
+        raise BrokenPipeError("the terminal went away")
+
+
+def test_a_driver_ended_by_an_error_leaves_its_runs_interrupted_not_running(tmp_path: Path, corpus_file) -> None:
+    with Store.open(tmp_path / "runs") as store:
+        rid = store.enqueue("s", "a", "a", tiny_config(corpus_file), None).run_id
+        store.apply(Started(rid, 0, 20, 1000, "cpu", "float32", 1))  # in flight when the driver dies
+        driver = Driver(store, DyingWorkers(busy=True), group_size=4, options=TrainOptions(), kind="headless")
+        try:
+            driver.run()
+        except BrokenPipeError:
+            pass
+        else:
+            raise AssertionError("the error reaches the caller")
+        run = store.get(rid)
+        assert run.status == "stopped" and run.error == INTERRUPTED_NOTE  # resumable, and the lab shows why
+        assert store.driver_info() is None

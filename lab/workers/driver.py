@@ -87,8 +87,13 @@ class Driver:
                 if self._finished():
                     break
         finally:
-            self.store.clear_driver_info()
-            self.executor.shutdown()
+            try:
+                self.executor.shutdown()
+            finally:
+                # Ended by an error (a view that cannot print, a store fault): what it was training
+                # is interrupted, and the store says so now rather than when the next driver starts.
+                self.store.mark_interrupted()
+                self.store.clear_driver_info()
 
     def _queued(self) -> list[RunRow]:
         rows = self.store.queued()
