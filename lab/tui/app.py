@@ -46,6 +46,7 @@ from lab.launch import check_corpora, enqueue_specs, start_background_driver
 from lab.store import DriverInfo, DriverLock, Store, StoreError, resolve_store_dir
 from lab.workers.settings import DriverSettings
 
+from .read_only import READ_ONLY_NOTE, WritesOffWhenReadOnly
 from .poller import LiveRun, Pending, StorePoller, StoreUpdated, Update
 from .screens.detail import DetailScreen
 from .screens.experiments import ExperimentsScreen
@@ -77,7 +78,7 @@ def display_path(path: Path) -> str:
     return "~" + text[len(home):] if text.startswith(home + os.sep) else text
 
 
-class LabApp(App[str | None]):
+class LabApp(WritesOffWhenReadOnly, App[str | None]):
     """`dropres-lab` with no command. The return value is a line to print after closing."""
 
     CSS_PATH = "app.tcss"
@@ -98,6 +99,8 @@ class LabApp(App[str | None]):
         Binding("ctrl+q", "quit", "Quit", show=False, priority=True),
     ]
 
+    WRITES = frozenset({"stop_all"})
+
     class Notice(Message):
         """A background action's outcome, to show as a notification."""
 
@@ -117,8 +120,10 @@ class LabApp(App[str | None]):
         driver_settings: DriverSettings = DriverSettings(),
         poll_interval: float = POLL_S,
         start_mode: str | None = None,
+        read_only: bool = False,
     ) -> None:
-        """Opens the store (StoreError, one line, if it cannot be used)."""
+        """Opens the store (StoreError, one line, if it cannot be used). `read_only`: a view
+        that launches, cancels, edits and saves nothing (`lab.tui.read_only`)."""
         super().__init__()
         self.store_dir = resolve_store_dir(store_dir)
         self.store = Store.open(self.store_dir)
@@ -126,7 +131,7 @@ class LabApp(App[str | None]):
         self.experiments_path = Path(experiments_path)
         self.driver_settings = driver_settings
         self.poll_interval = poll_interval
-        self.state = LabState(self.store_dir)
+        self.state = LabState(self.store_dir, read_only=read_only)
         self._start_mode = start_mode
         self._previous_mode = "runs"
         self._pending = Pending()
@@ -240,7 +245,8 @@ class LabApp(App[str | None]):
             driver = f"background driver pid {d.pid} stopping (takes no new work)"
         else:  # a record from a driver too old to say its kind
             driver = f"driver pid {d.pid} (headless or stopping: takes no new work)"
-        self.sub_title = f"{display_path(self.store_dir)} · {driver}"
+        view = "read-only · " if self.state.read_only else ""
+        self.sub_title = f"{view}{display_path(self.store_dir)} · {driver}"
 
     def _keep_driver(self) -> None:
         """After a launch: if queued runs wait and no driver came (or it exited as the runs were
@@ -304,6 +310,8 @@ class LabApp(App[str | None]):
 
     def launch(self, specs: Sequence[RunSpec], fresh: bool = False) -> None:
         """Check corpora, enqueue, start a background driver unless one holds the store."""
+        if self._refused_as_read_only("launching"):
+            return
         if not specs:
             self.notify("nothing to launch", severity="warning")
             return
@@ -392,8 +400,19 @@ class LabApp(App[str | None]):
             "and its checkpoints are deleted.",
             [("restart", "Restart from step 0", "warning"), ("cancel", "Keep it", "default")]), confirmed)
 
-    @work(thread=True, group="store-write", exit_on_error=False)
+    def _refused_as_read_only(self, what: str) -> bool:
+        """In a read-only lab: say that `what` is off, and True (the caller does nothing)."""
+        if self.state.read_only:
+            self.notify(READ_ONLY_NOTE.format(what=what), severity="warning")
+        return self.state.read_only
+
     def _act(self, kind: str, run_id: str) -> None:
+        """Do one request on one run (cancel, resume, restart) in a worker, unless read-only."""
+        if not self._refused_as_read_only(kind):
+            self._act_in_worker(kind, run_id)
+
+    @work(thread=True, group="store-write", exit_on_error=False)
+    def _act_in_worker(self, kind: str, run_id: str) -> None:
         try:
             notice = self._do(kind, run_id)
         except (DataError, StoreError, OSError) as exc:
@@ -442,6 +461,8 @@ class LabApp(App[str | None]):
 
     def action_stop_all(self) -> None:
         """Ask the driver to stop every run (checkpointed, resumable) and exit."""
+        if self._refused_as_read_only("stopping runs"):
+            return
         if not self.driver_alive:
             self.notify("no driver is running", severity="warning")
             return
@@ -470,7 +491,7 @@ class LabApp(App[str | None]):
             return False
         if action == "detail" and self.current_mode == "detail":
             return False
-        return True
+        return super().check_action(action, parameters)
 
     def action_show(self, mode: str) -> None:
         if isinstance(self.screen, (HelpScreen, ChoiceScreen)):
@@ -536,14 +557,17 @@ class LabApp(App[str | None]):
             for b in bindings:
                 if not isinstance(b, Binding) or not b.description or b.description in seen:
                     continue
+                if b.action.partition("(")[0] in getattr(namespace, "WRITES", ()) and self.state.read_only:
+                    continue
                 seen.add(b.description)
                 yield SystemCommand(b.description, f"key: {b.key_display or b.key}",
                                     partial(self.run_action, b.action, namespace))  # type: ignore[arg-type]
         for mode, title in (("runs", "Runs"), ("results", "Results")):
             if title not in seen:
                 yield SystemCommand(title, "show the screen", partial(self.action_show, mode))
-        yield SystemCommand("Stop all runs", "ask the driver to checkpoint every run and exit (resumable)",
-                            self.action_stop_all)
+        if not self.state.read_only:
+            yield SystemCommand("Stop all runs", "ask the driver to checkpoint every run and exit (resumable)",
+                                self.action_stop_all)
 
     # -- quitting ----------------------------------------------------------------------------------
 
@@ -570,7 +594,7 @@ class LabApp(App[str | None]):
         """Quit, or ask what becomes of the runs a driver is training."""
         running = sum(live.row.status == "running" for live in self.live.values())
         queued = sum(live.row.status == "queued" for live in self.live.values())
-        if not (running or queued) or not DriverLock.is_held(self.store.dir):
+        if self.state.read_only or not (running or queued) or not DriverLock.is_held(self.store.dir):
             self.exit()
             return
 
@@ -587,9 +611,10 @@ class LabApp(App[str | None]):
         self.push_screen(QuitScreen(running, queued, headless=headless), chosen)
 
 
-def run_lab(store: str | os.PathLike[str] | None = None, experiments: str | os.PathLike[str] = "experiments.toml") -> str | None:
+def run_lab(store: str | os.PathLike[str] | None = None, experiments: str | os.PathLike[str] = "experiments.toml",
+            read_only: bool = False) -> str | None:
     """Open the lab; returns the line to print once it closes."""
-    app = LabApp(store, experiments)
+    app = LabApp(store, experiments, read_only=read_only)
     try:
         return app.run()
     finally:

@@ -29,6 +29,8 @@ class LabState:
     #: Counts changes of `live`, `driver` and `marked`: a screen shown again redraws only if
     #: this moved since it last drew (a redraw of 64 ranked results costs tens of ms).
     version: int = 0
+    #: A view only: no launch, cancel, edit or save (`lab.tui.read_only`).
+    read_only: bool = False
 
     @property
     def driver_alive(self) -> bool:

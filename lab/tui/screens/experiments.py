@@ -12,6 +12,7 @@ the app enqueues the runs. A launch that would train nothing is not offered: it 
 
 from __future__ import annotations
 
+from dataclasses import replace
 from functools import partial
 from pathlib import Path
 
@@ -30,6 +31,7 @@ from lab.experiments_document import ExperimentsDocument, FormData, GridChange, 
 from lab.formatting import counted
 from lab.workers.settings import DriverSettings
 
+from ..read_only import READ_ONLY_NOTE, WritesOffWhenReadOnly
 from ..state import LabState
 from ..widgets.footer import LabFooter
 from ..widgets.forms import SettingsForm
@@ -39,7 +41,7 @@ from .name import NameScreen
 from .quit import ChoiceScreen, RecoveredEditsScreen
 
 
-class ExperimentsScreen(Screen):
+class ExperimentsScreen(WritesOffWhenReadOnly, Screen):
     """Suites and runs of experiments.toml: edit them in forms, build grids, save, launch.
 
     Every action has a Binding with a description: the footer shows the common ones, and the
@@ -64,6 +66,9 @@ class ExperimentsScreen(Screen):
         Binding("ctrl+r", "revert", "Revert to the file", show=False),
         Binding("escape", "focus_tree", "Back to the tree", show=False),
     ]
+
+    WRITES = frozenset({"save", "new_run", "duplicate", "delete", "new_suite", "rename_suite", "delete_suite",
+                        "grid", "launch", "launch_suite", "launch_all", "revert"})
 
     class LaunchRequested(Message):
         """Runs to launch: the app enqueues `specs` (the store keeps finished runs as they are
@@ -117,6 +122,7 @@ class ExperimentsScreen(Screen):
             yield Static("", id="exp-status", markup=False)
             fresh = Checkbox("launch fresh", False, compact=True, id="exp-fresh")
             fresh.tooltip = "Launch from step 0, dropping checkpoints and metrics (not for Launch all)"
+            fresh.disabled = self.state.read_only
             yield fresh
         yield LabFooter(compact=True, show_command_palette=False)
 
@@ -125,7 +131,10 @@ class ExperimentsScreen(Screen):
         self.target = self.model.first_target()
         self._check_document()
         await self._show_target()
-        if self.model.recovered is not None:
+        if self.model.recovered is not None and self.state.read_only:
+            self.notify(f"{self.model.recovery_path.name} holds edits a lab left unsaved; "
+                        + READ_ONLY_NOTE.format(what="restoring them"), timeout=8)
+        elif self.model.recovered is not None:
             self.app.push_screen(RecoveredEditsScreen(self.path.name, self.model.recovery_path.name),
                                  self._recovered_choice)
 
@@ -222,7 +231,8 @@ class ExperimentsScreen(Screen):
                                      notice=self.model.load_problem or "", read_only=True))
             return
         self.target = self.model.existing(self.target)
-        await form.show(self.model.form_data(self.target))
+        data = self.model.form_data(self.target)
+        await form.show(replace(data, read_only=True) if self.state.read_only else data)
         if self.target != self._shown:  # another level: start at its header, which names it
             form.scroll_home(animate=False, immediate=True)
             self._shown = self.target

@@ -78,6 +78,8 @@ class ResultsScreen(RunListScreen):
         Binding("d", "open_detail", "Detail", show=False),
     ]
 
+    WRITES = frozenset({"export"})  # writes a file next to the store
+
     AUTO_FOCUS = "#results-table"
 
     def __init__(self, state: LabState) -> None:

@@ -8,11 +8,12 @@ from textual.message import Message
 from textual.screen import Screen
 from textual.widgets import DataTable
 
+from ..read_only import WritesOffWhenReadOnly
 from ..state import LabState
 from ..widgets.synced_table import SyncedTable
 
 
-class RunListScreen(Screen):
+class RunListScreen(WritesOffWhenReadOnly, Screen):
     """A screen of one run table with these actions; the screen says which runs a row is and how to redraw.
 
     Marks are view state and are kept in `state`; opening runs in Detail is the app's to wire,

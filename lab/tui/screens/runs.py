@@ -44,6 +44,8 @@ class RunsScreen(RunListScreen):
         Binding("R", "restart_run", "Restart"),
     ]
 
+    WRITES = frozenset({"cancel_run", "resume_run", "restart_run"})
+
     AUTO_FOCUS = "#runs-table"
 
     def compose(self) -> ComposeResult:
