@@ -6,6 +6,7 @@ stderr and exit with code 2, never a traceback. Every command's --help explains 
 
 from __future__ import annotations
 
+import os
 import sys
 from contextlib import contextmanager
 from enum import Enum
@@ -50,8 +51,9 @@ def _expected_errors() -> tuple[type[BaseException], ...]:
 
     from .bench import BenchError
     from .headless import HeadlessError
+    from .serve.listen import ServeError
 
-    errors: list[type[BaseException]] = [UserError, DataError, CheckpointError, HeadlessError, BenchError]
+    errors: list[type[BaseException]] = [UserError, DataError, CheckpointError, HeadlessError, BenchError, ServeError]
     try:
         from .experiments import ExperimentsError
 
@@ -108,24 +110,27 @@ def main_callback(
     ctx: typer.Context,
     store: Optional[Path] = typer.Option(None, "--store", help="Run store folder the interactive lab shows and launches into (default: $DROPRES_STORE, else ./runs). Commands take their own --store after the command name."),
     file: Path = typer.Option(DEFAULT_FILE, "--file", "-f", help="Experiments file the interactive lab edits and launches from."),
+    read_only: bool = typer.Option(False, "--read-only", help="A view only: every screen, no launch, cancel, edit or save."),
 ) -> None:
     """Open the interactive lab when no command is given.
 
     The lab (Textual) edits experiments.toml, launches runs into a background driver, shows every run in the store live, compares results and overlays loss curves. F1 in the lab lists its keys.
     """
     if ctx.invoked_subcommand is not None:
-        if store is not None or file != DEFAULT_FILE:
+        if store is not None or file != DEFAULT_FILE or read_only:
             with user_errors():
-                raise UserError(f"--store and --file before a command apply to the interactive lab only; "
+                raise UserError(f"--store, --file and --read-only before a command apply to the interactive lab only; "
                                 f"put them after the command: dropres-lab {ctx.invoked_subcommand} --store DIR")
         return
     with user_errors():
-        if not (sys.stdin.isatty() and sys.stdout.isatty()):
+        # Under `dropres-lab serve` the lab talks to a browser through Textual's web driver
+        # (textual-serve sets TEXTUAL_DRIVER), not to a terminal.
+        if not (sys.stdin.isatty() and sys.stdout.isatty()) and not os.environ.get("TEXTUAL_DRIVER"):
             raise UserError("the interactive lab needs a terminal; `dropres-lab --help` lists the commands "
                             "that do not (e.g. `dropres-lab run --headless`)")
         from .tui import run_lab
 
-        message = run_lab(store, file)
+        message = run_lab(store, file, read_only)
     if message:
         out.print(message, markup=False, highlight=False, soft_wrap=True)
 
@@ -655,6 +660,46 @@ def rm(
         finally:
             st.close()
         out.print(f"deleted {counted(n, 'run')}", markup=False)
+
+
+@app.command()
+def serve(
+    store: Optional[Path] = typer.Option(None, "--store", help="Run store folder the lab shows and launches into (default: $DROPRES_STORE, else ./runs)."),
+    file: Path = typer.Option(DEFAULT_FILE, "--file", "-f", help="Experiments file the lab edits and launches from."),
+    host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on. Only loopback without --public."),
+    port: int = typer.Option(8000, "--port", min=0, max=65535, help="Port to listen on; 0 picks a free one (the URL printed says which)."),
+    public: bool = typer.Option(False, "--public", help="Allow a --host other machines can reach: anyone who reaches the port can launch and cancel runs."),
+    read_only: bool = typer.Option(False, "--read-only", help="Serve a view only: every screen, no launch, cancel, edit or save."),
+) -> None:
+    """Serve the interactive lab to a web browser (needs the extra: pip install "dropres-lab\\[serve]").
+
+    Each browser tab is its own lab on the same store: closing a tab stops no run, and every tab sees the same live runs. Listens on 127.0.0.1 only unless --public; to watch from another machine, forward the port over SSH (see the README). Ctrl-C stops the server and the labs of every open tab; background drivers keep training. Exit code 2 for a mistake (a taken port, a public address without --public, textual-serve not installed).
+    """
+    from .serve.listen import listen, tab_command
+    from .store import Store, resolve_store_dir
+
+    with user_errors():
+        try:
+            from .serve.server import LabServer
+        except ImportError:
+            raise UserError('serve needs textual-serve, which is not installed: pip install "dropres-lab[serve]"') from None
+        store_dir = resolve_store_dir(str(store) if store is not None else None)
+        Store.open(store_dir).close()  # as the lab opens it; one that cannot be used is one line here
+        listening = listen(host, port, public)
+    if not listening.loopback:
+        what = "see your runs and experiments" if read_only else "launch and cancel runs and edit the experiments file"
+        err.print(f"warning: serving on {host}, reachable from other machines: anyone who can reach port "
+                  f"{listening.sock.getsockname()[1]} can {what}", markup=False, highlight=False, soft_wrap=True)
+    command = tab_command(store_dir, file.expanduser().absolute(), read_only)
+    view = "a read-only view of " if read_only else ""
+
+    def announce() -> None:
+        out.print(f"serving {view}the lab for {store_dir} at {listening.url} (Ctrl-C stops)",
+                  markup=False, highlight=False, soft_wrap=True)
+        sys.stdout.flush()
+
+    LabServer(command, listening.sock, title="dropres-lab", announce=announce).serve()
+    out.print("stopped", markup=False, highlight=False)
 
 
 @app.command(hidden=True)
