@@ -321,7 +321,7 @@ class ExperimentsDocument:
         """The default suite's first run entry (or the suite, or [defaults])."""
         suites = self.suites()
         default = self.doc.get("default_suite") if self.doc is not None else None
-        for name in [default] + list(suites):
+        for name in ([default] if isinstance(default, str) else []) + list(suites):  # tomlkit: `None in` raises
             if name in suites:
                 if self.entries(name):
                     return Target("run", name, 0)

@@ -460,3 +460,12 @@ def test_deleting_suites_moves_the_default_and_refuses_the_last_one(path: Path) 
     assert (target, new_default) == (Target("suite", "tables"), None)
     model.check()
     assert model.problems == []
+
+
+def test_a_file_without_default_suite_opens_at_its_first_suite(tmp_path: Path) -> None:
+    """`default_suite` missing is a problem the screen shows, not a crash when it opens."""
+    path = tmp_path / "experiments.toml"
+    path.write_text('[defaults]\nmax_iters = 10\n\n[suites.tiny]\nruns = [ { name = "a" } ]\n', encoding="utf-8")
+    doc = ExperimentsDocument(path)
+    doc.load()
+    assert doc.first_target() == Target("run", "tiny", 0)
