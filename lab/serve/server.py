@@ -55,6 +55,13 @@ class LabTab(AppService):
         self._stdin = process.stdin
         return process
 
+    async def run(self) -> None:
+        """textual-serve's loop, then close the page's websocket: a lab that ended on its own
+        (a crash, say) shows "Session ended" with a Restart button instead of a frozen screen."""
+        await super().run()
+        with suppress(Exception):
+            await self.remote_close()
+
     @property
     def pid(self) -> int | None:
         return self._process.pid if self._process is not None else None
