@@ -27,19 +27,18 @@ import json
 from dataclasses import dataclass
 from typing import Any, Iterable, Mapping, Sequence
 
+from rich import box
 from rich.table import Table
 from rich.text import Text
 
 from lab.experiments import Claim
-from lab.formatting import counted, fmt_interval, fmt_p
+from lab.formatting import counted, fmt_interval, fmt_p, verdict_style
 from lab.results import ResultRow, render_rich_tables, result_rows, to_markdown
 from lab.stats import (
-    CONTRADICTED,
     INCONCLUSIVE,
     NO_VARIANCE,
     ONE_SEED,
     PAIRED,
-    SUPPORTED,
     Comparison,
     claim_verdict,
     compare,
@@ -47,9 +46,6 @@ from lab.stats import (
     seeds_needed,
 )
 from lab.store import RunRow
-
-#: The Rich style of each verdict (the TUI's cells are Rich Text too).
-VERDICT_STYLE = {SUPPORTED: "green", CONTRADICTED: "red", INCONCLUSIVE: "yellow"}
 
 #: Settings a cross-suite claim may differ in: the rates the paper varies, and seeds.
 _RATES = ("embd_dropout", "attn_dropout", "attn_out_dropout", "mlp_dropout", "skips", "seed")
@@ -165,14 +161,14 @@ def _cells(r: ClaimResult) -> dict[str, str]:
 def claims_table(suite: str, results: Sequence[ClaimResult]) -> Table:
     """A Rich table of one suite's claims and verdicts, its caption naming the correction."""
     table = Table(title=f"{suite}: claims", title_justify="left", title_style="bold",
-                  caption=holm_note(results), caption_justify="left")
+                  caption=holm_note(results), caption_justify="left", box=box.SIMPLE_HEAD)
     headers = list(_cells(results[0]))
     for h in headers:
         table.add_column(h, justify="left" if h in ("claim", "metric", "test", "verdict", "note", "Δ [95% CI]") else "right",
                          no_wrap=h in ("claim", "Δ [95% CI]"))
     for r in results:
         cells: list[Any] = list(_cells(r).values())
-        cells[headers.index("verdict")] = Text(r.verdict, style=VERDICT_STYLE.get(r.verdict, ""))
+        cells[headers.index("verdict")] = Text(r.verdict, style=verdict_style(r.verdict))
         table.add_row(*cells)
     return table
 

@@ -236,10 +236,10 @@ def run(
     with user_errors():
         if not headless:
             raise UserError("add --headless to train in this terminal (plain `dropres-lab` opens the interactive lab)")
-        specs = load_experiments(file).select(suites or None, only)
-        specs = override_specs(specs, max_iters, data)
+        experiments = load_experiments(file)
+        specs = override_specs(experiments.select(suites or None, only), max_iters, data)
         opts = HeadlessOptions(store=store, device=device, workers=workers, group_size=group_size, fresh=fresh)
-        code = run_headless(specs, opts, out)
+        code = run_headless(specs, opts, out, experiments)
     raise typer.Exit(code)
 
 

@@ -178,7 +178,7 @@ def test_results_command_shows_intervals_verdicts_and_claims(claims_store, exper
     res = runner.invoke(app, ["results", "c", "--store", str(claims_store), "--replicates", "--file", str(experiments_file)])
     assert res.exit_code == 0, res.output
     out = res.stdout
-    assert "exact 95% CI" in out and "vs best (exact val)" in out and "Δ ref (±0.05)" in out
+    assert "exact 95% CI" in out and "vs best (exact val)" in out and "Δ ref ✓: within ±0.05 of the reference" in out
     assert "c: claims" in out and "supported" in out and "contradicted" in out and "inconclusive" in out
     assert "Holm-corrected over the suite's 4 tests" in out
     assert "single has 1 seed" in out
@@ -203,3 +203,25 @@ def test_results_with_a_broken_experiments_file_leaves_claims_out_in_one_line(cl
     res = CliRunner().invoke(app, ["results", "c", "--store", str(claims_store), "--file", str(bad)])
     assert res.exit_code == 0
     assert res.stderr.strip().count("\n") == 0 and "claims and tolerances are left out" in res.stderr
+
+
+def test_headless_final_table_merges_replicates_and_tests_the_claims(tmp_path):
+    from conftest import TINY_DEFAULTS, cli, write_corpus
+
+    corpus = write_corpus(tmp_path / "corpus.txt")
+    (tmp_path / "experiments.toml").write_text('default_suite = "rep"\n' + TINY_DEFAULTS.format(corpus=corpus) + """
+[suites.rep]
+max_iters = 20
+seeds = [1, 2]
+grid = { "skips.1" = [0.0, 0.5] }
+references = { "skips.1=0" = 3.0 }
+claims = [ { better = "skips.1=0", than = "skips.1=0.5" } ]
+""", encoding="utf-8")
+    res = cli(tmp_path, "run", "--headless", "rep")
+    assert res.returncode == 0, res.stderr
+    table = res.stdout[res.stdout.index("┏"):]  # the final table
+    assert "skips.1=0#1" not in table  # replicates merged: mean, interval, n
+    assert "exact 95% CI" in table and "vs best (exact val)" in table and "within ±0.03 of the reference" in table
+    assert "rep: claims" in table and "skips.1=0 < skips.1=0.5" in table
+    assert "Holm-corrected over the suite's 1 test" in table
+    assert any(v in table for v in ("supported", "contradicted", "inconclusive"))
