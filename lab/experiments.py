@@ -37,6 +37,10 @@ Expansion rules
   forms of one setting, so the override order applies between them: a ``seed`` written at a
   more specific level than the ``seeds`` in force gives a single run (no suffix); both at the
   same level is an error.
+* ``data_seeds = [..]`` (same places) replicates the order of training batches too, which
+  ``seeds`` replicates share: with ``seeds`` in force the two lists are paired (same length;
+  replicate i gets seeds[i] and data_seeds[i], named ``name#seed``); alone, each run becomes
+  one run per data seed, named ``name#dDATA_SEED``. The most specific ``data_seeds`` wins.
 * A relative ``data`` path is relative to the folder of the experiments file that names it,
   as paths in any configuration file are (not to the working folder); the spec holds it
   absolute, so the run's identity names the file it trains on wherever the lab is started.
@@ -78,14 +82,14 @@ else:  # pragma: no cover - exercised on Python 3.10 only
     import tomli as tomllib
 
 TOP_KEYS = ("default_suite", "defaults", "suites")
-DEFAULTS_KEYS = SETTING_KEYS + ("seeds",)
-SUITE_KEYS = SETTING_KEYS + ("seeds", "description", "runs", "grid", "references", "claims", "tolerance")
+DEFAULTS_KEYS = SETTING_KEYS + ("seeds", "data_seeds")
+SUITE_KEYS = SETTING_KEYS + ("seeds", "data_seeds", "description", "runs", "grid", "references", "claims", "tolerance")
 CLAIM_KEYS = ("better", "than", "metric")
 #: Losses a claim can be about; exact_val (the whole validation split, once) is the default.
 CLAIM_METRICS = ("exact_val", "final_val", "best_val")
 #: How far a mean final val may be from its published reference and count as reproduced.
 DEFAULT_TOLERANCE = 0.03
-RUN_ENTRY_KEYS = SETTING_KEYS + ("seeds", "name")
+RUN_ENTRY_KEYS = SETTING_KEYS + ("seeds", "data_seeds", "name")
 #: The one `data` value that names a corpus rather than a file (the default).
 CORPUS_NAME = RunConfig.data
 
@@ -418,6 +422,7 @@ class _Entry:
     assigns: list[_Assign]
     path: KeyPath  # where its name is written, or where to point when nothing is more specific
     seeds: tuple[list[int], KeyPath] | None = None
+    data_seeds: tuple[list[int], KeyPath] | None = None
 
 
 _Problems = list  # of (KeyPath, message)
@@ -467,7 +472,8 @@ class _Checker:
                 else:
                     self.add((key,), _unknown_key_message(key, TOP_KEYS, "the file"))
         defaults = self.settings(data.get("defaults", {}), ("defaults",), DEFAULTS_KEYS, "[defaults]")
-        default_seeds = self.seeds(data.get("defaults", {}), ("defaults",))
+        default_seeds = (self.seeds(data.get("defaults", {}), ("defaults",)),
+                         self.seeds(data.get("defaults", {}), ("defaults",), "data_seeds"))
         suites_data = data.get("suites")
         suites: dict[str, Suite] = {}
         if suites_data is None or suites_data == {}:
@@ -537,17 +543,18 @@ class _Checker:
             return None
         return _Assign(key, value, path)
 
-    def seeds(self, table: Any, path: KeyPath) -> tuple[list[int], KeyPath] | None:
-        """`seeds = [..]` of a level, checked with the `seed` rule; None when absent or invalid."""
-        if not isinstance(table, dict) or "seeds" not in table:
+    def seeds(self, table: Any, path: KeyPath, key: str = "seeds") -> tuple[list[int], KeyPath] | None:
+        """`seeds = [..]` (or `data_seeds`) of a level, checked with the `seed` (`data_seed`)
+        rule; None when absent or invalid."""
+        if not isinstance(table, dict) or key not in table:
             return None
-        seeds, spath = table["seeds"], path + ("seeds",)
+        seeds, spath = table[key], path + (key,)
         if not isinstance(seeds, list) or not seeds:
-            self.add(spath, f"seeds must be a non-empty list of integers, e.g. [1337, 1338, 1339], got {seeds!r}")
+            self.add(spath, f"{key} must be a non-empty list of integers, e.g. [1337, 1338, 1339], got {seeds!r}")
             return None
         ok = True
         for i, s in enumerate(seeds):
-            msg = check_value("seed", s)
+            msg = check_value(key[:-1], s)
             if msg:
                 self.add(spath + (i,), msg)
                 ok = False
@@ -570,7 +577,8 @@ class _Checker:
             self.add(path + ("description",), f"description must be a string, got {description!r}")
             description = ""
         level = self.settings(table, path, SUITE_KEYS, f"suite {name!r}")
-        seeds = (default_seeds, self.seeds(table, path))  # by level: defaults, suite
+        seeds = (default_seeds[0], self.seeds(table, path))  # by level: defaults, suite
+        data_seeds = (default_seeds[1], self.seeds(table, path, "data_seeds"))
         self.names_lost = False
         entries = self.run_entries(table, path)
         points = self.grid_points(table, path)
@@ -581,7 +589,7 @@ class _Checker:
             self.add(path, f'suite {name!r} has no runs; add runs = [{{ name = "..." }}] or a grid = {{ key = [values] }}')
             return None
         entries = self.cross(entries, points)
-        specs = self.expand(name, entries, defaults, level, seeds)
+        specs = self.expand(name, entries, defaults, level, seeds, data_seeds)
         references = self.references(table, path, {e.name for e in entries}, check_unmatched=names_known)
         specs = [RunSpec(s.suite, s.name, s.config, references.get(s.base_name), s.base_name) for s in specs]
         self.run_names[name] = ({e.name for e in entries}, names_known)
@@ -646,6 +654,7 @@ class _Checker:
             before = self.reported
             assigns = self.settings(entry, epath, RUN_ENTRY_KEYS, "a run entry")
             seeds = self.seeds(entry, epath)
+            data_seeds = self.seeds(entry, epath, "data_seeds")
             name = entry.get("name")
             if name is None or name_problem(name):
                 self.names_lost = True
@@ -661,7 +670,7 @@ class _Checker:
             if first is not None:
                 self.add(epath + ("name",), f"duplicate run name {name!r} (also at {format_key_path(first.path)}); give each run its own name")
                 continue
-            entries.append(_Entry(name, assigns, epath + ("name",), seeds))
+            entries.append(_Entry(name, assigns, epath + ("name",), seeds, data_seeds))
         return entries
 
     def grid_points(self, table: dict, path: KeyPath) -> list[_Entry] | None:
@@ -690,8 +699,8 @@ class _Checker:
             if not values:
                 self.add(kpath, f"grid {key!r} has no values; list at least one or remove the key")
                 continue
-            if key == "seeds":
-                self.add(kpath, "seeds is not a grid key; write seeds = [...] beside the grid to make replicates")
+            if key in ("seeds", "data_seeds"):
+                self.add(kpath, f"{key} is not a grid key; write {key} = [...] beside the grid to make replicates")
                 continue
             if not (key in SETTING_KEYS or key.startswith("skips.")):
                 self.add(kpath, _unknown_key_message(key, SETTING_KEYS, "grid (grid keys are settings, or \"skips.N\")"))
@@ -723,12 +732,13 @@ class _Checker:
                     self.add(a.path, f"{a.key!r} is also varied by the grid; set it in the run entry or in the grid, not both")
             entry.assigns = [a for a in entry.assigns if a.key not in grid_keys]
         return [
-            _Entry(f"{e.name},{p.name}", e.assigns + p.assigns, e.path, e.seeds)
+            _Entry(f"{e.name},{p.name}", e.assigns + p.assigns, e.path, e.seeds, e.data_seeds)
             for e in entries
             for p in points
         ]
 
-    def expand(self, suite: str, entries: list[_Entry], defaults: list[_Assign], level: list[_Assign], seeds: tuple) -> list[RunSpec]:
+    def expand(self, suite: str, entries: list[_Entry], defaults: list[_Assign], level: list[_Assign], seeds: tuple,
+               data_seeds: tuple = (None, None)) -> list[RunSpec]:
         """Resolve each entry over defaults < suite < entry, check it whole, and make replicates."""
         specs: list[RunSpec] = []
         first_path: dict[str, KeyPath] = {}
@@ -747,12 +757,35 @@ class _Checker:
                 continue
             values["data"] = resolve_data(values["data"], self.folder)
             replicates = self.replicates(seeds + (entry.seeds,), origin.get("seed"))
-            if replicates is None:
-                specs.append(RunSpec(suite, entry.name, RunConfig.from_dict(values), None, entry.name))
-            for seed in replicates or ():
-                config = RunConfig.from_dict({**values, "seed": seed})
-                specs.append(RunSpec(suite, f"{entry.name}#{seed}", config, None, entry.name))
+            data_replicates = self.data_replicates(data_seeds + (entry.data_seeds,), replicates, f"{suite}/{entry.name}")
+            if data_replicates is None:
+                if replicates is None:
+                    specs.append(RunSpec(suite, entry.name, RunConfig.from_dict(values), None, entry.name))
+                for seed in replicates or ():
+                    config = RunConfig.from_dict({**values, "seed": seed})
+                    specs.append(RunSpec(suite, f"{entry.name}#{seed}", config, None, entry.name))
+            elif replicates is None:
+                for data_seed in data_replicates:
+                    config = RunConfig.from_dict({**values, "data_seed": data_seed})
+                    specs.append(RunSpec(suite, f"{entry.name}#d{data_seed}", config, None, entry.name))
+            else:
+                for seed, data_seed in zip(replicates, data_replicates):
+                    config = RunConfig.from_dict({**values, "seed": seed, "data_seed": data_seed})
+                    specs.append(RunSpec(suite, f"{entry.name}#{seed}", config, None, entry.name))
         return specs
+
+    def data_replicates(self, by_level: tuple, seeds: list[int] | None, run_key: str) -> list[int] | None:
+        """The data seeds a run is replicated over (the most specific `data_seeds`), or None;
+        paired with `seeds` when both are in force, so the lists must be equally long."""
+        given = [s for s in by_level if s is not None]
+        if not given:
+            return None
+        data_seeds, path = given[-1]
+        if seeds and len(seeds) != len(data_seeds):
+            self.add_run_problem(path, f"data_seeds has {len(data_seeds)} values and the seeds in force {len(seeds)}; "
+                                 "give both lists the same length (replicate i gets seeds[i] and data_seeds[i])", run_key)
+            return []
+        return data_seeds
 
     def replicates(self, seeds_by_level: tuple, seed_origin: tuple | None) -> list[int] | None:
         """The seeds a run is replicated over, or None for a single run.

@@ -558,3 +558,50 @@ def test_shipped_claims():
     single = {r.name: r.config for s in ("paper-skip1", "paper-skip2", "paper-skip4") for r in exps.suites[s].runs}
     for r in rep.runs:
         assert r.config.to_dict() == {**single[r.base_name].to_dict(), "seed": r.config.seed}
+
+
+def test_data_seeds_replicate_the_batch_order_paired_with_seeds_or_alone(tmp_path):
+    runs = runs_by_name(tmp_path, """
+        [suites.s]
+        seeds = [1, 2]
+        data_seeds = [11, 12]
+        runs = [{ name = "a" }, { name = "b", seeds = [5], data_seeds = [7] }, { name = "c", seed = 3 }]
+        """)
+    assert {n: (r.config.seed, r.config.data_seed, r.base_name) for n, r in runs.items()} == {
+        "a#1": (1, 11, "a"), "a#2": (2, 12, "a"), "b#5": (5, 7, "b"),
+        "c#d11": (3, 11, "c"), "c#d12": (3, 12, "c")}  # a single seed, replicated over data order
+    with pytest.raises(ExperimentsError) as exc:
+        load(tmp_path, """
+            [suites.s]
+            seeds = [1, 2, 3]
+            data_seeds = [11, 12]
+            grid = { data_seeds = [1] }
+            runs = [{ name = "a", data_seeds = [-1] }]
+            """)
+    text = "\n".join(str(p) for p in exc.value.problems)
+    assert "data_seeds is not a grid key" in text
+    assert "suites.s.runs[0].data_seeds[0]:" in text
+    with pytest.raises(ExperimentsError, match=r"suites.s.data_seeds: data_seeds has 2 values and the seeds in force 3; "
+                                               r"give both lists the same length .* \(run 's/a'\)"):
+        load(tmp_path, """
+            [suites.s]
+            seeds = [1, 2, 3]
+            data_seeds = [11, 12]
+            runs = [{ name = "a" }]
+            """)
+
+
+def test_data_seed_replicates_merge_and_pair_on_seed_and_data_seed(tmp_path):
+    from lab.core import events as ev
+    from lab.core.config import RunConfig
+    from lab.results import result_rows
+    from lab.store import Store
+
+    with Store.open(tmp_path / "runs") as st:
+        for name, ds, x in (("r#d1", 1, 1.50), ("r#d2", 2, 1.52), ("q#d1", 1, 1.60), ("q#d2", 2, 1.63)):
+            cfg = RunConfig.from_dict({"n_layer": 1, "max_iters": 10, "data_seed": ds, "dropout": 0.1 if name[0] == "r" else 0.2})
+            run_id = st.enqueue("s", name, name[0], cfg, None).run_id
+            st.apply_many([ev.Started(run_id, 0, 10, 1, "cpu", "float32", 1), ev.Finished(run_id, 10, x, x, x, x, 1.0, 1.0)])
+        rows = {r.name: r for r in result_rows(st.runs(), replicates=True)}
+    assert rows["r"].n == 2 and rows["q"].n == 2
+    assert rows["q"].vs_best.test == "paired"  # same (seed, data_seed) pairs
