@@ -217,9 +217,12 @@ class ResultsScreen(RunListScreen):
 
     def _fill_claims(self, experiments: Any, runs: list, suites: list[str]) -> None:
         """The shown suites' claims and verdicts under the table (hidden when there are none)."""
-        from lab.claims import claim_results, claims_table
+        from lab.claims import claim_results, claims_table, referenced_suites
 
-        results = claim_results(experiments, runs, suites) if experiments is not None else {}
+        results = {}
+        if experiments is not None and any(getattr(experiments.suites.get(s), "claims", None) for s in suites):
+            needed = set(referenced_suites(experiments, suites))  # not every suite's runs: only what the claims name
+            results = claim_results(experiments, [r for r in runs if r.suite in needed], suites)
         self.claims_shown = results
         panel = self.query_one("#results-claims", Static)
         panel.display = bool(results)
