@@ -73,6 +73,7 @@ from typing import Any
 
 from lab.core.config import DROPOUT_SITES, SETTING_KEYS, RunConfig, check_config, check_value, default_values
 from lab.run_id import make_run_id
+from lab.stats import DEFAULT_TOLERANCE
 from lab.toml_edit import KeyPath, format_key_path
 from lab.toml_lines import key_lines, line_for
 
@@ -87,8 +88,7 @@ SUITE_KEYS = SETTING_KEYS + ("seeds", "data_seeds", "description", "runs", "grid
 CLAIM_KEYS = ("better", "than", "metric")
 #: Losses a claim can be about; exact_val (the whole validation split, once) is the default.
 CLAIM_METRICS = ("exact_val", "final_val", "best_val")
-#: How far a mean final val may be from its published reference and count as reproduced.
-DEFAULT_TOLERANCE = 0.03
+
 RUN_ENTRY_KEYS = SETTING_KEYS + ("seeds", "data_seeds", "name")
 #: The one `data` value that names a corpus rather than a file (the default).
 CORPUS_NAME = RunConfig.data

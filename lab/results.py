@@ -13,8 +13,16 @@ the TUI's results screen all show the same numbers, so they are computed here on
   but for `seed`) become one row holding the mean, the sample standard deviation (n - 1) and
   the count of each loss: single evaluations scatter by several thousandths (DESIGN.md
   section 1), so a difference is only worth reading next to its spread.
+* Statistics (`add_statistics`, per suite, with `lab.stats`): the 95 % Student-t interval of
+  each aggregated loss; the comparable sets (rows equal in every setting the suite does not
+  vary, see `copy_settings`, and in the dtype actually used), so a `--max-iters 1000` copy is
+  never tested against the full runs; each row's test against its set's best row on exact
+  val (Welch's, or paired where both rows have the same seeds); and whether the final val is
+  within the suite's reproduction tolerance of the published reference. A single run gets
+  "1 seed" and no interval or p-value rather than a misleading one.
 * Renderers: `render_rich_tables` / `render_rich_table` (Rich), `to_csv`, `to_markdown`,
-  `to_json`. They only format; every number comes from the `ResultRow`.
+  `to_json`. They only format; every number comes from the `ResultRow`. A suite's claims
+  are tested and rendered by `lab.claims`.
 
 Why the reference is compared with the final (not the best) val loss: the paper's published
 values are the validation loss at the last evaluation, so `delta_ref = final_val - reference`.
@@ -36,7 +44,7 @@ from rich.text import Text
 
 from lab.core.config import DROPOUT_SITES
 from lab.formatting import fmt_comparison, fmt_duration, fmt_interval, fmt_loss, fmt_rate, status_style
-from lab.stats import Comparison, compare, mean_interval, vs_best_verdict
+from lab.stats import DEFAULT_TOLERANCE, Comparison, compare, mean_interval, vs_best_verdict
 from lab.store import RunRow
 
 #: Losses that replicates aggregate (mean ± std, n).
@@ -44,9 +52,6 @@ AGGREGATED = ("final_val", "best_val", "exact_val", "final_train")
 #: The loss rows are tested on against their comparable set's best: over the whole validation
 #: split, once, so it carries no evaluation-sampling noise of its own.
 COMPARED = "exact_val"
-#: How far a reproduction's mean final val may be from the published value (per suite:
-#: `tolerance` in experiments.toml).
-DEFAULT_TOLERANCE = 0.03
 
 
 @dataclass(frozen=True)

@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from typing import Hashable, Sequence
 
 __all__ = [
-    "ALPHA", "CONFIDENCE", "POWER", "MeanInterval", "Comparison", "mean_interval", "welch_test",
+    "ALPHA", "CONFIDENCE", "DEFAULT_TOLERANCE", "POWER", "MeanInterval", "Comparison", "mean_interval", "welch_test",
     "paired_test", "compare", "holm", "seeds_needed", "vs_best_verdict", "claim_verdict",
     "ONE_SEED", "NO_VARIANCE", "NO_VALUES", "WELCH", "PAIRED", "SUPPORTED", "CONTRADICTED", "INCONCLUSIVE",
 ]
@@ -44,6 +44,9 @@ __all__ = [
 CONFIDENCE = 0.95  # intervals
 ALPHA = 0.05  # two-sided significance level of tests and claims
 POWER = 0.8  # the power `seeds_needed` plans for
+#: How far a reproduction's mean final val may be from the published value and still count as
+#: reproduced (a suite's `tolerance` in experiments.toml overrides it).
+DEFAULT_TOLERANCE = 0.03
 
 #: Notes a comparison carries instead of a p-value, spelled once for every view.
 ONE_SEED = "1 seed"
