@@ -37,12 +37,22 @@ Expansion rules
   forms of one setting, so the override order applies between them: a ``seed`` written at a
   more specific level than the ``seeds`` in force gives a single run (no suffix); both at the
   same level is an error.
+* ``data_seeds = [..]`` (same places) replicates the order of training batches too, which
+  ``seeds`` replicates share: with ``seeds`` in force the two lists are paired (same length;
+  replicate i gets seeds[i] and data_seeds[i], named ``name#seed``); alone, each run becomes
+  one run per data seed, named ``name#dDATA_SEED``. The most specific ``data_seeds`` wins.
 * A relative ``data`` path is relative to the folder of the experiments file that names it,
   as paths in any configuration file are (not to the working folder); the spec holds it
   absolute, so the run's identity names the file it trains on wherever the lab is started.
   The corpus name ``"tinyshakespeare"``, absolute paths and ``~`` paths are kept as written.
 * ``references = { "name" = loss }`` attaches a published value to the runs of that name
   (to every replicate of it); a reference that names no run is an error.
+* ``tolerance = 0.03`` (a suite's, default 0.03): how far a mean final val may be from its
+  reference and still count as reproduced.
+* ``claims = [ { better = "a", than = "b", metric = "exact_val" } ]`` states that run "a"
+  reaches a lower loss than run "b" (metric: exact_val, the default, final_val or best_val);
+  names are run names as in ``references`` (replicated runs by their base name), or
+  ``"suite/name"`` for a run of another suite. `lab.claims` tests them.
 * A suite with neither ``runs`` nor ``grid`` is an error (it would be an empty suite).
 * Run and suite names must be usable as path components and in ``SUITE/RUN``: not empty,
   no "/", "\\", "#" (reserved for replicates), control characters or leading ".".
@@ -63,6 +73,7 @@ from typing import Any
 
 from lab.core.config import DROPOUT_SITES, SETTING_KEYS, RunConfig, check_config, check_value, default_values
 from lab.run_id import make_run_id
+from lab.stats import DEFAULT_TOLERANCE
 from lab.toml_edit import KeyPath, format_key_path
 from lab.toml_lines import key_lines, line_for
 
@@ -72,9 +83,13 @@ else:  # pragma: no cover - exercised on Python 3.10 only
     import tomli as tomllib
 
 TOP_KEYS = ("default_suite", "defaults", "suites")
-DEFAULTS_KEYS = SETTING_KEYS + ("seeds",)
-SUITE_KEYS = SETTING_KEYS + ("seeds", "description", "runs", "grid", "references")
-RUN_ENTRY_KEYS = SETTING_KEYS + ("seeds", "name")
+DEFAULTS_KEYS = SETTING_KEYS + ("seeds", "data_seeds")
+SUITE_KEYS = SETTING_KEYS + ("seeds", "data_seeds", "description", "runs", "grid", "references", "claims", "tolerance")
+CLAIM_KEYS = ("better", "than", "metric")
+#: Losses a claim can be about; exact_val (the whole validation split, once) is the default.
+CLAIM_METRICS = ("exact_val", "final_val", "best_val")
+
+RUN_ENTRY_KEYS = SETTING_KEYS + ("seeds", "data_seeds", "name")
 #: The one `data` value that names a corpus rather than a file (the default).
 CORPUS_NAME = RunConfig.data
 
@@ -125,6 +140,32 @@ class ExperimentsError(Exception):
         super().__init__("\n".join(str(p) for p in self.problems))
 
 
+@dataclass(frozen=True)
+class Claim:
+    """A claim to test: run `better` reaches a lower `metric` than run `than`.
+
+    Names are base run names of the claim's suite, or "suite/name" for another suite's run.
+    """
+
+    better: str
+    than: str
+    metric: str = "exact_val"
+
+    def refers_to(self, own_suite: str) -> tuple[tuple[str, str], tuple[str, str]]:
+        """((suite, name) of `better`, (suite, name) of `than`), resolving bare names to `own_suite`."""
+        return split_claim_name(self.better, own_suite), split_claim_name(self.than, own_suite)
+
+    def __str__(self) -> str:
+        metric = "" if self.metric == "exact_val" else f" ({self.metric})"
+        return f"{self.better} < {self.than}{metric}"
+
+
+def split_claim_name(name: str, own_suite: str) -> tuple[str, str]:
+    """A claim's run name -> (suite, base run name): "suite/name", or a bare name of `own_suite`."""
+    suite, sep, run = name.partition("/")
+    return (suite, run) if sep else (own_suite, name)
+
+
 @dataclass
 class Suite:
     """A named list of runs, in file order."""
@@ -133,6 +174,8 @@ class Suite:
     description: str
     runs: list[RunSpec]
     references: dict[str, float] = field(default_factory=dict)
+    claims: list[Claim] = field(default_factory=list)
+    tolerance: float = DEFAULT_TOLERANCE
 
 
 @dataclass
@@ -302,6 +345,51 @@ def reference_problem(value: Any) -> str | None:
     return None
 
 
+def tolerance_problem(value: Any) -> str | None:
+    """Why `value` cannot be a reproduction tolerance (a non-negative loss difference), or None."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value or value < 0 or value == float("inf"):
+        return f"tolerance must be a non-negative number (a val loss difference, e.g. 0.03), got {value!r}"
+    return None
+
+
+def claim_problems(claim: Any) -> list[tuple[str | None, str]]:
+    """What is wrong with one claim entry on its own, as (key or None for the whole entry,
+    message); names are checked against the runs by `claim_name_problem`."""
+    if not isinstance(claim, dict):
+        return [(None, f'each claim must be a table like {{ better = "a", than = "b" }}, got {claim!r}')]
+    out: list[tuple[str | None, str]] = []
+    for key in claim:
+        if key not in CLAIM_KEYS:
+            out.append((key, _unknown_key_message(key, CLAIM_KEYS, "a claim")))
+    for key in ("better", "than"):
+        if key not in claim:
+            out.append((None, f'claim has no {key}; write {{ better = "run", than = "other run" }}'))
+        elif not isinstance(claim[key], str) or not claim[key].strip():
+            out.append((key, f"{key} must be a run name (a string), got {claim[key]!r}"))
+    metric = claim.get("metric", "exact_val")
+    if metric not in CLAIM_METRICS:
+        out.append(("metric", f"metric must be one of {', '.join(CLAIM_METRICS)}, got {metric!r}"))
+    if not out and claim["better"] == claim["than"]:
+        out.append(("than", f"a claim compares two runs; better and than both name {claim['better']!r}"))
+    return out
+
+
+def claim_name_problem(name: str, own_suite: str, names_by_suite: dict[str, set[str]]) -> str | None:
+    """Why a claim's run name names no run: `names_by_suite` maps each suite to its base run
+    names. One rule for `validate`, the TUI and loading."""
+    suite, run = split_claim_name(name, own_suite)
+    if suite not in names_by_suite:
+        return f"claim names {name!r}, but there is {_unknown_suite_message(suite, names_by_suite)}"
+    names = names_by_suite[suite]
+    if run in names:
+        return None
+    if "#" in run and run.split("#", 1)[0] in names:
+        return f"claim names the replicate {name!r}; name the run without its seed ({run.split('#', 1)[0]!r}): a claim compares all its seeds"
+    close = difflib.get_close_matches(run, sorted(names), n=1, cutoff=0.5)
+    hint = f"did you mean {close[0]!r}?" if close else f"run names are: {', '.join(sorted(names))}"
+    return f"claim names {name!r}, which matches no run in suite {suite!r}; {hint}"
+
+
 def _unknown_suite_message(name: str, suites: dict[str, Any]) -> str:
     close = difflib.get_close_matches(name, list(suites), n=3, cutoff=0.5)
     hint = f"did you mean {', '.join(close)}?" if close else f"suites are: {', '.join(suites)}"
@@ -334,6 +422,7 @@ class _Entry:
     assigns: list[_Assign]
     path: KeyPath  # where its name is written, or where to point when nothing is more specific
     seeds: tuple[list[int], KeyPath] | None = None
+    data_seeds: tuple[list[int], KeyPath] | None = None
 
 
 _Problems = list  # of (KeyPath, message)
@@ -350,6 +439,9 @@ class _Checker:
         self.reported = 0  # problems found so far, counting those still being grouped
         self.names_lost = False  # the suite being checked dropped a run for its name or its grid
         self.folder = Path(".")  # the experiments file's folder (set by `check`)
+        self.run_names: dict[str, tuple[set[str], bool]] = {}  # suite -> (base run names, all known)
+        self.suites_lost: set[str] = set()  # suites dropped whole (so their names are unknown)
+        self.claim_paths: list[tuple[str, Claim, KeyPath]] = []  # claims whose names are checked last
         self._seen: set[tuple[KeyPath, str]] = set()
         # Whole-run problems, grouped so one mistake in [defaults] is one message, not one per run.
         self._run_problems: dict[tuple[KeyPath, str], list[str]] = {}
@@ -380,7 +472,8 @@ class _Checker:
                 else:
                     self.add((key,), _unknown_key_message(key, TOP_KEYS, "the file"))
         defaults = self.settings(data.get("defaults", {}), ("defaults",), DEFAULTS_KEYS, "[defaults]")
-        default_seeds = self.seeds(data.get("defaults", {}), ("defaults",))
+        default_seeds = (self.seeds(data.get("defaults", {}), ("defaults",)),
+                         self.seeds(data.get("defaults", {}), ("defaults",), "data_seeds"))
         suites_data = data.get("suites")
         suites: dict[str, Suite] = {}
         if suites_data is None or suites_data == {}:
@@ -392,6 +485,9 @@ class _Checker:
                 suite = self.suite(name, table, defaults, default_seeds)
                 if suite is not None:
                     suites[name] = suite
+                elif name not in self.run_names:
+                    self.suites_lost.add(name)
+            self.check_claim_names()
         self.flush_run_problems()
         default_suite = data.get("default_suite")
         if default_suite is None:
@@ -447,17 +543,18 @@ class _Checker:
             return None
         return _Assign(key, value, path)
 
-    def seeds(self, table: Any, path: KeyPath) -> tuple[list[int], KeyPath] | None:
-        """`seeds = [..]` of a level, checked with the `seed` rule; None when absent or invalid."""
-        if not isinstance(table, dict) or "seeds" not in table:
+    def seeds(self, table: Any, path: KeyPath, key: str = "seeds") -> tuple[list[int], KeyPath] | None:
+        """`seeds = [..]` (or `data_seeds`) of a level, checked with the `seed` (`data_seed`)
+        rule; None when absent or invalid."""
+        if not isinstance(table, dict) or key not in table:
             return None
-        seeds, spath = table["seeds"], path + ("seeds",)
+        seeds, spath = table[key], path + (key,)
         if not isinstance(seeds, list) or not seeds:
-            self.add(spath, f"seeds must be a non-empty list of integers, e.g. [1337, 1338, 1339], got {seeds!r}")
+            self.add(spath, f"{key} must be a non-empty list of integers, e.g. [1337, 1338, 1339], got {seeds!r}")
             return None
         ok = True
         for i, s in enumerate(seeds):
-            msg = check_value("seed", s)
+            msg = check_value(key[:-1], s)
             if msg:
                 self.add(spath + (i,), msg)
                 ok = False
@@ -480,7 +577,8 @@ class _Checker:
             self.add(path + ("description",), f"description must be a string, got {description!r}")
             description = ""
         level = self.settings(table, path, SUITE_KEYS, f"suite {name!r}")
-        seeds = (default_seeds, self.seeds(table, path))  # by level: defaults, suite
+        seeds = (default_seeds[0], self.seeds(table, path))  # by level: defaults, suite
+        data_seeds = (default_seeds[1], self.seeds(table, path, "data_seeds"))
         self.names_lost = False
         entries = self.run_entries(table, path)
         points = self.grid_points(table, path)
@@ -491,10 +589,51 @@ class _Checker:
             self.add(path, f'suite {name!r} has no runs; add runs = [{{ name = "..." }}] or a grid = {{ key = [values] }}')
             return None
         entries = self.cross(entries, points)
-        specs = self.expand(name, entries, defaults, level, seeds)
+        specs = self.expand(name, entries, defaults, level, seeds, data_seeds)
         references = self.references(table, path, {e.name for e in entries}, check_unmatched=names_known)
         specs = [RunSpec(s.suite, s.name, s.config, references.get(s.base_name), s.base_name) for s in specs]
-        return Suite(name, description, specs, references)
+        self.run_names[name] = ({e.name for e in entries}, names_known)
+        tolerance = table.get("tolerance", DEFAULT_TOLERANCE)
+        msg = tolerance_problem(tolerance)
+        if msg:
+            self.add(path + ("tolerance",), msg)
+            tolerance = DEFAULT_TOLERANCE
+        return Suite(name, description, specs, references, self.claims(name, table, path), float(tolerance))
+
+    def claims(self, suite: str, table: dict, path: KeyPath) -> list[Claim]:
+        """`claims = [{ better, than, metric }]`: checked on their own here, their run names
+        once every suite is known (`check_claim_names`)."""
+        if "claims" not in table:
+            return []
+        claims, cpath = table["claims"], path + ("claims",)
+        if not isinstance(claims, list):
+            self.add(cpath, f'claims must be a list of tables like [{{ better = "a", than = "b" }}], got {claims!r}')
+            return []
+        out = []
+        for i, claim in enumerate(claims):
+            problems = claim_problems(claim)
+            for key, message in problems:
+                self.add(cpath + ((i,) if key is None else (i, key)), message)
+            if not problems:
+                out.append(Claim(claim["better"], claim["than"], claim.get("metric", "exact_val")))
+                self.claim_paths.append((suite, out[-1], cpath + (i,)))
+        return out
+
+    def check_claim_names(self) -> None:
+        """Every claim's runs exist (in its suite, or "suite/name" in another); a suite whose
+        run names are not all known (a run dropped for its name) is not checked against."""
+        names = {suite: known for suite, (known, _) in self.run_names.items()}
+        for suite, claim, path in self.claim_paths:
+            for key in ("better", "than"):
+                ref = getattr(claim, key)
+                target, _ = split_claim_name(ref, suite)
+                if target in self.run_names and not self.run_names[target][1]:
+                    continue
+                if target not in self.run_names and target in self.suites_lost:
+                    continue
+                msg = claim_name_problem(ref, suite, names)
+                if msg:
+                    self.add(path + (key,), msg)
 
     def run_entries(self, table: dict, path: KeyPath) -> list[_Entry] | None:
         """The suite's `runs` (None when it has none): each needs a safe, unique name."""
@@ -515,6 +654,7 @@ class _Checker:
             before = self.reported
             assigns = self.settings(entry, epath, RUN_ENTRY_KEYS, "a run entry")
             seeds = self.seeds(entry, epath)
+            data_seeds = self.seeds(entry, epath, "data_seeds")
             name = entry.get("name")
             if name is None or name_problem(name):
                 self.names_lost = True
@@ -530,7 +670,7 @@ class _Checker:
             if first is not None:
                 self.add(epath + ("name",), f"duplicate run name {name!r} (also at {format_key_path(first.path)}); give each run its own name")
                 continue
-            entries.append(_Entry(name, assigns, epath + ("name",), seeds))
+            entries.append(_Entry(name, assigns, epath + ("name",), seeds, data_seeds))
         return entries
 
     def grid_points(self, table: dict, path: KeyPath) -> list[_Entry] | None:
@@ -559,8 +699,8 @@ class _Checker:
             if not values:
                 self.add(kpath, f"grid {key!r} has no values; list at least one or remove the key")
                 continue
-            if key == "seeds":
-                self.add(kpath, "seeds is not a grid key; write seeds = [...] beside the grid to make replicates")
+            if key in ("seeds", "data_seeds"):
+                self.add(kpath, f"{key} is not a grid key; write {key} = [...] beside the grid to make replicates")
                 continue
             if not (key in SETTING_KEYS or key.startswith("skips.")):
                 self.add(kpath, _unknown_key_message(key, SETTING_KEYS, "grid (grid keys are settings, or \"skips.N\")"))
@@ -592,12 +732,13 @@ class _Checker:
                     self.add(a.path, f"{a.key!r} is also varied by the grid; set it in the run entry or in the grid, not both")
             entry.assigns = [a for a in entry.assigns if a.key not in grid_keys]
         return [
-            _Entry(f"{e.name},{p.name}", e.assigns + p.assigns, e.path, e.seeds)
+            _Entry(f"{e.name},{p.name}", e.assigns + p.assigns, e.path, e.seeds, e.data_seeds)
             for e in entries
             for p in points
         ]
 
-    def expand(self, suite: str, entries: list[_Entry], defaults: list[_Assign], level: list[_Assign], seeds: tuple) -> list[RunSpec]:
+    def expand(self, suite: str, entries: list[_Entry], defaults: list[_Assign], level: list[_Assign], seeds: tuple,
+               data_seeds: tuple = (None, None)) -> list[RunSpec]:
         """Resolve each entry over defaults < suite < entry, check it whole, and make replicates."""
         specs: list[RunSpec] = []
         first_path: dict[str, KeyPath] = {}
@@ -616,12 +757,35 @@ class _Checker:
                 continue
             values["data"] = resolve_data(values["data"], self.folder)
             replicates = self.replicates(seeds + (entry.seeds,), origin.get("seed"))
-            if replicates is None:
-                specs.append(RunSpec(suite, entry.name, RunConfig.from_dict(values), None, entry.name))
-            for seed in replicates or ():
-                config = RunConfig.from_dict({**values, "seed": seed})
-                specs.append(RunSpec(suite, f"{entry.name}#{seed}", config, None, entry.name))
+            data_replicates = self.data_replicates(data_seeds + (entry.data_seeds,), replicates, f"{suite}/{entry.name}")
+            if data_replicates is None:
+                if replicates is None:
+                    specs.append(RunSpec(suite, entry.name, RunConfig.from_dict(values), None, entry.name))
+                for seed in replicates or ():
+                    config = RunConfig.from_dict({**values, "seed": seed})
+                    specs.append(RunSpec(suite, f"{entry.name}#{seed}", config, None, entry.name))
+            elif replicates is None:
+                for data_seed in data_replicates:
+                    config = RunConfig.from_dict({**values, "data_seed": data_seed})
+                    specs.append(RunSpec(suite, f"{entry.name}#d{data_seed}", config, None, entry.name))
+            else:
+                for seed, data_seed in zip(replicates, data_replicates):
+                    config = RunConfig.from_dict({**values, "seed": seed, "data_seed": data_seed})
+                    specs.append(RunSpec(suite, f"{entry.name}#{seed}", config, None, entry.name))
         return specs
+
+    def data_replicates(self, by_level: tuple, seeds: list[int] | None, run_key: str) -> list[int] | None:
+        """The data seeds a run is replicated over (the most specific `data_seeds`), or None;
+        paired with `seeds` when both are in force, so the lists must be equally long."""
+        given = [s for s in by_level if s is not None]
+        if not given:
+            return None
+        data_seeds, path = given[-1]
+        if seeds and len(seeds) != len(data_seeds):
+            self.add_run_problem(path, f"data_seeds has {len(data_seeds)} values and the seeds in force {len(seeds)}; "
+                                 "give both lists the same length (replicate i gets seeds[i] and data_seeds[i])", run_key)
+            return []
+        return data_seeds
 
     def replicates(self, seeds_by_level: tuple, seed_origin: tuple | None) -> list[int] | None:
         """The seeds a run is replicated over, or None for a single run.

@@ -143,7 +143,7 @@ class LabApp(WritesOffWhenReadOnly, App[str | None]):
         self._experiments: ExperimentsScreen | None = None  # once shown: its edits are asked about on quit
         self.add_mode("experiments", self._experiments_screen)
         self.add_mode("runs", lambda: RunsScreen(self.state))
-        self.add_mode("results", lambda: ResultsScreen(self.state))
+        self.add_mode("results", lambda: ResultsScreen(self.state, self.experiments_path))
         self.add_mode("detail", lambda: DetailScreen(self.state))
 
     @property
@@ -168,6 +168,15 @@ class LabApp(WritesOffWhenReadOnly, App[str | None]):
             mode = "runs" if self.live and not has_recovery(self.experiments_path) else "experiments"
         self.switch_mode(mode)
         self._poll_store()
+        if any(live.row.base_name and live.row.base_name != live.row.name for live in self.live.values()):
+            self.set_timer(1.0, self._warm_statistics)
+
+    @work(thread=True, group="warm-statistics", exit_on_error=False)
+    def _warm_statistics(self) -> None:
+        """Import the distributions `lab.stats` uses off the UI thread, a second after start-up,
+        where the store holds replicates: the first switch to Results then does not wait for
+        scipy (0.4 s on an idle laptop, seconds on a busy one)."""
+        import scipy.special  # noqa: F401
 
     def _experiments_screen(self) -> ExperimentsScreen:
         self._experiments = ExperimentsScreen(self.experiments_path, state=self.state,
