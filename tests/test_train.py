@@ -191,7 +191,8 @@ train_group([cfg], ["r"], slow, TrainOptions(log_interval=5), checkpoints=FileCh
 
 def test_checkpoint_kill_resume_gives_the_same_step_count_and_no_gap(corpus_file, tmp_path):
     settings = dict(data=str(corpus_file), n_layer=1, n_head=2, n_embd=16, block_size=16, batch_size=4,
-                    dropout=0.0, skips={1: 0.0}, max_iters=200, warmup_iters=5, eval_interval=10, eval_iters=2)
+                    dropout=0.0, skips={1: 0.0}, max_iters=200, warmup_iters=5, eval_interval=10, eval_iters=2,
+                    dtype="float32")
     folder = tmp_path / "ckpt"
     proc = subprocess.Popen([sys.executable, "-c", KILL_SCRIPT, repr(settings), str(folder)],
                             cwd=ROOT, stdout=subprocess.PIPE, text=True)
