@@ -70,7 +70,7 @@ def mean_sd(values: list[float]) -> tuple[float, float]:
     return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else math.nan
 
 
-def report(store_dir: Path, iters: int, seeds: int, wall: float, load: str) -> list[str]:
+def report(store_dir: Path, iters: int, seeds: int, wall: float, load: str, command: str) -> list[str]:
     store = Store.open(store_dir)
     rows = [r for r in store.runs(SUITE) if r.status == "finished" and r.max_iters == iters]
     by: dict[tuple[float, str], list] = {}
@@ -81,8 +81,8 @@ def report(store_dir: Path, iters: int, seeds: int, wall: float, load: str) -> l
     lines = [
         "# bf16 autocast vs fp32: seed noise at every rate of paper-skip1 (issue 12)",
         "",
-        f"Written by `python benchmarks/dtype_agreement.py --iters {iters} --seeds {seeds}` on "
-        f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} ({wall / 60:.0f} min of training, "
+        f"Written by `python benchmarks/dtype_agreement.py {command}` on "
+        f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} (this invocation: {wall / 60:.0f} min; "
         f"load average at the end: {load}).",
         "",
         f"Each rate trained {seeds} times (seeds 1337..{1336 + seeds}, one data order) in each dtype by the lab "
@@ -135,7 +135,8 @@ def main() -> None:
     file = experiments_file(args.store, args.iters, args.seeds, args.eval_interval, args.eval_iters, args.n_embd)
     wall = train(file, args.store / "runs")
     load = " ".join(Path("/proc/loadavg").read_text().split()[:3])
-    emit_report(report(args.store / "runs", args.iters, args.seeds, wall, load), args.out, "dtype_agreement.md")
+    emit_report(report(args.store / "runs", args.iters, args.seeds, wall, load, " ".join(sys.argv[1:])), args.out,
+                "dtype_agreement.md")
 
 
 if __name__ == "__main__":
