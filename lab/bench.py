@@ -32,11 +32,12 @@ import itertools
 import tempfile
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
 from .core.config import RunConfig
+from .core.precision import shape_text
 from .experiments import RunSpec
 from .formatting import counted, fmt_duration
 from .workers.executor import Executor, TaskDone, WorkerDied, WorkerReady
@@ -51,6 +52,9 @@ from .workers.measure import (
     measure_group,
 )
 from .workers.scheduler import Q, WorkerSpec, plan_execution, plan_groups, spread_groups
+
+if TYPE_CHECKING:
+    from .core.precision import DtypeChoice
 
 #: Settings that change what a group costs per step (everything in `group_key` except the
 #: schedule): groups that agree on these and on their size are measured once.
@@ -222,6 +226,7 @@ class Prediction:
     startup_s: float  # a worker's start (spawn, torch import, corpus), before its first group
     measure_s: float  # how long measuring took
     threads: int = 1
+    dtype_choices: list["DtypeChoice"] = field(default_factory=list)  # how dtype "auto" was decided, per shape
 
     def cost_of(self, group: Sequence[PlannedRun]) -> GroupCost:
         return self.costs[shape_key([r.config for r in group])]
@@ -254,7 +259,8 @@ def plan_text(plan: Plan, n_groups: int | None = None) -> str:
 
 def measure_groups(groups: dict[tuple, list[RunConfig]], executor: Executor, *,
                    steps_budget_s: float = STEPS_BUDGET_S, on_measured: Callable[[int, int], None] | None = None,
-                   cancel: threading.Event | None = None) -> tuple[dict[tuple, GroupCost], float]:
+                   cancel: threading.Event | None = None,
+                   dtype_choices: dict[tuple[str, str], "DtypeChoice"] | None = None) -> tuple[dict[tuple, GroupCost], float]:
     """Measure each group shape on the executor's workers, side by side, as a launch runs them.
 
     The executor is started here and ended before this returns, whatever happens. Shapes go
@@ -262,7 +268,8 @@ def measure_groups(groups: dict[tuple, list[RunConfig]], executor: Executor, *,
     shapes are measured more than once, side by side, and the results averaged; a worker with
     nothing left to measure keeps training (`MeasureTask`) until all are done. Setting
     `cancel` kills the workers at once (BenchCancelled). Returns (cost per shape key, a
-    worker's start-up seconds: spawn, imports, corpus).
+    worker's start-up seconds: spawn, imports, corpus). `dtype_choices` ((shape text, device)
+    -> choice, from `choose_dtypes`) tells the workers what dtype "auto" resolved to.
     """
     order = sorted(groups, key=lambda k: -rough_seconds(groups[k]))
     eval_budget_s = steps_budget_s * EVAL_BUDGET_SHARE
@@ -276,8 +283,10 @@ def measure_groups(groups: dict[tuple, list[RunConfig]], executor: Executor, *,
 
         def submit(slot: int) -> None:
             key, task_id = todo.pop(0), f"m{next(ids)}"
-            task = MeasureTask(task_id, [c.to_dict() for c in groups[key]], executor.device_of(slot),
-                               steps_budget_s, eval_budget_s, str(Path(scratch) / task_id))
+            cfg, device = groups[key][0], executor.device_of(slot)
+            task = MeasureTask(task_id, [c.to_dict() for c in groups[key]], device,
+                               steps_budget_s, eval_budget_s, str(Path(scratch) / task_id),
+                               (dtype_choices or {}).get((shape_text(cfg), device)) if cfg.dtype == "auto" else None)
             shape_of[task.task_id] = key
             executor.submit(slot, task)
 
@@ -323,6 +332,21 @@ def measure_groups(groups: dict[tuple, list[RunConfig]], executor: Executor, *,
     return costs, startup_s
 
 
+def choose_dtypes(configs: Sequence[RunConfig], workers: Sequence[WorkerSpec]) -> dict[tuple[str, str], "DtypeChoice"]:
+    """Resolve dtype "auto" for every model shape on every CPU worker's device, here, before
+    any worker starts (a measurement beside training workers would be slowed by them and
+    cached wrong): (shape text, device) -> choice. GPU workers decide for themselves."""
+    from .core.precision import choose_dtype
+
+    out: dict[tuple[str, str], DtypeChoice] = {}
+    for cfg in configs:
+        for device in sorted({w.device for w in workers if w.device == "cpu"}):
+            key = (shape_text(cfg), device)
+            if cfg.dtype == "auto" and key not in out:
+                out[key] = choose_dtype("auto", device, cfg)
+    return out
+
+
 def _cost_for(key: tuple, costs: dict[tuple, GroupCost]) -> GroupCost:
     """A measured cost, or one scaled from the same shape at the nearest measured size (only
     for a group the measured plan did not contain: per-step costs grow with the size)."""
@@ -364,8 +388,9 @@ def bench_suite(specs: Sequence[RunSpec], device: str = "auto", workers: int | N
         shapes.setdefault(shape_key([r.config for r in group]), [r.config for r in group])
     if progress is not None:
         progress(plan, 0, len(shapes))
+    choices = choose_dtypes([c for configs in shapes.values() for c in configs], plan.workers)
     costs, startup_s = measure_groups(
-        shapes, executor_for(plan.workers), steps_budget_s=steps_budget_s, cancel=cancel,
+        shapes, executor_for(plan.workers), steps_budget_s=steps_budget_s, cancel=cancel, dtype_choices=choices,
         on_measured=None if progress is None else (lambda done, total: progress(plan, done, total)))
 
     def seconds(group: list[PlannedRun]) -> float:
@@ -376,11 +401,11 @@ def bench_suite(specs: Sequence[RunSpec], device: str = "auto", workers: int | N
         key = shape_key([r.config for r in slot.group])
         costs.setdefault(key, _cost_for(key, costs))
     return Prediction(plan, costs, schedule, startup_s, time.perf_counter() - started,
-                      plan.workers[0].threads if plan.workers else 1)
+                      plan.workers[0].threads if plan.workers else 1, list(dict.fromkeys(choices.values())))
 
 
 __all__ = [
     "BenchCancelled", "BenchError", "GroupCost", "GroupTime", "Plan", "PlannedRun", "Prediction", "Slot",
-    "bench_suite", "evaluations", "exact_windows", "group_time", "makespan", "measure_group",
+    "bench_suite", "choose_dtypes", "evaluations", "exact_windows", "group_time", "makespan", "measure_group",
     "measure_groups", "plan_suite", "plan_text", "rough_seconds", "shape_key", "simulate_schedule",
 ]

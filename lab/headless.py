@@ -40,13 +40,15 @@ class HeadlessError(Exception):
     """A user mistake found before anything ran: one line, exit code 2."""
 
 
-def override_specs(specs: list[RunSpec], max_iters: int | None, data: str | None) -> list[RunSpec]:
-    """Apply --max-iters / --data to every run; the changed settings make new run identities.
+def override_specs(specs: list[RunSpec], max_iters: int | None, data: str | None,
+                   dtype: str | None = None) -> list[RunSpec]:
+    """Apply --max-iters / --data / --dtype to every run; the changed settings make new run
+    identities (a run keeps the precision it started in, so another dtype is another run).
 
     A relative --data path is relative to the working folder, as command-line paths are."""
     if data is not None:
         data = resolve_data(data, os.getcwd())
-    changes = {k: v for k, v in (("max_iters", max_iters), ("data", data)) if v is not None}
+    changes = {k: v for k, v in (("max_iters", max_iters), ("data", data), ("dtype", dtype)) if v is not None}
     if not changes:
         return specs
     out = []
@@ -95,6 +97,7 @@ class ProgressView:
                  recorded_vals: Mapping[str, list[float]] | None = None):
         self.console = console
         self.plain = plain
+        self.dtype_notes: set[str] = set()  # how dtype "auto" was decided, each said once
         recorded_vals = recorded_vals or {}
         self.runs = {}
         for r in rows:
@@ -132,6 +135,9 @@ class ProgressView:
             how = "resumed at step" if event.step else "started,"
             self.line(f"{run.label} {how} {event.step}/{event.max_iters} on {event.device} "
                       f"(group of {event.group_size}, {event.n_params:,} parameters)")
+            if event.dtype_note and event.dtype_note not in self.dtype_notes:  # once, not once per run
+                self.dtype_notes.add(event.dtype_note)
+                self.line(event.dtype_note)
         elif isinstance(event, ev.StepLogged):
             run.step, run.train, run.tokens_per_s = event.step, event.train_loss, event.tokens_per_s
             now = time.monotonic()

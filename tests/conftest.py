@@ -14,6 +14,11 @@ import pytest
 from lab.core.config import RunConfig
 from lab.store import Store
 
+# dtype "auto" measures this machine and caches the answer: never in the user's cache from a
+# test (the fixtures below pin float32, so no test depends on a measurement; the ones that
+# test it point the cache at their own folder).
+os.environ["DROPRES_DTYPE_CACHE"] = os.path.join(os.environ.get("TMPDIR", "/tmp"), f"dropres-test-dtype-{os.getpid()}.json")
+
 
 def write_corpus(path: Path, chars: int = 20000, seed: int = 0) -> Path:
     """A deterministic pseudo-text with some structure for a model to learn."""
@@ -35,7 +40,7 @@ def tiny_config(data: Path | str, **overrides) -> RunConfig:
     """A model small enough that a few dozen steps take well under a second."""
     base = dict(data=str(data), n_layer=1, n_head=2, n_embd=16, block_size=16, batch_size=4,
                 dropout=0.0, skips={1: 0.0}, max_iters=20, lr=1e-3, min_lr=1e-4, warmup_iters=5,
-                eval_interval=10, eval_iters=2)
+                eval_interval=10, eval_iters=2, dtype="float32")
     base.update(overrides)
     return RunConfig.from_dict(base)
 
@@ -61,6 +66,7 @@ min_lr = 1e-4
 warmup_iters = 5
 eval_interval = 20
 eval_iters = 2
+dtype = "float32"
 """
 
 SUITES = """

@@ -12,7 +12,10 @@ import hashlib
 import json
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .precision import DtypeChoice
 
 #: The four per-site dropout keys that the `dropout` shorthand expands into.
 DROPOUT_SITES = ("embd_dropout", "attn_dropout", "attn_out_dropout", "mlp_dropout")
@@ -158,7 +161,7 @@ FIELDS: dict[str, FieldSpec] = {
         FieldSpec("grad_clip", "float", "per-configuration gradient-norm clip (0 disables)", 0.0, None),
         FieldSpec("beta1", "float", "AdamW beta1", 0.0, 1.0, False),
         FieldSpec("beta2", "float", "AdamW beta2", 0.0, 1.0, False),
-        FieldSpec("dtype", "choice", '"auto": bf16 autocast where the CPU/GPU multiplies bf16 natively, else fp32; or "float32" / "bfloat16"', choices=DTYPES),
+        FieldSpec("dtype", "choice", '"auto": bf16 autocast where a measured training step is at least 10% faster in bf16 (a CUDA GPU with bf16: always), else fp32; or "float32" / "bfloat16"', choices=DTYPES),
         FieldSpec("seed", "int", "initialisation and dropout masks", 0, 2**63 - 1),
         FieldSpec("data_seed", "int", "training batches (shared by a group)", 0, 2**63 - 1),
     ]
@@ -338,6 +341,10 @@ class TrainOptions:
     # group of N (measured best on CPU: 8 windows at N = 5, 32-40 at N = 1; larger batches
     # fall out of cache, 128 windows at 16 blocks was 1.7x slower than 8).
     eval_batch_windows: int | None = None
+    # What dtype "auto" resolved to for this group on this device, decided by the driver before
+    # its workers started (measuring while workers train would be slowed by them); None: the
+    # trainer resolves it itself (lab.core.precision.choose_dtype).
+    dtype_choice: "DtypeChoice | None" = None
 
 
 def lr_at(cfg: RunConfig, it: int) -> float:

@@ -1,21 +1,48 @@
-"""Which floating-point precision a run trains in when its dtype is "auto".
+"""Which floating-point precision a run trains in when its dtype is "auto": decided by measuring.
 
-bf16 autocast only pays where the hardware multiplies bf16 matrices natively: on this
-project's 2-core test machine (AMD EPYC with avx512_bf16) a 4-block training step ran 2.5x
-faster in bf16 than in fp32 (benchmarks/results/sweep.md), and the final validation losses
-agreed with fp32 within seed-to-seed noise. Without native support PyTorch emulates bf16 and
-is slower than fp32, so "auto" falls back to float32 there.
+CPU flags do not tell speed. On this project's 2-core AMD EPYC (avx512_bf16) a training step
+ran 1.5-2.5x faster in bf16 autocast than in fp32; on an Intel Xeon with the same flag and
+the same torch, bf16 matrix multiplies ran at half the fp32 speed and every step was slower
+(issue 12). So on a CPU "auto" times the model's own training step in both precisions
+(`lab.core.dtype_timing`, about two seconds) and takes bf16 only when it is at least
+`BF16_MIN_SPEEDUP` faster; the answer is cached per machine, device and torch version
+(`lab.core.dtype_cache`). Without native bf16 (no avx512_bf16/amx_bf16 flag) bf16 is
+emulated and slow, so float32 is chosen without measuring; a CUDA device with bf16 uses it.
+
+Whether bf16 changes the losses: benchmarks/results/dtype_agreement.md compares both
+precisions at every rate of paper-skip1 against seed-to-seed noise.
+
+The measurement must run while nothing else trains (two measurements side by side on two
+cores slow each other, and a wrong answer would be cached): the driver and `bench` resolve
+"auto" before their workers start and hand the answer to the workers (`TrainOptions.
+dtype_choice`); a trainer given no answer resolves on its own device with `choose_dtype`,
+which is also what a remote worker calls for its own hardware. A run keeps the precision it
+started in: a resume takes it from the checkpoint, never from a new resolution.
 """
 
 from __future__ import annotations
 
 import functools
+import sys
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Callable
 
-import torch
+from . import dtype_cache
+
+if TYPE_CHECKING:
+    import torch
+
+    from .config import RunConfig
 
 #: CPU feature flags (Linux /proc/cpuinfo) that mean native bf16 matrix multiplies.
 BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")
+#: bf16 is used only when a training step is at least this much faster than in fp32: a small
+#: gain is not worth a precision whose losses differ from fp32's.
+BF16_MIN_SPEEDUP = 1.10
+
+#: (fp32 seconds, bf16 seconds) per training step of a configuration on a device.
+Measure = Callable[["RunConfig", str, "int | None"], "tuple[float, float]"]
 
 
 @functools.lru_cache(maxsize=1)
@@ -31,17 +58,119 @@ def cpu_flags() -> frozenset[str]:
     return frozenset()
 
 
-def native_bf16(device: torch.device) -> bool:
+def native_bf16(device: "str | torch.device") -> bool:
     """True when `device` multiplies bf16 matrices natively (tensor cores, AVX512-BF16, AMX)."""
-    if device.type == "cuda":
+    kind = _device_type(device)
+    if kind == "cuda":
+        import torch
+
         return torch.cuda.is_bf16_supported()
-    if device.type == "cpu":
+    if kind == "cpu":
         return any(flag in cpu_flags() for flag in BF16_CPU_FLAGS)
     return False
 
 
-def resolve_dtype(dtype: str, device: torch.device) -> str:
-    """The precision a run with setting `dtype` trains in on `device`: "float32" or "bfloat16"."""
-    if dtype == "auto":
-        return "bfloat16" if native_bf16(device) else "float32"
-    return dtype
+def choose_from_timings(fp32_step_s: float, bf16_step_s: float) -> str:
+    """"bfloat16" when its step is at least BF16_MIN_SPEEDUP times faster, else "float32"."""
+    return "bfloat16" if fp32_step_s >= BF16_MIN_SPEEDUP * bf16_step_s else "float32"
+
+
+@dataclass(frozen=True)
+class DtypeChoice:
+    """What a run's dtype setting resolved to, and why: recorded in its provenance and log."""
+
+    setting: str  # the run's dtype setting: "auto", "float32" or "bfloat16"
+    dtype: str  # the precision it trains in: "float32" or "bfloat16"
+    reason: str  # "set", "measured", "no native bf16", "cuda", "checkpoint"
+    fp32_step_s: float | None = None  # measured seconds per training step ("measured" only)
+    bf16_step_s: float | None = None
+    shape: str = ""  # the measured model shape
+    cached: bool = False  # the timings came from the cache, not from a measurement now
+
+    @property
+    def bf16_speedup(self) -> float | None:
+        """fp32 step time / bf16 step time: above 1 bf16 is faster."""
+        if self.fp32_step_s is None or self.bf16_step_s is None:
+            return None
+        return self.fp32_step_s / self.bf16_step_s
+
+    def describe(self) -> str:
+        """One line: "dtype auto: float32, bf16 measured 0.62x on this CPU (fp32 28.5 ms, ...)"."""
+        if self.reason == "set":
+            return f"dtype {self.dtype} (set)"
+        head = f"dtype {self.setting}: {self.dtype}"
+        if self.reason == "measured":
+            when = "cached measurement" if self.cached else "measured now"
+            return (f"{head}, bf16 measured {self.bf16_speedup:.2f}x on this CPU (fp32 {self.fp32_step_s * 1000:.1f} ms, "
+                    f"bf16 {self.bf16_step_s * 1000:.1f} ms per training step of {self.shape}; {when})")
+        if self.reason == "no native bf16":
+            return f"{head}, this CPU has no native bf16 (not measured)"
+        if self.reason == "cuda":
+            return f"{head}, {'CUDA device with bf16' if self.dtype == 'bfloat16' else 'CUDA device without bf16'}"
+        if self.reason == "checkpoint":
+            return f"{head}, kept from the checkpoint (the precision the run started in)"
+        return f"{head} ({self.reason})"
+
+    def kept(self, dtype: str) -> "DtypeChoice":
+        """The choice of a resumed run: the checkpoint's precision, whatever resolving says now."""
+        return DtypeChoice(self.setting, dtype, "checkpoint")
+
+
+def shape_text(cfg: "RunConfig") -> str:
+    """The cache's key for a model shape: "4 x 128, 4 heads, batch 8 x 64"."""
+    return f"{cfg.n_layer} x {cfg.n_embd}, {cfg.n_head} heads, batch {cfg.batch_size} x {cfg.block_size}"
+
+
+def choose_dtype(setting: str, device: "str | torch.device", cfg: "RunConfig | None" = None, *,
+                 threads: int | None = None, measure: Measure | None = None, cache_result: bool = True,
+                 cache_file: Path | None = None, warn: Callable[[str], None] | None = None) -> DtypeChoice:
+    """Resolve `setting` for a run of `cfg` on `device`, measuring on a CPU when needed.
+
+    A measurement (`measure`, by default `dtype_timing.time_training_steps` with `threads`)
+    is looked up in the cache first and stored there after, unless `cache_result` is False
+    (measured while other work shared the machine). `warn` gets a damaged cache's one line.
+    """
+    if setting != "auto":
+        return DtypeChoice(setting, setting, "set")
+    kind = _device_type(device)
+    if kind == "cuda":
+        return DtypeChoice(setting, "bfloat16" if native_bf16(device) else "float32", "cuda")
+    if not native_bf16(device):
+        return DtypeChoice(setting, "float32", "no native bf16")
+    if cfg is None:
+        from .config import RunConfig
+
+        cfg = RunConfig()
+    shape = shape_text(cfg)
+    machine = dtype_cache.machine_key(kind)
+    warn = warn or _warn_stderr
+    found = dtype_cache.read_timings(machine, shape, cache_file, warn)
+    if found is None:
+        if measure is None:
+            from .dtype_timing import time_training_steps as measure
+        fp32_s, bf16_s = measure(cfg, kind, threads)
+        found = dtype_cache.StepTimings(fp32_s, bf16_s, threads)
+        if cache_result:
+            dtype_cache.write_timings(machine, shape, found, cache_file, warn)
+        cached = False
+    else:
+        cached = True
+    return DtypeChoice(setting, choose_from_timings(found.fp32_s, found.bf16_s), "measured",
+                       found.fp32_s, found.bf16_s, shape, cached)
+
+
+def resolve_dtype(setting: str, device: "str | torch.device", cfg: "RunConfig | None" = None,
+                  threads: int | None = None) -> str:
+    """The precision a run with dtype `setting` trains in on `device`: "float32" or "bfloat16".
+
+    The one entry point for any process deciding for its own hardware (the driver, `bench`,
+    a remote worker); `choose_dtype` gives the reason and timings as well."""
+    return choose_dtype(setting, device, cfg, threads=threads).dtype
+
+
+def _device_type(device: "str | torch.device") -> str:
+    return getattr(device, "type", None) or str(device).partition(":")[0]
+
+
+def _warn_stderr(message: str) -> None:
+    print(f"warning: {message}", file=sys.stderr)

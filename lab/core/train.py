@@ -28,7 +28,7 @@ from .checkpoint import CheckpointError, CheckpointSink, encode_checkpoint, load
 from .config import EVAL_WINDOW_CONFIGS, RunConfig, TrainOptions, lr_at  # noqa: F401  (re-exported)
 from .data import Corpus, DataError, get_corpus, get_batch, random_starts, window_batch
 from .model import Decoder, config_losses, token_losses
-from .precision import resolve_dtype
+from .precision import DtypeChoice, choose_dtype
 
 EVAL_SEED_OFFSET = 0x5EED_E7A1  # evaluation windows: a stream of their own
 
@@ -73,7 +73,13 @@ class GroupTrainer:
         self.n = len(configs)
         per_forward = EVAL_WINDOW_CONFIGS.get(self.device.type, EVAL_WINDOW_CONFIGS["cpu"])
         self.eval_windows = options.eval_batch_windows or max(1, per_forward // self.n)
-        self.dtype = resolve_dtype(self.cfg.dtype, self.device)  # what "auto" means on this device
+        given = options.dtype_choice  # resolved by the driver before its workers started
+        self._use_dtype(given if given is not None and given.setting == self.cfg.dtype
+                        else choose_dtype(self.cfg.dtype, self.device, self.cfg))
+
+    def _use_dtype(self, choice: DtypeChoice) -> None:
+        self.dtype_choice = choice
+        self.dtype = choice.dtype
         self.amp = torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.dtype == "bfloat16")
 
     # -- setup -------------------------------------------------------------------------------
@@ -115,6 +121,13 @@ class GroupTrainer:
         for cfg, state in zip(self.configs, found):
             if state["config"] != cfg.to_dict():
                 raise CheckpointError("checkpoint belongs to another configuration; refusing to load it (start over with --fresh)")
+        # A run keeps the precision it started in (checkpoints before issue 12 did not say:
+        # they resume in what the setting resolves to now).
+        started_in = {s["dtype"] for s in found if "dtype" in s}
+        if len(started_in) > 1:
+            raise CheckpointError("runs that started in different precisions cannot train as one group; use --group-size 1")
+        if started_in:
+            self._use_dtype(self.dtype_choice.kept(started_in.pop()))
         for i, state in enumerate(found):
             load_run_weights(self.model, i, state)
         first = found[0]
@@ -158,6 +171,7 @@ class GroupTrainer:
             rng["mask_cuda"] = torch.cuda.get_rng_state(self.device)
         return {
             "config": self.configs[i].to_dict(),
+            "dtype": self.dtype,
             "step": self.step,
             "finished": finished,
             "vocab": list(self.corpus.chars),
@@ -299,7 +313,7 @@ class GroupTrainer:
         n_params = model.n_params()
         for i in range(self.n):
             self.emit(ev.Started(self.run_ids[i], self.step, cfg.max_iters, n_params, str(self.device), self.dtype,
-                                 self.n, os.getpid()))
+                                 self.n, os.getpid(), self.dtype_choice.describe()))
         pending: list[torch.Tensor] = []
         lr = lr_at(cfg, self.step)
         model.train()

@@ -15,7 +15,8 @@ import time
 from typing import Callable, Iterable
 
 from ..core import events as ev
-from ..core.config import TrainOptions
+from ..core.config import RunConfig, TrainOptions
+from ..core.precision import DtypeChoice, choose_dtype, shape_text
 from ..store import RunRow, Store
 from .executor import Executor, GroupTask, TaskDone, WorkerDied, WorkerReady
 from .scheduler import plan_groups, spread_groups
@@ -35,7 +36,7 @@ class Driver:
 
     def __init__(self, store: Store, executor: Executor, *, group_size: int, options: TrainOptions,
                  kind: str, scope: Iterable[str] | None = None, linger_s: float = 0.0,
-                 on_event: Callable[[object], None] | None = None):
+                 on_event: Callable[[object], None] | None = None, devices: Iterable[str] = ()):
         self.store = store
         self.executor = executor
         self.group_size = group_size
@@ -54,6 +55,8 @@ class Driver:
         self._ids = itertools.count()
         self._idle_since: float | None = None
         self.exit_requested = False  # an "exit" request found it idle: it leaves without lingering
+        self.devices = list(devices)  # the workers' devices, known before they start
+        self.dtype_choices: dict[tuple[str, str], DtypeChoice] = {}  # (shape, device) -> dtype "auto" there
 
     # -- control -------------------------------------------------------------------------------
     def request_stop(self) -> None:
@@ -77,6 +80,9 @@ class Driver:
         self.store.clear_requests()
         # A driver with a fixed scope (headless) trains only its own runs: it takes no new work.
         self.store.set_driver_info(_pid(), accepting=self.scope is None, kind=self.kind)
+        for row in self._queued():  # measured before the workers start: they would slow it
+            for device in sorted(set(self.devices)):
+                self._dtype_choice(row.config, device, workers_busy=False)
         self.executor.start()
         try:
             while True:
@@ -133,7 +139,9 @@ class Driver:
         task_id = f"g{next(self._ids)}"
         for run in group:  # files newer than the store's record would resume past metrics it never received
             self.store.discard_unrecorded_checkpoints(run.run_id)
-        options = TrainOptions(**{**self.options.__dict__, "device": self.executor.device_of(slot)})
+        device = self.executor.device_of(slot)
+        options = TrainOptions(**{**self.options.__dict__, "device": device,
+                                  "dtype_choice": self._dtype_choice(group[0].config, device, self.executor.busy())})
         task = GroupTask(task_id, [r.run_id for r in group], [r.config.to_dict() for r in group],
                          [str(self.store.checkpoint_dir(r.run_id)) for r in group], options)
         self.tasks[task_id] = task
@@ -141,6 +149,19 @@ class Driver:
         self.dispatched.update(task.run_ids)
         self.ended.difference_update(task.run_ids)
         self.executor.submit(slot, task)
+
+    def _dtype_choice(self, cfg: RunConfig, device: str, workers_busy: bool) -> DtypeChoice | None:
+        """What dtype "auto" means for `cfg`'s shape on a CPU `device`, measured here, once.
+
+        A shape first queued while workers train is measured under their load: the answer
+        serves this driver but is not cached. On a GPU the worker decides (no measuring).
+        """
+        if cfg.dtype != "auto" or not device.startswith("cpu"):
+            return None
+        key = (shape_text(cfg), device)
+        if key not in self.dtype_choices:
+            self.dtype_choices[key] = choose_dtype(cfg.dtype, device, cfg, cache_result=not workers_busy)
+        return self.dtype_choices[key]
 
     def _absorb(self, items: list[tuple[int, str, object]]) -> None:
         batch: list = []  # core events to write, in order

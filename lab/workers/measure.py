@@ -20,6 +20,7 @@ from ..core.config import RunConfig, TrainOptions
 
 if TYPE_CHECKING:
     from ..core.data import Corpus
+    from ..core.precision import DtypeChoice
 
 #: Seconds of timed training steps per group shape (at least MIN_TIMED_STEPS steps, so a slow
 #: 16-block group takes a few seconds and a tiny one a hundred steps).
@@ -98,11 +99,13 @@ class MeasureTask:
     steps_budget_s: float = STEPS_BUDGET_S
     eval_budget_s: float = STEPS_BUDGET_S * EVAL_BUDGET_SHARE
     checkpoint_dir: str | None = None  # where the timed checkpoint is written (the caller removes it)
+    dtype_choice: "DtypeChoice | None" = None  # dtype "auto" resolved before the workers started
 
     def perform(self, emit: Callable[[object], None], should_stop: Callable[[], bool]) -> None:
         """Emit Measured (or MeasureFailed), then train steps until `should_stop()`."""
         try:
-            cost, trainer = _measure_on_worker([RunConfig.from_dict(c) for c in self.configs], self.device,
+            cost, trainer = _measure_on_worker([RunConfig.from_dict(c) for c in self.configs],
+                                               TrainOptions(device=self.device, dtype_choice=self.dtype_choice),
                                                self.steps_budget_s, self.eval_budget_s,
                                                None if self.checkpoint_dir is None else Path(self.checkpoint_dir))
         except Exception as exc:  # reported as one line; the benchmark stops measuring
@@ -118,21 +121,21 @@ class MeasureTask:
 _set_up_on: set[str] = set()
 
 
-def _measure_on_worker(configs: list[RunConfig], device: str, steps_budget_s: float, eval_budget_s: float,
+def _measure_on_worker(configs: list[RunConfig], options: TrainOptions, steps_budget_s: float, eval_budget_s: float,
                        checkpoint_dir: Path | None) -> tuple[GroupCost, Any]:
     """`_measure` with the worker's one-time costs: loading the corpus (cached per process)
     and, on its first group, a throwaway setup that pays lazy initialisation."""
     from ..core.data import get_corpus
     from ..core.train import GroupTrainer
 
-    first = device not in _set_up_on
+    first = options.device not in _set_up_on
     t = time.perf_counter()
     corpus = get_corpus(configs[0].data)
     if first:
-        GroupTrainer(configs, [""] * len(configs), lambda event: None, TrainOptions(device=device), None).setup(corpus)
-        _set_up_on.add(device)
+        GroupTrainer(configs, [""] * len(configs), lambda event: None, options, None).setup(corpus)
+        _set_up_on.add(options.device)
     once_s = time.perf_counter() - t
-    cost, trainer = _measure(configs, device, corpus, steps_budget_s, eval_budget_s, checkpoint_dir)
+    cost, trainer = _measure(configs, options, corpus, steps_budget_s, eval_budget_s, checkpoint_dir)
     once_s = max(0.0, once_s - (cost.setup_s if first else 0.0))  # less what every group's setup costs
     return GroupCost(**{**cost.__dict__, "once_s": once_s}), trainer
 
@@ -146,7 +149,7 @@ def _synchronizer(device: str) -> Callable[[], None]:
     return lambda: None
 
 
-def _measure(configs: Sequence[RunConfig], device: str, corpus: "Corpus", steps_budget_s: float,
+def _measure(configs: Sequence[RunConfig], options: TrainOptions, corpus: "Corpus", steps_budget_s: float,
              eval_budget_s: float, checkpoint_dir: Path | None) -> tuple[GroupCost, Any]:
     """`measure_group` with this process's torch threads, also returning the trainer (a
     measuring worker keeps it busy after)."""
@@ -156,9 +159,8 @@ def _measure(configs: Sequence[RunConfig], device: str, corpus: "Corpus", steps_
     from ..core.data import random_starts
     from ..core.train import GroupTrainer
 
-    sync = _synchronizer(device)
+    sync = _synchronizer(options.device)
     n = len(configs)
-    options = TrainOptions(device=device)
     ids = [f"bench-{i}" for i in range(n)]
     sink = None
     if checkpoint_dir is not None:
@@ -234,4 +236,4 @@ def measure_group(configs: Sequence[RunConfig], device: str, threads: int, corpu
 
     torch.set_num_threads(threads)
     budget = steps_budget_s * EVAL_BUDGET_SHARE if eval_budget_s is None else eval_budget_s
-    return _measure(configs, device, corpus, steps_budget_s, budget, checkpoint_dir)[0]
+    return _measure(configs, TrainOptions(device=device), corpus, steps_budget_s, budget, checkpoint_dir)[0]

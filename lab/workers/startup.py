@@ -112,7 +112,8 @@ class DriverSession:
         store records. The previous handlers of `stop.signals` are restored on the way out.
         """
         driver = Driver(self.store, executor_for(plan.workers), group_size=plan.group_size,
-                        options=TrainOptions(), kind=self.kind, scope=scope, linger_s=self.settings.linger_s, on_event=on_event)
+                        options=TrainOptions(), kind=self.kind, scope=scope, linger_s=self.settings.linger_s, on_event=on_event,
+                        devices=[w.device for w in plan.workers])
         handler = _stop_handler(driver, stop)
         previous = {sig: signal.signal(sig, handler) for sig in stop.signals}
         try:
