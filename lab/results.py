@@ -521,3 +521,79 @@ def render_text(rows: Sequence[ResultRow], fmt: str, titles: dict[str, str] | No
     if fmt == "markdown":
         return to_markdown(rows, titles)
     raise ValueError(f"no text format {fmt!r}; use one of csv, json, markdown")
+
+
+# -- at scale: the best rows of each suite, and exports written as they are made ------------
+
+#: Rows per suite that the `results` table and the headless end-of-run table show by default;
+#: `--all` shows every row. A 10,000-run table is read by no one and takes a minute to print.
+TOP_PER_SUITE = 25
+
+
+def rank_key(row: RunRow) -> tuple:
+    """The order `result_rows` ranks a suite's runs in (best val, missing last, then name);
+    `Store.best_runs` orders by the same key in SQL."""
+    best = _num(row.best_val)
+    return (best is None, best if best is not None else 0.0, row.name)
+
+
+def best_of_each_suite(rows: Iterable[RunRow], limit: int = TOP_PER_SUITE) -> tuple[list[RunRow], dict[str, int]]:
+    """The `limit` best runs of each suite (suites in first-seen order), and how many runs each
+    suite has in all: what a table shows before `--all`."""
+    import heapq
+
+    by_suite: dict[str, list[RunRow]] = {}
+    for row in rows:
+        by_suite.setdefault(row.suite, []).append(row)
+    best = [r for runs in by_suite.values() for r in heapq.nsmallest(limit, runs, key=rank_key)]
+    return best, {suite: len(runs) for suite, runs in by_suite.items()}
+
+
+def render_best_tables(rows: Sequence[ResultRow], totals: dict[str, int], titles: dict[str, str] | None = None,
+                       more_hint: str = "--all shows every run") -> list[Table]:
+    """`render_rich_tables` of the best rows of each suite, each table saying under it how many
+    runs of its suite are not shown (`totals`: runs per suite in all)."""
+    tables = render_rich_tables(rows, titles)
+    for table, (suite, shown) in zip(tables, _by_suite(rows).items()):
+        hidden = totals.get(suite, len(shown)) - len(shown)
+        if hidden > 0:
+            table.caption = f"the best {len(shown):,} of {totals[suite]:,} runs: {hidden:,} more ({more_hint})"
+            table.caption_justify = "left"
+    return tables
+
+
+def stream_text(suites: Iterable[Sequence[ResultRow]], fmt: str, write: Callable[[str], Any]) -> None:
+    """Write the csv or json export of `suites` (each suite's ranked rows, as `result_rows`
+    makes them) piece by piece as each suite is read, instead of one string of everything:
+    the same text as `render_text` on all the rows (for CSV: with every suite's settings
+    known up front, see `stream_csv_header`)."""
+    if fmt == "json":
+        first = True
+        for rows in suites:
+            for r in rows:
+                write(("[\n" if first else ",\n") + _indented(row_to_dict(r)))
+                first = False
+        write("[]\n" if first else "\n]\n")
+        return
+    raise ValueError(f"no streamed format {fmt!r}; use json or csv_lines")
+
+
+def _indented(d: dict[str, Any]) -> str:
+    """One object of `to_json`'s list, indented as there (2 spaces inside a list)."""
+    text = json.dumps(d, indent=2, allow_nan=False)
+    return "\n".join("  " + line for line in text.splitlines())
+
+
+def csv_lines(rows: Sequence[ResultRow], settings: Sequence[str], header: bool) -> str:
+    """`to_csv` for unaggregated rows with the settings columns given (every suite's, read up
+    front), so suites can be written one after another under one header."""
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    if header:
+        writer.writerow(list(_CSV_FIELDS) + [k for k in settings if k not in _CSV_FIELDS] + ["run_ids"])
+    for r in rows:
+        line = [_csv(getattr(r, k)) for k in _CSV_FIELDS]
+        line += [_csv(setting_value(r.config, k)) for k in settings if k not in _CSV_FIELDS]
+        line.append(" ".join(r.run_ids))
+        writer.writerow(line)
+    return buf.getvalue()
