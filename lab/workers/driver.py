@@ -170,8 +170,17 @@ class Driver:
             self.ended.difference_update(self.retry)
             self.retry = []
         self._requeue_group_mates(batch)
+        self._forget_ended_tasks(items)
         for event in shown:
             self.on_event(event)
+
+    def _forget_ended_tasks(self, items: list[tuple[int, str, object]]) -> None:
+        """Drop the tasks whose worker reported them done: what a poll looks through (stop
+        requests, a kill) stays the groups in training, however many runs have finished."""
+        for _, task_id, event in items:
+            if isinstance(event, TaskDone):
+                self.tasks.pop(task_id, None)
+                self.slot_of_task.pop(task_id, None)
 
     def _retry_smaller(self, task_id: str, event: object) -> bool:
         """A group that ran out of memory is retried in smaller groups instead of failing.
