@@ -263,9 +263,18 @@ def _drive(session: DriverSession, rows: list[RunRow], console: Console) -> int:
                                  graceful_note="stopping: workers checkpoint and exit (Ctrl-C again to stop at once)",
                                  immediate_note="stopping now")
             session.drive(plan, ctrl_c, scope=[r.run_id for r in todo], on_event=view.on_event)
+            ended: dict[tuple[str, str], list[str]] = {}  # (status, note) -> runs the driver ended without an event
             for row in store.runs(statuses=("failed", "stopped")):
-                if row.run_id in view.runs and row.status in ("failed", "stopped") and view.runs[row.run_id].status not in ("failed", "stopped"):
-                    view.mark(row.run_id, row.status, row.error or "")
+                if row.run_id in view.runs and view.runs[row.run_id].status not in ("failed", "stopped"):
+                    ended.setdefault((row.status, row.error or ""), []).append(row.run_id)
+            for (status, note), ids in ended.items():
+                if len(ids) <= 3:
+                    for run_id in ids:
+                        view.mark(run_id, status, note)
+                    continue
+                for run_id in ids:  # a stopped 10,000-run sweep: one line, not one per queued run
+                    view.mark(run_id, status)
+                view.line(f"{counted(len(ids), 'run')} {status}" + (f": {note}" if note else ""))
     got = store.get_many([r.run_id for r in rows])
     final = [got[r.run_id] for r in rows if r.run_id in got]
     best, totals = best_of_each_suite(final)
