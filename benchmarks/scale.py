@@ -68,8 +68,8 @@ def lab(*args: str) -> list[str]:
     return [sys.executable, "-m", "lab", *args]
 
 
-def timed_process(cmd: list[str], limit: float) -> tuple[float | None, float | None]:
-    """(wall seconds, peak RSS in MB) of a command, or (None, None) past `limit`."""
+def timed_process(cmd: list[str], limit: float) -> tuple[float | None, float | None, float | None]:
+    """(wall seconds, peak RSS in MB, CPU seconds) of a command, or Nones past `limit`."""
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = t0 + limit
@@ -80,11 +80,11 @@ def timed_process(cmd: list[str], limit: float) -> tuple[float | None, float | N
             proc.returncode = os.waitstatus_to_exitcode(status)
             if proc.returncode != 0:
                 raise RuntimeError(f"{' '.join(cmd[2:])} exited {proc.returncode}: {proc.stderr.read().decode()[-500:]}")
-            return wall, usage.ru_maxrss / 1024
+            return wall, usage.ru_maxrss / 1024, usage.ru_utime + usage.ru_stime
         if time.perf_counter() > deadline:
             proc.kill()
             proc.wait()
-            return None, None
+            return None, None, None
         time.sleep(0.02)
 
 
@@ -126,18 +126,18 @@ def headless_and_stop(file: Path, store: Path, n: int, limit: float) -> tuple[fl
     return enqueue, stop
 
 
-def fill_store(file: Path, store: Path) -> float:
-    """Enqueue every run of the file into `store` in-process; returns the seconds it took."""
+def fill_store(file: Path, store: Path) -> tuple[float, float]:
+    """Enqueue every run of the file into `store` in-process; returns (wall, CPU) seconds."""
     from lab.experiments import load_experiments
     from lab.launch import check_corpora, enqueue_specs
     from lab.store import Store
 
     specs = load_experiments(file).runs
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     shas = check_corpora(specs)
     with Store.open(store) as st:
         enqueue_specs(st, specs, shas)
-    return time.perf_counter() - t0
+    return time.perf_counter() - t0, time.process_time() - c0
 
 
 def finish_all(store: Path) -> None:
@@ -151,14 +151,14 @@ def finish_all(store: Path) -> None:
             [(v + 0.01, v, v - 0.1, v + 0.005, rid) for rid in ids for v in [2.0 + rng.random()]])
 
 
-def plan_seconds(store: Path) -> float:
+def plan_seconds(store: Path) -> tuple[float, float]:
     from lab.store import Store
     from lab.workers.scheduler import plan_groups
 
     with Store.open(store) as st:
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         plan_groups(st.queued(), 16)
-        return time.perf_counter() - t0
+        return time.perf_counter() - t0, time.process_time() - c0
 
 
 def poll_seconds(store: Path) -> float:
@@ -222,6 +222,11 @@ def fmt(x: float | None, limit: float, unit: str = "s") -> str:
     return f"{x:.2f} {unit}" if unit == "s" else f"{x:.0f} {unit}"
 
 
+def process_cell(measured: tuple[float | None, float | None, float | None], limit: float) -> str:
+    wall, rss, cpu = measured
+    return fmt(wall, limit) if wall is None else f"{wall:.2f} s (CPU {cpu:.2f} s), {rss:.0f} MB"
+
+
 def measure(n: int, limit: float, skip: set[str]) -> dict[str, str]:
     out: dict[str, str] = {}
     with tempfile.TemporaryDirectory(prefix="dropres-scale-") as tmp:
@@ -229,8 +234,7 @@ def measure(n: int, limit: float, skip: set[str]) -> dict[str, str]:
         file = folder / "experiments.toml"
         file.write_text(experiments_text(n))
         if "validate" not in skip:
-            wall, rss = timed_process(lab("validate", "-f", str(file)), limit)
-            out["validate"] = fmt(wall, limit) + (f", {rss:.0f} MB" if rss else "")
+            out["validate"] = process_cell(timed_process(lab("validate", "-f", str(file)), limit), limit)
         if "headless" not in skip:
             enqueue, stop = headless_and_stop(file, folder / "headless", n, limit)
             out["run --headless: to first run"] = fmt(enqueue, limit)
@@ -238,13 +242,12 @@ def measure(n: int, limit: float, skip: set[str]) -> dict[str, str]:
         if "store" in skip:
             return out
         store = folder / "store"
-        out["enqueue in-process"] = f"{fill_store(file, store):.2f} s"
-        out["plan the queue"] = f"{plan_seconds(store):.2f} s"
+        out["enqueue in-process"] = "{:.2f} s (CPU {:.2f} s)".format(*fill_store(file, store))
+        out["plan the queue"] = "{:.2f} s (CPU {:.2f} s)".format(*plan_seconds(store))
         finish_all(store)
         out["driver idle poll"] = f"{poll_seconds(store) * 1000:.1f} ms"
         for label, args in (("results (table)", []), ("results --format json", ["--format", "json"])):
-            wall, rss = timed_process(lab("results", "--store", str(store), *args), limit)
-            out[label] = fmt(wall, limit) + (f", {rss:.0f} MB" if rss else "")
+            out[label] = process_cell(timed_process(lab("results", "--store", str(store), *args), limit), limit)
         if "tui" not in skip:
             first, runs_key, results_key = tui_seconds(store, file, limit)
             out["TUI first frame"] = fmt(first, limit)
