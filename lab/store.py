@@ -783,15 +783,16 @@ class Store:
         """The `limit` runs of each suite (or of `suite`) with the lowest best val (no value
         last, then by name: `lab.results.rank_key`), suites in first-seen order, and how many
         runs each suite has in all. Sorted and cut in SQL, so a table of a 100,000-run store
-        reads a few rows, not all of them."""
+        reads a few rows, not all of them (the ranking sorts keys only, not whole rows)."""
         where, args = ("WHERE suite = ?", [suite]) if suite is not None else ("", [])
         rows = self._read(
-            f"""SELECT * FROM (
-                   SELECT *, row_number() OVER (PARTITION BY suite ORDER BY best_val IS NULL, best_val, name) AS place,
+            f"""SELECT runs.*, ranked.in_suite FROM (
+                   SELECT rowid AS rid, row_number() OVER (PARTITION BY suite ORDER BY best_val IS NULL, best_val, name) AS place,
                           count(*) OVER (PARTITION BY suite) AS in_suite,
                           min(rowid) OVER (PARTITION BY suite) AS suite_first
-                   FROM runs {where})
-               WHERE place <= ? ORDER BY suite_first, place""",
+                   FROM runs {where}) AS ranked
+               JOIN runs ON runs.rowid = ranked.rid
+               WHERE ranked.place <= ? ORDER BY ranked.suite_first, ranked.place""",
             [*args, limit],
         )
         return [_row(r) for r in rows], {r["suite"]: int(r["in_suite"]) for r in rows}
