@@ -264,9 +264,9 @@ def _drive(session: DriverSession, rows: list[RunRow], console: Console) -> int:
                                  immediate_note="stopping now")
             session.drive(plan, ctrl_c, scope=[r.run_id for r in todo], on_event=view.on_event)
             ended: dict[tuple[str, str], list[str]] = {}  # (status, note) -> runs the driver ended without an event
-            for row in store.runs(statuses=("failed", "stopped")):
-                if row.run_id in view.runs and view.runs[row.run_id].status not in ("failed", "stopped"):
-                    ended.setdefault((row.status, row.error or ""), []).append(row.run_id)
+            for run_id, status, error in store.outcomes(("failed", "stopped")):
+                if run_id in view.runs and view.runs[run_id].status not in ("failed", "stopped"):
+                    ended.setdefault((status, error or ""), []).append(run_id)
             for (status, note), ids in ended.items():
                 if len(ids) <= 3:
                     for run_id in ids:

@@ -758,6 +758,17 @@ class Store:
         rows = self._read("SELECT * FROM runs WHERE status = 'queued' ORDER BY queued_at, rowid")
         return [_row(r) for r in rows]
 
+    def queued_ids(self) -> list[str]:
+        """The queue's run ids, first queued first: what a stop needs, without reading (and
+        parsing) 100,000 whole rows."""
+        return [r[0] for r in self._read("SELECT run_id FROM runs WHERE status = 'queued' ORDER BY queued_at, rowid")]
+
+    def outcomes(self, statuses: Sequence[str]) -> list[tuple[str, str, str | None]]:
+        """(run id, status, error) of the runs in `statuses`, without reading whole rows."""
+        rows = self._read(f"SELECT run_id, status, error FROM runs WHERE status IN ({', '.join('?' * len(statuses))})",
+                          list(statuses))
+        return [(r[0], r[1], r[2]) for r in rows]
+
     def runs(self, suite: str | None = None, statuses: Iterable[str] | None = None) -> list[RunRow]:
         """Runs in the order they were first enqueued, optionally of one suite and statuses."""
         sql, args = "SELECT * FROM runs WHERE 1", []

@@ -62,7 +62,8 @@ class Driver:
             self.stopping = True
             self.executor.stop()
             self.store.set_driver_info(_pid(), accepting=False, kind=self.kind)
-            waiting = [r.run_id for r in self._queued() if r.run_id not in self.dispatched]
+            waiting = [rid for rid in self.store.queued_ids()
+                       if rid not in self.dispatched and (self.scope is None or rid in self.scope)]
             self.store.stop_runs(waiting, "stopped before it started")
 
     def kill(self) -> None:
