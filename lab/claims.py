@@ -33,7 +33,7 @@ from rich.text import Text
 
 from lab.experiments import Claim
 from lab.formatting import counted, fmt_interval, fmt_p, verdict_style
-from lab.results import ResultRow, render_rich_tables, result_rows, to_markdown
+from lab.results import ResultRow, render_best_tables, result_rows, to_markdown
 from lab.stats import (
     INCONCLUSIVE,
     NO_VARIANCE,
@@ -227,12 +227,24 @@ def claim_results(experiments: Any, runs: Sequence[RunRow], suites: Iterable[str
     return evaluate_claims(claims, rows)
 
 
+def claim_runs(experiments: Any, store: Any, suites: Iterable[str]) -> list[RunRow]:
+    """Every run of every suite the claims of `suites` need (`referenced_suites`), read from
+    `store`; none when no suite among them has claims, so a 100,000-run suite without claims
+    is never read whole for them."""
+    if experiments is None:
+        return []
+    claimed = [s for s in suites if getattr(experiments.suites.get(s), "claims", None)]
+    return [r for s in referenced_suites(experiments, claimed) for r in store.runs(s)]
+
+
 def tables_with_claims(rows: Sequence[ResultRow], claims: Mapping[str, Sequence[ClaimResult]],
-                       titles: dict[str, str] | None = None) -> list[Table]:
-    """Each suite's results table (`render_rich_tables`), followed by its claims table."""
+                       titles: dict[str, str] | None = None, totals: Mapping[str, int] | None = None,
+                       more_hint: str = "--all shows every run") -> list[Table]:
+    """Each suite's results table (`render_best_tables`: with `totals`, saying how many of the
+    suite's runs it leaves out), followed by its claims table."""
     out = []
     by_suite = {s: [r for r in rows if r.suite == s] for s in dict.fromkeys(r.suite for r in rows)}
-    for suite, table in zip(by_suite, render_rich_tables(rows, titles)):
+    for suite, table in zip(by_suite, render_best_tables(rows, dict(totals or {}), titles, more_hint)):
         out.append(table)
         if claims.get(suite):
             out.append(claims_table(suite, claims[suite]))

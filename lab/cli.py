@@ -476,13 +476,15 @@ def _dropout_text(cfg: RunConfig) -> str:
 @app.command()
 def validate(
     file: Path = typer.Option(DEFAULT_FILE, "--file", "-f", help="Experiments file to check."),
+    show_all: bool = typer.Option(False, "--all", help="List every run (default: the first 25 of each suite, and how many more)."),
 ) -> None:
     """Check an experiments file and list the runs it expands to.
 
-    Every problem is reported at once, one per line as FILE:LINE: KEY: MESSAGE, and the exit code is 2. A valid file prints each suite's runs with their key settings (exit code 0).
+    Every problem is reported at once, one per line as FILE:LINE: KEY: MESSAGE, and the exit code is 2. A valid file prints each suite's runs with their key settings (exit code 0): the first 25 of each suite unless --all.
     """
     from .experiments import ExperimentsError, load_experiments
     from .formatting import fmt_loss
+    from .results import TOP_PER_SUITE
 
     try:
         experiments = load_experiments(file)
@@ -499,11 +501,14 @@ def validate(
     for s, suite in enumerate(experiments.suites.values()):
         if s:
             table.add_section()
-        for run in suite.runs:
+        listed = suite.runs if show_all else suite.runs[:TOP_PER_SUITE]
+        for run in listed:
             cfg = run.config
             table.add_row(suite.name, run.name, str(cfg.n_layer), _dropout_text(cfg),
                           ", ".join(f"{d}={r:g}" for d, r in cfg.skips), f"{cfg.max_iters:,}", str(cfg.seed),
                           fmt_loss(run.reference))
+        if len(listed) < len(suite.runs):
+            table.add_row(suite.name, f"... {len(suite.runs) - len(listed):,} more (--all lists every run)")
     print_tables([table])
     n_runs, n_suites = len(experiments.runs), len(experiments.suites)
     out.print(f"{file}: valid; {counted(n_runs, 'run')} in {counted(n_suites, 'suite')} "
@@ -531,6 +536,7 @@ def results(
     store: Optional[Path] = typer.Option(None, "--store", help=_STORE_HELP),
     fmt: OutputFormat = typer.Option(OutputFormat.table, "--format", help="table (for reading), or csv, json, markdown (for other tools; JSON writes non-finite numbers as null)."),
     replicates: bool = typer.Option(False, "--replicates", help="Merge runs that differ only in seed (name#seed) into one row: mean ± sample std, its 95 % interval and n."),
+    show_all: bool = typer.Option(False, "--all", help="Show every run in the table and in Markdown (default: the best 25 of each suite, saying how many more there are). CSV and JSON always carry every run."),
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write to this file (atomically) instead of the terminal."),
     file: Path = typer.Option(DEFAULT_FILE, "--file", "-f", help="Experiments file: the suites' claims and reproduction tolerances (left out if it is absent or has problems)."),
 ) -> None:
@@ -538,25 +544,35 @@ def results(
 
     Columns: the settings that differ between the suite's runs, status and step, best val and its distance to the suite's best, final val and train with their gap, the exact val loss over the whole validation split with its 95 % interval over seeds, the test against the best run it is comparable with (same settings but those the suite varies, same dtype), the published reference and final val minus it (✓ within the suite's tolerance), tokens/s and wall time. Table and Markdown add each suite's claims (supported, contradicted, inconclusive; Holm-corrected). Reads the store only; safe while a driver is training.
     """
-    from .claims import claim_results, markdown_with_claims, referenced_suites, suite_tolerances, tables_with_claims
-    from .results import render_text, result_rows
+    from .claims import claim_results, claim_runs, markdown_with_claims, suite_tolerances, tables_with_claims
+    from .results import TOP_PER_SUITE, best_rows, render_text, result_rows
 
     with user_errors():
         experiments = _experiments_for_claims(file)
         st = _open_store(store)
         try:
-            rows = st.runs(suite)
+            if suite is not None and suite not in st.suites():
+                raise _unknown_suite(st, suite)
+            if fmt in (OutputFormat.csv, OutputFormat.json):
+                _export(st, suite, fmt.value, replicates, output)
+                return
+            if show_all or replicates:
+                rows, totals = st.runs(suite), None
+            else:  # the best of each suite, picked in SQL: a 100,000-run store prints in a second
+                rows, totals = st.best_runs(suite, TOP_PER_SUITE)
             if not rows:
                 raise _unknown_suite(st, suite) if suite else UserError(
                     f"no runs yet at {st.dir}; run `dropres-lab run --headless` first")
             shown = list(dict.fromkeys(r.suite for r in rows))
-            claim_runs = list(rows) + [r for s in referenced_suites(experiments, shown) if s not in shown for r in st.runs(s)]
+            tested = claim_runs(experiments, st, shown) if fmt in (OutputFormat.table, OutputFormat.markdown) else []
         finally:
             st.close()
         table_rows = result_rows(rows, replicates=replicates, tolerances=suite_tolerances(experiments))
-        claims = claim_results(experiments, claim_runs, shown) if fmt in (OutputFormat.table, OutputFormat.markdown) else {}
+        if replicates and not show_all:
+            table_rows, totals = best_rows(table_rows, TOP_PER_SUITE)
+        claims = claim_results(experiments, tested, shown) if tested else {}
         if fmt is OutputFormat.table:
-            tables = tables_with_claims(table_rows, claims)
+            tables = tables_with_claims(table_rows, claims, totals=totals)
             if output is None:
                 print_tables(tables)
                 return
@@ -568,6 +584,48 @@ def results(
                 sys.stdout.flush()
                 return
         out.print(str(_write_atomic(output, text)), markup=False, highlight=False, soft_wrap=True)
+
+
+def _export(st: "Store", suite: Optional[str], fmt: str, replicates: bool, output: Optional[Path]) -> None:
+    """CSV or JSON of every run, written suite by suite as each is read and ranked (a
+    100,000-run store is never one string in memory), to stdout or atomically to `output`."""
+    from .core.atomic import atomic_writer
+    from .results import csv_lines, result_rows, stream_text, to_csv
+
+    suites = [suite] if suite is not None else st.suites()
+    if not suites:
+        raise UserError(f"no runs yet at {st.dir}; run `dropres-lab run --headless` first")
+    ranked = (result_rows(st.runs(s), replicates=replicates) for s in suites)
+
+    def write_all(write) -> None:
+        if fmt == "json":
+            stream_text(ranked, "json", write)
+        elif replicates or len(suites) == 1:  # one table: the header is known from its rows
+            write(to_csv([r for rows in ranked for r in rows]))
+        else:
+            from .results import setting_keys
+
+            every = RunConfig().to_dict()  # every setting, and every skip depth any run of the store has
+            every["skips"] = {str(d): 0.0 for d in st.skip_depths()}
+            settings = setting_keys([every])
+            for i, rows in enumerate(ranked):
+                write(csv_lines(rows, settings, header=i == 0))
+
+    if output is None:
+        write_all(sys.stdout.write)
+        sys.stdout.flush()
+        return
+    target = output.expanduser()
+    if target.is_dir():
+        raise UserError(f"--output {output} is a folder; give a file name, e.g. {output / 'results.csv'}")
+    if not (target.parent if str(target.parent) else Path(".")).is_dir():
+        raise UserError(f"--output {output}: the folder {target.parent} does not exist; create it first")
+    try:
+        with atomic_writer(target, binary=False) as fh:
+            write_all(fh.write)
+    except OSError as e:
+        raise UserError(f"cannot write {output}: {e.strerror or e}") from None
+    out.print(str(Path(os.path.realpath(target))), markup=False, highlight=False, soft_wrap=True)
 
 
 @app.command()

@@ -54,6 +54,9 @@ Expansion rules
   names are run names as in ``references`` (replicated runs by their base name), or
   ``"suite/name"`` for a run of another suite. `lab.claims` tests them.
 * A suite with neither ``runs`` nor ``grid`` is an error (it would be an empty suite).
+* A suite may expand to at most ``max_runs`` runs (a top-level key; default 100,000). A
+  suite beyond it is refused before anything is expanded, saying how many runs it would make
+  and which keys multiply them.
 * Run and suite names must be usable as path components and in ``SUITE/RUN``: not empty,
   no "/", "\\", "#" (reserved for replicates), control characters or leading ".".
 """
@@ -63,6 +66,7 @@ from __future__ import annotations
 import difflib
 import fnmatch
 import itertools
+import math
 import os
 import re
 import sys
@@ -71,7 +75,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from lab.core.config import DROPOUT_SITES, SETTING_KEYS, RunConfig, check_config, check_value, default_values
+from lab.core.config import DROPOUT_SITES, SETTING_KEYS, RunConfig, check_value, cross_key_problems, default_values
 from lab.run_id import make_run_id
 from lab.stats import DEFAULT_TOLERANCE
 from lab.toml_edit import KeyPath, format_key_path
@@ -82,7 +86,10 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - exercised on Python 3.10 only
     import tomli as tomllib
 
-TOP_KEYS = ("default_suite", "defaults", "suites")
+TOP_KEYS = ("default_suite", "max_runs", "defaults", "suites")
+#: The most runs one suite may expand to unless the file sets `max_runs`: a slip in a grid
+#: (one more key, a longer list) multiplies it, and 100,000 runs is already a cluster's week.
+DEFAULT_MAX_RUNS = 100_000
 DEFAULTS_KEYS = SETTING_KEYS + ("seeds", "data_seeds")
 SUITE_KEYS = SETTING_KEYS + ("seeds", "data_seeds", "description", "runs", "grid", "references", "claims", "tolerance")
 CLAIM_KEYS = ("better", "than", "metric")
@@ -319,13 +326,16 @@ def format_value(value: Any) -> str:
     return str(value)
 
 
+_CONTROL_CHARS = re.compile("[\x00-\x1f\x7f]")
+
+
 def name_problem(name: Any, what: str = "run name") -> str | None:
     """Why `name` cannot name a run or suite (it becomes a path component and half of SUITE/RUN)."""
     if not isinstance(name, str):
         return f"{what} must be a string, got {name!r}"
     if not name.strip():
         return f"{what} must not be empty"
-    if "\x00" in name or any(ord(c) < 32 or ord(c) == 127 for c in name):
+    if _CONTROL_CHARS.search(name):
         return f"{what} {name!r} contains control characters (NUL, newline, ...); use printable characters"
     if "/" in name or "\\" in name:
         return f"{what} {name!r} contains a path separator; names cannot contain '/' or '\\' (they are used as SUITE/RUN and as folder names)"
@@ -335,6 +345,13 @@ def name_problem(name: Any, what: str = "run name") -> str | None:
         return f"{what} {name!r} contains '#', which is reserved for replicate seeds (name#seed)"
     if name != name.strip():
         return f"{what} {name!r} has leading or trailing spaces; remove them"
+    return None
+
+
+def max_runs_problem(value: Any) -> str | None:
+    """Why `value` cannot be `max_runs` (the most runs a suite may expand to), or None."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        return f"max_runs must be a positive integer (the most runs one suite may expand to), got {value!r}"
     return None
 
 
@@ -471,6 +488,12 @@ class _Checker:
                     self.add((key,), f"settings go in [defaults] or in a [suites.NAME] table, not at the top level; move {key!r} there")
                 else:
                     self.add((key,), _unknown_key_message(key, TOP_KEYS, "the file"))
+        self.max_runs = data.get("max_runs", DEFAULT_MAX_RUNS)
+        msg = max_runs_problem(self.max_runs)
+        if msg:
+            self.add(("max_runs",), msg)
+            self.max_runs = DEFAULT_MAX_RUNS
+        self.raw_defaults = data.get("defaults", {}) if isinstance(data.get("defaults"), dict) else {}
         defaults = self.settings(data.get("defaults", {}), ("defaults",), DEFAULTS_KEYS, "[defaults]")
         default_seeds = (self.seeds(data.get("defaults", {}), ("defaults",)),
                          self.seeds(data.get("defaults", {}), ("defaults",), "data_seeds"))
@@ -576,6 +599,10 @@ class _Checker:
         if not isinstance(description, str):
             self.add(path + ("description",), f"description must be a string, got {description!r}")
             description = ""
+        too_many = self.too_many_runs(name, table)
+        if too_many:
+            self.add(path, too_many)
+            return None
         level = self.settings(table, path, SUITE_KEYS, f"suite {name!r}")
         seeds = (default_seeds[0], self.seeds(table, path))  # by level: defaults, suite
         data_seeds = (default_seeds[1], self.seeds(table, path, "data_seeds"))
@@ -591,7 +618,8 @@ class _Checker:
         entries = self.cross(entries, points)
         specs = self.expand(name, entries, defaults, level, seeds, data_seeds)
         references = self.references(table, path, {e.name for e in entries}, check_unmatched=names_known)
-        specs = [RunSpec(s.suite, s.name, s.config, references.get(s.base_name), s.base_name) for s in specs]
+        if references:
+            specs = [RunSpec(s.suite, s.name, s.config, references.get(s.base_name), s.base_name) for s in specs]
         self.run_names[name] = ({e.name for e in entries}, names_known)
         tolerance = table.get("tolerance", DEFAULT_TOLERANCE)
         msg = tolerance_problem(tolerance)
@@ -634,6 +662,28 @@ class _Checker:
                 msg = claim_name_problem(ref, suite, names)
                 if msg:
                     self.add(path + (key,), msg)
+
+    def too_many_runs(self, name: str, table: dict) -> str | None:
+        """Why the suite may not be expanded (more runs than `max_runs`), or None.
+
+        Counted from the file as written, before any run is built: entries x grid points x
+        seeds, each entry with the `seeds`/`seed` most specific to it (as `replicates` decides).
+        Values of the wrong type count as they are; checking them is the expansion's job.
+        """
+        runs, grid = table.get("runs"), table.get("grid")
+        entries = runs if isinstance(runs, list) and runs else [{}]
+        axes = [(k, len(v)) for k, v in grid.items() if isinstance(v, list) and v] if isinstance(grid, dict) else []
+        points = math.prod(n for _, n in axes)
+        per_entry = [_seed_count(self.raw_defaults, table, e) for e in entries]
+        total = points * sum(per_entry)
+        if total <= self.max_runs:
+            return None
+        factors = [f"{len(entries)} run entries"] if len(entries) > 1 else []
+        factors += [f"{n} {k}" for k, n in axes]
+        if max(per_entry) > 1:
+            factors.append(f"{max(per_entry)} seeds" if len(set(per_entry)) == 1 else "seeds")
+        return (f"suite {name!r} expands to {total:,} runs ({' x '.join(factors)}), more than max_runs = "
+                f"{self.max_runs:,}; shrink the grid, or raise the limit with max_runs = {total} at the top of the file")
 
     def run_entries(self, table: dict, path: KeyPath) -> list[_Entry] | None:
         """The suite's `runs` (None when it has none): each needs a safe, unique name."""
@@ -710,8 +760,9 @@ class _Checker:
         if len(axes) < len(grid) or not all(axes):
             return []  # a whole key is unusable: the problem is reported, expanding the rest would mislead
         points = []
+        labels = {id(a): f"{a.key}={format_value(a.value)}" for axis in axes for a in axis}  # once per value
         for combo in itertools.product(*axes):
-            point_name = ",".join(f"{a.key}={format_value(a.value)}" for a in combo)
+            point_name = ",".join([labels[id(a)] for a in combo])
             msg = name_problem(point_name, "generated run name")
             if msg:
                 self.add(gpath, f"{msg}; use runs = [{{ name = ..., {combo[0].key} = ... }}] to name these runs yourself")
@@ -742,15 +793,20 @@ class _Checker:
         """Resolve each entry over defaults < suite < entry, check it whole, and make replicates."""
         specs: list[RunSpec] = []
         first_path: dict[str, KeyPath] = {}
+        # [defaults] < suite is the same for every run of the suite: resolved once, not per run.
+        # Each written value passed `check_value` where it was read, so a run needs only the
+        # cross-key rules (the per-key ones would repeat the same verdicts 100,000 times).
+        base, base_origin = default_values(), {}
+        for rank, assigns in enumerate((defaults, level)):
+            _apply(base, base_origin, assigns, rank)
         for entry in entries:
             if entry.name in first_path:  # a grid listing one value twice
                 self.add(entry.path, f"duplicate run name {entry.name!r}: a grid value is listed twice; remove the repeat")
                 continue
             first_path[entry.name] = entry.path
-            values, origin = default_values(), {}
-            for rank, assigns in enumerate((defaults, level, entry.assigns)):
-                _apply(values, origin, assigns, rank)
-            problems = check_config(values)
+            values, origin = dict(base), dict(base_origin)
+            _apply(values, origin, entry.assigns, 2)
+            problems = cross_key_problems(values)
             for key, message in problems:
                 self.add_run_problem(_blame(key, origin, entry.path), message, f"{suite}/{entry.name}")
             if problems:
@@ -761,8 +817,10 @@ class _Checker:
             if data_replicates is None:
                 if replicates is None:
                     specs.append(RunSpec(suite, entry.name, RunConfig.from_dict(values), None, entry.name))
-                for seed in replicates or ():
-                    config = RunConfig.from_dict({**values, "seed": seed})
+                if replicates:
+                    first = RunConfig.from_dict({**values, "seed": replicates[0]})
+                for seed in replicates or ():  # replicates differ only in seed: no need to rebuild the rest
+                    config = first if seed == replicates[0] else first.with_seed(seed)
                     specs.append(RunSpec(suite, f"{entry.name}#{seed}", config, None, entry.name))
             elif replicates is None:
                 for data_seed in data_replicates:
@@ -825,6 +883,20 @@ class _Checker:
             else:
                 out[name] = float(value)
         return out
+
+
+def _seed_count(*levels: Any) -> int:
+    """Replicates of one run entry from its raw levels ([defaults], suite, entry): the most
+    specific of `seeds` (a list) and `seed` (one run) wins; without a seeds list in force,
+    `data_seeds` replicates the one seed over batch orders."""
+    for key in ("seeds", "data_seeds"):
+        for level in reversed(levels):
+            if isinstance(level, dict):
+                if isinstance(level.get(key), list) and level[key]:
+                    return len(level[key])
+                if key == "seeds" and "seed" in level:
+                    break
+    return 1
 
 
 def _apply(values: dict, origin: dict, assigns: list[_Assign], rank: int) -> None:

@@ -34,6 +34,7 @@ from .workers.settings import DriverSettings
 from .workers.startup import DriverSession, StopSignals
 
 PLAIN_STEP_EVERY_S = 10.0  # at most one step line per run this often in plain output
+LIVE_ROWS = 40  # the most runs the live table lists (it counts the rest by status)
 
 
 class HeadlessError(Exception):
@@ -51,16 +52,14 @@ def override_specs(specs: list[RunSpec], max_iters: int | None, data: str | None
     changes = {k: v for k, v in (("max_iters", max_iters), ("data", data), ("dtype", dtype)) if v is not None}
     if not changes:
         return specs
-    out = []
-    for spec in specs:
-        cfg = dataclasses.replace(spec.config, **changes)
+    if specs:  # the same values for every run, and in no cross-key rule: checked once, with the first
+        cfg = dataclasses.replace(specs[0].config, **changes)
         values = cfg.to_dict()
         values["skips"] = dict(cfg.skips)
         problems = check_config(values)
         if problems:
-            raise HeadlessError(f"{spec.run_key}: " + "; ".join(m for _, m in problems))
-        out.append(dataclasses.replace(spec, config=cfg))
-    return out
+            raise HeadlessError(f"{specs[0].run_key}: " + "; ".join(m for _, m in problems))
+    return [dataclasses.replace(spec, config=dataclasses.replace(spec.config, **changes)) for spec in specs]
 
 
 @dataclass
@@ -80,6 +79,7 @@ class RunProgress:
     device: str = ""
     note: str = ""
     last_plain: float = 0.0
+    ended_at: float = 0.0  # monotonic time the run ended in this view; 0 while it has not
 
     def eta_s(self) -> float | None:
         if self.status != "running" or self.tokens_per_s <= 0:
@@ -107,6 +107,7 @@ class ProgressView:
                 step=r.step, train=r.last_train_loss if r.step else None,
                 val=vals[-1] if vals else (r.last_val_loss if r.step else None), vals=vals)
         self.live: Live | None = None
+        self.drawn_at = 0.0
 
     def __enter__(self) -> "ProgressView":
         if not self.plain:
@@ -166,7 +167,10 @@ class ProgressView:
             self.line(f"{run.label} stopped at step {event.step} (checkpointed; run again to resume)")
         elif isinstance(event, ev.Warned):
             self.line(f"{run.label} warning: {event.message}")
-        if self.live is not None:
+        if isinstance(event, ev.TERMINAL):
+            run.ended_at = time.monotonic()
+        if self.live is not None and time.monotonic() - self.drawn_at >= 0.25:  # Live redraws 4 times a second
+            self.drawn_at = time.monotonic()
             self.live.update(self.render())
 
     def mark(self, run_id: str, status: str, note: str = "") -> None:
@@ -176,13 +180,32 @@ class ProgressView:
             if note:
                 self.line(f"{run.label} {status}: {note}")
 
+    def shown(self) -> list[RunProgress]:
+        """The rows of the live table: every run of a small sweep; of a large one, those
+        training now and the latest to end, up to `LIVE_ROWS` (a terminal shows no more, and
+        redrawing 10,000 rows four times a second would slow the driver that draws them)."""
+        runs = list(self.runs.values())
+        if len(runs) <= LIVE_ROWS:
+            return runs
+        running = [r for r in runs if r.status == "running"]
+        ended = sorted((r for r in runs if r.ended_at), key=lambda r: r.ended_at, reverse=True)
+        return (running + ended)[:LIVE_ROWS]
+
     def render(self) -> Table:
         table = Table(expand=False, pad_edge=False, box=None, header_style="bold")
         for col, just in [("run", "left"), ("status", "left"), ("progress", "left"), ("step", "right"),
                           ("train", "right"), ("val", "right"), ("val curve", "left"), ("tok/s", "right"),
                           ("eta", "right")]:
             table.add_column(col, justify=just, no_wrap=True)
-        for run in self.runs.values():
+        shown = self.shown()
+        if len(shown) < len(self.runs):
+            counts: dict[str, int] = {}
+            for r in self.runs.values():
+                counts[r.status] = counts.get(r.status, 0) + 1
+            table.caption = f"{len(shown)} of {counted(len(self.runs), 'run')}: " + ", ".join(
+                f"{n:,} {status}" for status, n in counts.items())
+            table.caption_justify = "left"
+        for run in shown:
             table.add_row(
                 run.label, Text(run.status, style=status_style(run.status)),
                 ProgressBar(total=run.max_iters, completed=run.step, width=20),
@@ -249,25 +272,35 @@ def _drive(session: DriverSession, rows: list[RunRow], console: Console, experim
                                  graceful_note="stopping: workers checkpoint and exit (Ctrl-C again to stop at once)",
                                  immediate_note="stopping now")
             session.drive(plan, ctrl_c, scope=[r.run_id for r in todo], on_event=view.on_event)
-            for row in store.runs():
-                if row.run_id in view.runs and row.status in ("failed", "stopped") and view.runs[row.run_id].status not in ("failed", "stopped"):
-                    view.mark(row.run_id, row.status, row.error or "")
-    final = [store.get(r.run_id) for r in rows]
-    final = [r for r in final if r is not None]
+            ended: dict[tuple[str, str], list[str]] = {}  # (status, note) -> runs the driver ended without an event
+            for run_id, status, error in store.outcomes(("failed", "stopped")):
+                if run_id in view.runs and view.runs[run_id].status not in ("failed", "stopped"):
+                    ended.setdefault((status, error or ""), []).append(run_id)
+            for (status, note), ids in ended.items():
+                if len(ids) <= 3:
+                    for run_id in ids:
+                        view.mark(run_id, status, note)
+                    continue
+                for run_id in ids:  # a stopped 10,000-run sweep: one line, not one per queued run
+                    view.mark(run_id, status)
+                view.line(f"{counted(len(ids), 'run')} {status}" + (f": {note}" if note else ""))
+    got = store.get_many([r.run_id for r in rows])
+    final = [got[r.run_id] for r in rows if r.run_id in got]
     print_tables(final_tables(store, final, experiments), console)
     return 0 if all(r.status == "finished" for r in final) else 1
 
 
 def final_tables(store: Store, final: list[RunRow], experiments: Experiments | None) -> list:
     """The end-of-run tables: this session's runs (replicates merged into mean, interval and
-    n where there are any), each suite followed by its claims tested on them (a claim naming
-    another suite's run reads that suite's runs from the store)."""
+    n where there are any; the best 25 of each suite, saying how many more), each suite
+    followed by its claims tested on them (a claim naming another suite's run reads that
+    suite's runs from the store)."""
     from .claims import claim_results, referenced_suites, suite_tolerances, tables_with_claims
-    from .results import result_rows
+    from .results import best_rows, result_rows
 
     suites = list(dict.fromkeys(r.suite for r in final))
     replicates = any(r.base_name and r.base_name != r.name for r in final)
     others = [r for s in referenced_suites(experiments, suites) if s not in suites for r in store.runs(s)]
     claims = claim_results(experiments, final + others, suites)
-    rows = result_rows(final, replicates=replicates, tolerances=suite_tolerances(experiments))
-    return tables_with_claims(rows, claims)
+    rows, totals = best_rows(result_rows(final, replicates=replicates, tolerances=suite_tolerances(experiments)))
+    return tables_with_claims(rows, claims, totals=totals, more_hint="`dropres-lab results --all` lists every run")

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from . import __version__
 from .experiments import RunSpec
-from .store import DriverLock, RunRow, Store
+from .store import DriverLock, NewRun, RunRow, Store
 from .workers.settings import DriverSettings
 
 
@@ -29,10 +29,14 @@ def check_corpora(specs: list[RunSpec]) -> dict[str, str]:
     from .core.corpus import get_corpus_text  # urllib and ssl (for a download): only when launching
 
     shas: dict[str, str] = {}
-    for spec in specs:
-        corpus = get_corpus_text(spec.config.data)
-        corpus.check_block_size(spec.config.block_size)
-        shas[spec.config.data] = corpus.sha256
+    block_sizes: dict[str, set[int]] = {}
+    for spec in specs:  # each corpus is read once, not once per run
+        block_sizes.setdefault(spec.config.data, set()).add(spec.config.block_size)
+    for data, sizes in block_sizes.items():
+        corpus = get_corpus_text(data)
+        for block_size in sorted(sizes, reverse=True):
+            corpus.check_block_size(block_size)
+        shas[data] = corpus.sha256
     return shas
 
 
@@ -47,17 +51,14 @@ def provenance(corpus_sha: str) -> dict:
 
 
 def enqueue_specs(store: Store, specs: list[RunSpec], corpus_shas: dict[str, str], fresh: bool = False) -> list[RunRow]:
-    """Queue each run with its provenance (finished and diverged ones stay results).
+    """Queue each run with its provenance (finished and diverged ones stay results), in a few
+    transactions (`Store.enqueue_many`).
 
     `corpus_shas` is what `check_corpora` returned for these specs: check first, then write.
     """
-    shas = corpus_shas
-    rows = []
-    for spec in specs:
-        row = store.enqueue(spec.suite, spec.name, spec.base_name, spec.config, spec.reference, fresh=fresh)
-        store.set_provenance(row.run_id, provenance(shas[spec.config.data]))
-        rows.append(store.get(row.run_id) or row)
-    return rows
+    by_data = {data: provenance(sha) for data, sha in corpus_shas.items()}
+    runs = [NewRun(s.suite, s.name, s.base_name, s.config, s.reference) for s in specs]
+    return store.enqueue_many(runs, fresh=fresh, provenance=[by_data[s.config.data] for s in specs])
 
 
 def start_background_driver(store_dir: Path, settings: DriverSettings = DriverSettings()) -> int | None:

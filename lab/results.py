@@ -341,7 +341,17 @@ def varied_settings(configs: Sequence[dict[str, Any]]) -> list[str]:
     for f in flats:
         keys.extend(k for k in f if k not in keys)
     keys.sort(key=_setting_order)
-    return [k for k in keys if len({json.dumps(f.get(k)) for f in flats}) > 1]
+    return [k for k in keys if len({_same(f.get(k)) for f in flats}) > 1]
+
+
+def _same(value: Any) -> Any:
+    """What two settings values must share to be the same setting: type and value, as their
+    JSON would (1 is not 1.0, true is not 1), without encoding each of 100,000 runs' values."""
+    try:
+        hash(value)
+    except TypeError:
+        return json.dumps(value, sort_keys=True)
+    return (type(value), value)
 
 
 def _flatten(config: dict[str, Any]) -> dict[str, Any]:
@@ -725,3 +735,69 @@ def render_text(rows: Sequence[ResultRow], fmt: str, titles: dict[str, str] | No
     if fmt == "markdown":
         return to_markdown(rows, titles)
     raise ValueError(f"no text format {fmt!r}; use one of csv, json, markdown")
+
+
+# -- at scale: the best rows of each suite, and exports written as they are made ------------
+
+#: Rows per suite that the `results` table and the headless end-of-run table show by default;
+#: `--all` shows every row. A 10,000-run table is read by no one and takes a minute to print.
+TOP_PER_SUITE = 25
+
+
+def best_rows(rows: Sequence[ResultRow], limit: int = TOP_PER_SUITE) -> tuple[list[ResultRow], dict[str, int]]:
+    """Ranked result rows (statistics computed over all of them) cut to the best `limit` of
+    each suite, and how many rows each suite had: what a table shows before `--all`."""
+    totals: dict[str, int] = {}
+    for r in rows:
+        totals[r.suite] = totals.get(r.suite, 0) + 1
+    return [r for r in rows if r.rank <= limit], totals
+
+
+def render_best_tables(rows: Sequence[ResultRow], totals: dict[str, int], titles: dict[str, str] | None = None,
+                       more_hint: str = "--all shows every run") -> list[Table]:
+    """`render_rich_tables` of the best rows of each suite, each table saying under it how many
+    runs of its suite are not shown (`totals`: runs per suite in all)."""
+    tables = render_rich_tables(rows, titles)
+    for table, (suite, shown) in zip(tables, _by_suite(rows).items()):
+        hidden = totals.get(suite, len(shown)) - len(shown)
+        if hidden > 0:
+            table.caption = f"the best {len(shown):,} of {totals[suite]:,} runs: {hidden:,} more ({more_hint})"
+            table.caption_justify = "left"
+    return tables
+
+
+def stream_text(suites: Iterable[Sequence[ResultRow]], fmt: str, write: Callable[[str], Any]) -> None:
+    """Write the JSON export of `suites` (each suite's ranked rows, as `result_rows` makes
+    them) run by run, one line each, as each suite is read, instead of one string of
+    everything: the same JSON as `to_json` of all the rows. (CSV: `csv_lines`.)"""
+    if fmt == "json":
+        first = True
+        for rows in suites:
+            for r in rows:
+                write(("[\n" if first else ",\n") + _indented(row_to_dict(r)))
+                first = False
+        write("[]\n" if first else "\n]\n")
+        return
+    raise ValueError(f"no streamed format {fmt!r}; write CSV with csv_lines")
+
+
+def _indented(d: dict[str, Any]) -> str:
+    """One object of the streamed list: on one line, indented by 2. The same JSON as
+    `to_json` but for whitespace; with an indent, Python's encoder runs in Python rather
+    than C, five times slower, and a 10,000-run export took seconds more for it."""
+    return "  " + json.dumps(d, allow_nan=False)
+
+
+def csv_lines(rows: Sequence[ResultRow], settings: Sequence[str], header: bool) -> str:
+    """`to_csv` for unaggregated rows with the settings columns given (every suite's, read up
+    front), so suites can be written one after another under one header."""
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    if header:
+        writer.writerow(list(_CSV_FIELDS) + [k for k in settings if k not in _CSV_FIELDS] + ["run_ids"])
+    for r in rows:
+        line = [_csv(getattr(r, k)) for k in _CSV_FIELDS]
+        line += [_csv(setting_value(r.config, k)) for k in settings if k not in _CSV_FIELDS]
+        line.append(" ".join(r.run_ids))
+        writer.writerow(line)
+    return buf.getvalue()

@@ -42,7 +42,7 @@ import threading
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Sequence
+from typing import Any, Callable, Iterable, Iterator, NamedTuple, Sequence
 
 from lab.core.atomic import is_temp_name
 from lab.core.checkpoint import checkpoint_name, checkpoint_step
@@ -87,6 +87,11 @@ KEEP_CHECKPOINTS = 2
 BUSY_TIMEOUT_S = 15.0
 
 _RUN_ID_RE = re.compile(r"^[0-9a-f]{16}$")
+#: Runs queued per write transaction by `enqueue_many`: large enough that a sweep is a few
+#: commits, small enough that a reader (the TUI, `results`) never waits long for one.
+ENQUEUE_BATCH = 5000
+#: Host parameters per `IN (...)` query: well under SQLite's smallest default limit (999).
+SQL_VARIABLES = 900
 
 
 class StoreError(Exception):
@@ -180,6 +185,16 @@ class RunRow:
             if isinstance(v, float) and not math.isfinite(v):
                 d[k] = None
         return d
+
+
+class NewRun(NamedTuple):
+    """A run to queue (`Store.enqueue_many`): what names it and what it trains."""
+
+    suite: str
+    name: str
+    base_name: str
+    config: RunConfig
+    reference: float | None
 
 
 @dataclass(frozen=True)
@@ -622,50 +637,91 @@ class Store:
         run's metrics and checkpoints and queues it from step 0. The reference is display
         data, not identity, so it is updated to the caller's value.
         """
-        for label, text in (("suite", suite), ("run name", name), ("base name", base_name)):
-            if not text or "\x00" in text:
-                raise StoreError(f"{label} {text!r} must be a non-empty string without NUL characters")
-        config_hash = config.identity_hash()
-        run_id = make_run_id(suite, name, config_hash)
-        reference = _finite(reference)
+        return self.enqueue_many([NewRun(suite, name, base_name, config, reference)], fresh=fresh)[0]
+
+    def enqueue_many(self, runs: Sequence["NewRun"], fresh: bool = False,
+                     provenance: Sequence[dict[str, Any]] | None = None) -> list[RunRow]:
+        """`enqueue` for many runs, in one transaction per `ENQUEUE_BATCH` runs rather than one
+        (or two, with provenance) per run: a 10,000-run grid is queued in a second, not a minute.
+
+        `provenance[i]` is merged into run i's provenance in the same transaction. A batch is
+        all or nothing; batches before a failing one stay queued, as runs enqueued one by one
+        would. Returns the runs' rows in the order given.
+        """
+        for run in runs:
+            for label, text in (("suite", run.suite), ("run name", run.name), ("base name", run.base_name)):
+                if not text or "\x00" in text:
+                    raise StoreError(f"{label} {text!r} must be a non-empty string without NUL characters")
+        hashes = [run.config.identity_hash() for run in runs]
+        ids = [make_run_id(run.suite, run.name, h) for run, h in zip(runs, hashes)]
         driver_alive = DriverLock.is_held(self.dir)
-        now = time.time()
-        drop_dir = False
-        with self._write() as c:
-            row = c.execute("SELECT status FROM runs WHERE run_id = ?", (run_id,)).fetchone()
-            if row is None:
-                c.execute(
-                    """INSERT INTO runs (run_id, suite, name, base_name, config, config_hash, status,
-                           step, max_iters, reference, created_at, queued_at, updated_at)
-                       VALUES (?, ?, ?, ?, ?, ?, 'queued', 0, ?, ?, ?, ?, ?)""",
-                    (run_id, suite, name, base_name, json.dumps(config.to_dict(), sort_keys=True),
-                     config_hash, config.max_iters, reference, now, now, now),
-                )
-            else:
-                status = row["status"]
-                c.execute("UPDATE runs SET reference = ? WHERE run_id = ?", (reference, run_id))
-                if status == "running" and driver_alive:
-                    if fresh:
-                        raise StoreError(
-                            f"run {suite}/{name} is running; stop it before starting it over with --fresh"
+        drop_dirs: list[str] = []
+        for start in range(0, len(runs), ENQUEUE_BATCH):
+            batch = range(start, min(len(runs), start + ENQUEUE_BATCH))
+            now = time.time()
+            with self._write() as c:
+                status = self._statuses(c, [ids[i] for i in batch])
+                fresh_rows = []
+                for i in batch:
+                    run, run_id = runs[i], ids[i]
+                    reference = _finite(run.reference)
+                    if run_id not in status:
+                        fresh_rows.append(run_id)
+                        c.execute(
+                            """INSERT INTO runs (run_id, suite, name, base_name, config, config_hash, status,
+                                   step, max_iters, reference, created_at, queued_at, updated_at, provenance)
+                               VALUES (?, ?, ?, ?, ?, ?, 'queued', 0, ?, ?, ?, ?, ?, ?)""",
+                            (run_id, run.suite, run.name, run.base_name, json.dumps(run.config.to_dict(), sort_keys=True),
+                             hashes[i], run.config.max_iters, reference, now, now, now,
+                             json.dumps(provenance[i] if provenance else {}, sort_keys=True, default=str)),
                         )
-                elif fresh:
-                    c.execute("DELETE FROM metrics WHERE run_id = ?", (run_id,))
-                    c.execute("DELETE FROM checkpoints WHERE run_id = ?", (run_id,))
-                    c.execute(
-                        f"""UPDATE runs SET status = 'queued', step = 0, queued_at = ?, updated_at = ?,
-                               {", ".join(f"{k} = NULL" for k in _RESET_FIELDS)}, provenance = '{{}}'
-                           WHERE run_id = ?""",
-                        (now, now, run_id),
-                    )
-                    drop_dir = True
-                elif status in RESUMABLE_STATUSES or status == "running":
-                    self._requeue(c, [run_id], now)
-        if drop_dir:
+                        status[run_id] = "queued"
+                        continue
+                    c.execute("UPDATE runs SET reference = ? WHERE run_id = ?", (reference, run_id))
+                    if status[run_id] == "running" and driver_alive:
+                        if fresh:
+                            raise StoreError(
+                                f"run {run.suite}/{run.name} is running; stop it before starting it over with --fresh"
+                            )
+                    elif fresh and run_id not in fresh_rows:
+                        c.execute("DELETE FROM metrics WHERE run_id = ?", (run_id,))
+                        c.execute("DELETE FROM checkpoints WHERE run_id = ?", (run_id,))
+                        c.execute(
+                            f"""UPDATE runs SET status = 'queued', step = 0, queued_at = ?, updated_at = ?,
+                                   {", ".join(f"{k} = NULL" for k in _RESET_FIELDS)}, provenance = '{{}}'
+                               WHERE run_id = ?""",
+                            (now, now, run_id),
+                        )
+                        fresh_rows.append(run_id)
+                        drop_dirs.append(run_id)
+                    elif status[run_id] in RESUMABLE_STATUSES or status[run_id] == "running":
+                        self._requeue(c, [run_id], now)
+                    if provenance:
+                        self._merge_provenance(c, run_id, provenance[i])
+        for run_id in drop_dirs:
             shutil.rmtree(self.checkpoint_dir(run_id), ignore_errors=True)
-        got = self.get(run_id)
-        assert got is not None
-        return got
+        rows = self.get_many(ids)
+        return [rows[run_id] for run_id in ids]
+
+    @staticmethod
+    def _statuses(c: sqlite3.Connection, run_ids: Sequence[str]) -> dict[str, str]:
+        """run_id -> status of those of `run_ids` in the store."""
+        out: dict[str, str] = {}
+        for start in range(0, len(run_ids), SQL_VARIABLES):
+            chunk = run_ids[start:start + SQL_VARIABLES]
+            out.update(c.execute(f"SELECT run_id, status FROM runs WHERE run_id IN ({', '.join('?' * len(chunk))})",
+                                 chunk).fetchall())
+        return out
+
+    def get_many(self, run_ids: Sequence[str]) -> dict[str, RunRow]:
+        """run_id -> row of those of `run_ids` in the store, read in a few queries."""
+        out: dict[str, RunRow] = {}
+        ids = list(run_ids)
+        for start in range(0, len(ids), SQL_VARIABLES):
+            chunk = ids[start:start + SQL_VARIABLES]
+            for r in self._read(f"SELECT * FROM runs WHERE run_id IN ({', '.join('?' * len(chunk))})", chunk):
+                out[r["run_id"]] = _row(r)
+        return out
 
     def requeue(self, run_ids: Iterable[str]) -> list[str]:
         """Put failed, stopped or running runs back in the queue at their checkpoint's step.
@@ -703,6 +759,17 @@ class Store:
         rows = self._read("SELECT * FROM runs WHERE status = 'queued' ORDER BY queued_at, rowid")
         return [_row(r) for r in rows]
 
+    def queued_ids(self) -> list[str]:
+        """The queue's run ids, first queued first: what a stop needs, without reading (and
+        parsing) 100,000 whole rows."""
+        return [r[0] for r in self._read("SELECT run_id FROM runs WHERE status = 'queued' ORDER BY queued_at, rowid")]
+
+    def outcomes(self, statuses: Sequence[str]) -> list[tuple[str, str, str | None]]:
+        """(run id, status, error) of the runs in `statuses`, without reading whole rows."""
+        rows = self._read(f"SELECT run_id, status, error FROM runs WHERE status IN ({', '.join('?' * len(statuses))})",
+                          list(statuses))
+        return [(r[0], r[1], r[2]) for r in rows]
+
     def runs(self, suite: str | None = None, statuses: Iterable[str] | None = None) -> list[RunRow]:
         """Runs in the order they were first enqueued, optionally of one suite and statuses."""
         sql, args = "SELECT * FROM runs WHERE 1", []
@@ -723,6 +790,29 @@ class Store:
             "SELECT * FROM runs WHERE suite = ? AND name = ? ORDER BY created_at, rowid", (suite, name)
         )
         return [_row(r) for r in rows]
+
+    def best_runs(self, suite: str | None = None, limit: int = 25) -> tuple[list[RunRow], dict[str, int]]:
+        """The `limit` runs of each suite (or of `suite`) with the lowest best val (no value
+        last, then by name: the order `lab.results` ranks in), suites in first-seen order, and how many
+        runs each suite has in all. Sorted and cut in SQL, so a table of a 100,000-run store
+        reads a few rows, not all of them (the ranking sorts keys only, not whole rows)."""
+        where, args = ("WHERE suite = ?", [suite]) if suite is not None else ("", [])
+        rows = self._read(
+            f"""SELECT runs.*, ranked.in_suite FROM (
+                   SELECT rowid AS rid, row_number() OVER (PARTITION BY suite ORDER BY best_val IS NULL, best_val, name) AS place,
+                          count(*) OVER (PARTITION BY suite) AS in_suite,
+                          min(rowid) OVER (PARTITION BY suite) AS suite_first
+                   FROM runs {where}) AS ranked
+               JOIN runs ON runs.rowid = ranked.rid
+               WHERE ranked.place <= ? ORDER BY ranked.suite_first, ranked.place""",
+            [*args, limit],
+        )
+        return [_row(r) for r in rows], {r["suite"]: int(r["in_suite"]) for r in rows}
+
+    def skip_depths(self) -> list[int]:
+        """Every skip depth that some run's settings have a path for, ascending."""
+        rows = self._read("SELECT DISTINCT CAST(j.key AS INTEGER) FROM runs, json_each(runs.config, '$.skips') AS j")
+        return sorted(int(r[0]) for r in rows)
 
     def suites(self) -> list[str]:
         """Suites present in the store, in the order first seen."""

@@ -605,3 +605,66 @@ def test_data_seed_replicates_merge_and_pair_on_seed_and_data_seed(tmp_path):
         rows = {r.name: r for r in result_rows(st.runs(), replicates=True)}
     assert rows["r"].n == 2 and rows["q"].n == 2
     assert rows["q"].vs_best.test == "paired"  # same (seed, data_seed) pairs
+
+
+# -- sweeps at scale (issue 17) ----------------------------------------------------------------
+
+TEN = "[0.0, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.45]"
+
+
+def test_a_10000_run_grid_expands_to_every_named_distinct_run(tmp_path):
+    exp = load(tmp_path, f"""
+        [suites.s]
+        grid = {{ "skips.1" = {TEN}, attn_dropout = {TEN}, mlp_dropout = {TEN}, embd_dropout = {TEN} }}
+        """)
+    runs = exp.suites["s"].runs
+    assert len(runs) == 10_000
+    assert len({r.run_id for r in runs}) == 10_000  # every point is its own run
+    last = runs[-1]
+    assert last.name == "skips.1=0.45,attn_dropout=0.45,mlp_dropout=0.45,embd_dropout=0.45"
+    assert (last.config.skips, last.config.attn_dropout, last.config.embd_dropout) == (((1, 0.45),), 0.45, 0.45)
+    assert last.config.n_layer == 2 and last.config.max_iters == 10  # [defaults] reach every run
+    assert runs[1].config.attn_out_dropout == 0.2 and runs[1].config.embd_dropout == 0.05
+
+
+def test_replicates_of_a_grid_differ_only_in_seed(tmp_path):
+    exp = load(tmp_path, """
+        [suites.s]
+        seeds = [1, 2, 3]
+        grid = { dropout = [0.0, 0.1] }
+        """)
+    runs = exp.suites["s"].runs
+    assert [(r.name, r.config.seed) for r in runs] == [
+        ("dropout=0#1", 1), ("dropout=0#2", 2), ("dropout=0#3", 3),
+        ("dropout=0.1#1", 1), ("dropout=0.1#2", 2), ("dropout=0.1#3", 3)]
+    assert runs[4].config == runs[3].config.__class__.from_dict({**runs[3].config.to_dict(), "seed": 2})
+
+
+def test_a_suite_beyond_max_runs_is_refused_in_one_line_naming_its_count_and_keys(tmp_path):
+    with pytest.raises(ExperimentsError) as info:
+        load(tmp_path, f"""
+            [suites.s]
+            seeds = [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11]
+            grid = {{ "skips.1" = {TEN}, attn_dropout = {TEN}, mlp_dropout = {TEN}, embd_dropout = {TEN} }}
+            """)
+    [problem] = info.value.problems
+    assert problem.line == 6 and problem.key == "suites.s"
+    assert "110,000 runs" in problem.message and "max_runs = 100,000" in problem.message
+    assert "10 skips.1 x 10 attn_dropout x 10 mlp_dropout x 10 embd_dropout x 11 seeds" in problem.message
+    assert "max_runs = 110000" in problem.message and "\n" not in str(problem)
+
+
+def test_max_runs_in_the_file_sets_the_limit_and_is_checked(tmp_path):
+    body = """
+        [suites.s]
+        runs = [{ name = "a" }, { name = "b", seeds = [1, 2] }]
+        grid = { dropout = [0.0, 0.1] }
+        """
+    assert len(load(tmp_path, body, 'max_runs = 6\n' + HEAD).suites["s"].runs) == 6
+    with pytest.raises(ExperimentsError) as info:
+        load(tmp_path, body, 'max_runs = 5\n' + HEAD)
+    assert "expands to 6 runs (2 run entries x 2 dropout x seeds)" in str(info.value)
+    with pytest.raises(ExperimentsError) as info:
+        load(tmp_path, body, 'max_runs = 0\n' + HEAD)
+    assert [p.key for p in info.value.problems] == ["max_runs"]
+    assert "positive integer" in info.value.problems[0].message

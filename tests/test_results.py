@@ -30,7 +30,7 @@ from lab.results import (
     to_json,
     to_markdown,
 )
-from lab.store import Store
+from lab.store import NewRun, Store
 
 from conftest import tiny_config, write_corpus
 
@@ -432,3 +432,24 @@ def test_sample_errors(trained_store):
     assert res.exit_code == 2 and "'Z'" in res.stderr and "Traceback" not in res.output
     res = _cli("sample", "tiny", "--store", store)
     assert res.exit_code == 2 and "SUITE/RUN" in res.stderr
+
+
+def test_a_large_store_shows_the_best_runs_of_each_suite_and_says_how_many_more(tmp_path):
+    from lab.results import TOP_PER_SUITE
+
+    st = Store.open(tmp_path / "big")
+    n = TOP_PER_SUITE + 15
+    runs = [NewRun("big", f"r{i:02d}", f"r{i:02d}", RunConfig(attn_dropout=i / 100), None) for i in range(n)]
+    rows = st.enqueue_many(runs)
+    for i, row in enumerate(rows):  # r39 best, r00 worst
+        st.apply(ev.Finished(row.run_id, 10, 2.0 + (n - i) / 100, 2.0 + (n - i) / 100, 1.9, 2.0, 1.0, 100.0))
+    st.close()
+    res = _cli("results", "--store", str(tmp_path / "big"))
+    assert res.exit_code == 0, res.output
+    shown = re.findall(r"\br\d\d\b", res.stdout)
+    assert shown[:2] == ["r39", "r38"] and len(shown) == TOP_PER_SUITE
+    assert f"the best {TOP_PER_SUITE} of {n} runs: 15 more (--all shows every run)" in res.stdout
+    every = _cli("results", "--store", str(tmp_path / "big"), "--all")
+    assert len(re.findall(r"\br\d\d\b", every.stdout)) == n and "more" not in every.stdout
+    exported = json.loads(_cli("results", "--store", str(tmp_path / "big"), "--format", "json").stdout)
+    assert [d["name"] for d in exported][:2] == ["r39", "r38"] and len(exported) == n  # exports carry every run

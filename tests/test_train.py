@@ -325,3 +325,42 @@ def test_auto_dtype_trains_in_bf16_only_where_a_measured_step_is_faster(corpus_f
     assert of(events, ev.Finished)
     pinned = run([tiny_config(corpus_file, dtype="float32", max_iters=3)])
     assert [e.dtype for e in of(pinned, ev.Started)] == ["float32"]
+
+
+def _stop_when(kind, step):
+    """An event sink and a stop flag raised once the trainer emits `kind` at `step`."""
+    events: list = []
+    flag = {"stop": False}
+
+    def emit(e):
+        events.append(e)
+        if isinstance(e, kind) and e.step == step:
+            flag["stop"] = True
+
+    return events, emit, lambda: flag["stop"]
+
+
+@pytest.mark.parametrize("during", ["evaluation", "exact validation"])
+def test_a_stop_inside_an_evaluation_is_honoured_there_and_the_evaluation_is_redone_on_resume(corpus_file, tmp_path, during):
+    # eval_iters 30: 120 windows a split, 3 chunks of 40 (the exact pass: 4), so the stop lands between chunks
+    c = tiny_config(corpus_file, max_iters=20, eval_interval=10, eval_iters=30, dropout=0.1, skips={1: 0.1})
+    straight = run([c], options=TrainOptions(log_interval=1))
+    folder = tmp_path / "ckpt"
+    # after the step-10 loss the next check is inside the step-10 evaluation; after the final
+    # evaluation (step 20), inside the exact validation pass
+    trigger = (ev.StepLogged, 10) if during == "evaluation" else (ev.Evaluated, 20)
+    first, emit, should_stop = _stop_when(*trigger)
+    train_group([c], ["r0"], emit, TrainOptions(log_interval=1), checkpoints=files(folder), should_stop=should_stop)
+    stopped_at = trigger[1]
+    assert [e.step for e in of(first, ev.Stopped)] == [stopped_at]
+    assert not of(first, ev.Finished)
+    recorded = [e.step for e in of(first, ev.Evaluated)]
+    assert recorded == ([0] if during == "evaluation" else [0, 10, 20])  # the interrupted evaluation is not
+    assert checkpoint_step(list_checkpoints(folder)[0].name) == stopped_at
+
+    second = run([c], checkpoints=files(folder), options=TrainOptions(log_interval=1))
+    assert of(second, ev.Started)[0].step == stopped_at
+    assert [e.step for e in of(first + second, ev.Evaluated)] == [0, 10, 20]  # each exactly once
+    assert [e.val_loss for e in of(first + second, ev.Evaluated)] == pytest.approx(
+        [e.val_loss for e in of(straight, ev.Evaluated)], abs=1e-6)  # the same windows when redone
+    assert of(second, ev.Finished)[0].exact_val == pytest.approx(of(straight, ev.Finished)[0].exact_val, abs=1e-6)

@@ -7,6 +7,7 @@ nothing from the rest of the lab, so this module lives in the core and the rest 
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import hashlib
 import json
@@ -85,8 +86,11 @@ class RunConfig:
         return dict(self.skips)
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain, JSON-ready settings; skips become {"depth": rate} with string keys."""
-        d = dataclasses.asdict(self)
+        """Plain, JSON-ready settings; skips become {"depth": rate} with string keys.
+
+        Built field by field rather than with `dataclasses.asdict`, which deep-copies every
+        value: this runs once or more per run, and a sweep has up to 100,000 of them."""
+        d = {name: getattr(self, name) for name in _FIELD_NAMES}
         d["skips"] = {str(k): v for k, v in self.skips}
         return d
 
@@ -100,14 +104,21 @@ class RunConfig:
                 v.setdefault(site, rate)
         if "skips" in v:
             v["skips"] = normalise_skips(v["skips"])
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(v) - known
+        unknown = v.keys() - _FIELD_SET
         if unknown:
             raise ValueError(f"unknown settings: {', '.join(sorted(unknown))}")
-        for f in dataclasses.fields(cls):
-            if f.name in v and f.type in ("float",) and isinstance(v[f.name], int):
-                v[f.name] = float(v[f.name])
+        for name in _FLOAT_FIELDS:
+            if isinstance(v.get(name), int):
+                v[name] = float(v[name])
         return cls(**v)
+
+    def with_seed(self, seed: int) -> "RunConfig":
+        """These settings with another seed: what a replicate is. A copy with one field set,
+        because `dataclasses.replace` runs __init__ over every field again, and a grid with
+        seeds makes up to 100,000 replicates."""
+        twin = copy.copy(self)
+        object.__setattr__(twin, "seed", seed)
+        return twin
 
     def identity_hash(self) -> str:
         """Short stable hash of every setting: two runs with equal hashes train identically."""
@@ -120,12 +131,16 @@ class RunConfig:
         Everything except the dropout rates, the skip rates and `seed`; the set of skip depths
         present is part of the key, their rates are not.
         """
-        d = self.to_dict()
-        for site in DROPOUT_SITES:
-            d.pop(site)
-        d.pop("seed")
-        d["skips"] = sorted(int(k) for k in d["skips"])
-        return tuple(sorted((k, json.dumps(v)) for k, v in d.items()))
+        # Field by field (every value is a str, bool, int or float, all hashable): the driver
+        # keys every queued run by this, up to 100,000 of them, whenever a worker goes idle.
+        return tuple((name, getattr(self, name)) for name in _GROUP_FIELDS) + (
+            ("skips", tuple(depth for depth, _ in self.skips)),)
+
+
+_FIELD_NAMES = tuple(f.name for f in dataclasses.fields(RunConfig))
+_FIELD_SET = frozenset(_FIELD_NAMES)
+_GROUP_FIELDS = tuple(sorted(n for n in _FIELD_NAMES if n not in DROPOUT_SITES + ("seed", "skips")))
+_FLOAT_FIELDS = tuple(f.name for f in dataclasses.fields(RunConfig) if f.type == "float")
 
 
 def normalise_skips(skips: Any) -> tuple[tuple[int, float], ...]:
@@ -296,6 +311,14 @@ def check_config(values: dict[str, Any]) -> list[tuple[str, str]]:
         if msg:
             problems.append((name, msg))
             bad.add(name)
+    return problems + cross_key_problems(values, bad)
+
+
+def cross_key_problems(values: dict[str, Any], bad: set[str] = frozenset()) -> list[tuple[str, str]]:
+    """The cross-key half of `check_config`, for settings each already passed `check_value`
+    (`bad`: keys that did not, whose rules are skipped). An experiments file checks every
+    value once where it is written, so each of a grid's runs needs only these."""
+    problems: list[tuple[str, str]] = []
 
     def ok(*names: str) -> bool:
         return all(n in values and n not in bad for n in names)
@@ -318,7 +341,8 @@ def check_config(values: dict[str, Any]) -> list[tuple[str, str]]:
 
 def default_values() -> dict[str, Any]:
     """The RunConfig defaults as a plain settings dict (skips as {depth: rate})."""
-    d = dataclasses.asdict(RunConfig())
+    default = RunConfig()
+    d = {name: getattr(default, name) for name in _FIELD_NAMES}
     d["skips"] = dict(d["skips"])
     return d
 

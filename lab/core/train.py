@@ -55,6 +55,10 @@ def clip_per_config(params: list[torch.nn.Parameter], max_norm: float) -> torch.
     return total
 
 
+class EvaluationStopped(Exception):
+    """A stop request seen between steps or between the chunks of an evaluation."""
+
+
 class GroupTrainer:
     """State of one group in training: model, optimiser, generators and each run's history."""
 
@@ -81,6 +85,7 @@ class GroupTrainer:
         self.dtype_choice = choice
         self.dtype = choice.dtype
         self.amp = torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.dtype == "bfloat16")
+        self.should_stop: Callable[[], bool] = lambda: False  # set by `train`
 
     # -- setup -------------------------------------------------------------------------------
     def setup(self, corpus: Corpus) -> None:
@@ -202,15 +207,24 @@ class GroupTrainer:
 
     @torch.no_grad()
     def estimate_loss(self) -> dict[str, torch.Tensor]:
-        """Mean loss over eval_iters random batches per split, in eval mode: {split: [N]}."""
+        """Mean loss over eval_iters random batches per split, in eval mode: {split: [N]}.
+
+        A stop request between chunks abandons it (`EvaluationStopped`) with the evaluation
+        generator put back, so the evaluation redone on resume draws the same windows."""
         cfg = self.cfg
+        eval_state = self.eval_gen.get_state()
         self.model.eval()
         out = {}
-        for split in ("train", "val"):
-            data = self.corpus.split(split)
-            starts = random_starts(data, cfg.eval_iters * cfg.batch_size, cfg.block_size, self.eval_gen)
-            out[split] = (self._window_sums(data, starts).sum(dim=1) / (len(starts) * cfg.block_size)).cpu()
-        self.model.train()
+        try:
+            for split in ("train", "val"):
+                data = self.corpus.split(split)
+                starts = random_starts(data, cfg.eval_iters * cfg.batch_size, cfg.block_size, self.eval_gen)
+                out[split] = (self._window_sums(data, starts).sum(dim=1) / (len(starts) * cfg.block_size)).cpu()
+        except EvaluationStopped:
+            self.eval_gen.set_state(eval_state)
+            raise
+        finally:
+            self.model.train()
         return out
 
     def _window_sums(self, data: torch.Tensor, starts: torch.Tensor) -> torch.Tensor:
@@ -221,7 +235,9 @@ class GroupTrainer:
         """
         T = self.cfg.block_size
         sums = []
-        for chunk in starts.split(self.eval_windows):
+        for k, chunk in enumerate(starts.split(self.eval_windows)):
+            if k and self.should_stop():  # an evaluation can take minutes: a stop must not wait for it
+                raise EvaluationStopped()
             x, y = (t.to(self.device) for t in window_batch(data, chunk, T))
             with self.amp:
                 sums.append(token_losses(self.model(x), y).sum(dim=2))
@@ -236,13 +252,15 @@ class GroupTrainer:
         starts = torch.arange(0, targets - T + 1, T)
         covered = int(starts[-1]) + T
         self.model.eval()
-        total = self._window_sums(val, starts).sum(dim=1)
-        rest = targets - covered
-        if rest > 0:
-            x, y = (t.to(self.device) for t in window_batch(val, torch.tensor([targets - T]), T))
-            with self.amp:
-                total += token_losses(self.model(x), y)[:, :, -rest:].sum(dim=(1, 2))
-        self.model.train()
+        try:
+            total = self._window_sums(val, starts).sum(dim=1)
+            rest = targets - covered
+            if rest > 0:
+                x, y = (t.to(self.device) for t in window_batch(val, torch.tensor([targets - T]), T))
+                with self.amp:
+                    total += token_losses(self.model(x), y)[:, :, -rest:].sum(dim=(1, 2))
+        finally:
+            self.model.train()
         return (total / targets).cpu()
 
     def evaluate(self) -> None:
@@ -305,6 +323,17 @@ class GroupTrainer:
         self.step += 1
         return losses.detach()
 
+    def stop(self, pending: list[torch.Tensor], lr: float) -> None:
+        """Honour a stop request: report the steps taken, checkpoint at this step (an
+        evaluation in progress is not recorded; `last_eval_step` still says it is due, so a
+        resume does it again) and end every active run as stopped."""
+        if pending:
+            self.flush_logs(pending, lr)
+        self.checkpoint()
+        for i in range(self.n):
+            if self.active[i]:
+                self.emit(ev.Stopped(self.run_ids[i], self.step))
+
     # -- the loop ----------------------------------------------------------------------------
     def train(self, should_stop: Callable[[], bool]) -> None:
         cfg, model = self.cfg, self.model
@@ -314,35 +343,35 @@ class GroupTrainer:
         for i in range(self.n):
             self.emit(ev.Started(self.run_ids[i], self.step, cfg.max_iters, n_params, str(self.device), self.dtype,
                                  self.n, os.getpid(), self.dtype_choice.describe()))
+        self.should_stop = should_stop
         pending: list[torch.Tensor] = []
         lr = lr_at(cfg, self.step)
         model.train()
-        while self.step < cfg.max_iters:
-            if self.step % cfg.eval_interval == 0 and self.step != self.last_eval_step:
-                self.evaluate()
-                if self.step > 0:
-                    self.checkpoint()
-                if not any(self.active):
-                    return
-            if should_stop():
-                if pending:
+        try:
+            while self.step < cfg.max_iters:
+                if self.step % cfg.eval_interval == 0 and self.step != self.last_eval_step:
+                    self.evaluate()
+                    if self.step > 0:
+                        self.checkpoint()
+                    if not any(self.active):
+                        return
+                if should_stop():
+                    raise EvaluationStopped()  # between steps: the same way out as from an evaluation
+                lr = lr_at(cfg, self.step)
+                pending.append(self.train_step(lr))
+                if self.step % self.options.log_interval == 0 or self.step == cfg.max_iters:
                     self.flush_logs(pending, lr)
-                self.checkpoint()
-                for i in range(self.n):
-                    if self.active[i]:
-                        self.emit(ev.Stopped(self.run_ids[i], self.step))
+                    pending = []
+                    if not any(self.active):
+                        return
+            if self.last_eval_step != self.step:  # a resume after a stop in the exact pass has it
+                self.evaluate()
+            if not any(self.active):
                 return
-            lr = lr_at(cfg, self.step)
-            pending.append(self.train_step(lr))
-            if self.step % self.options.log_interval == 0 or self.step == cfg.max_iters:
-                self.flush_logs(pending, lr)
-                pending = []
-                if not any(self.active):
-                    return
-        self.evaluate()
-        if not any(self.active):
+            exact = self.exact_val_loss()
+        except EvaluationStopped:
+            self.stop(pending, lr)
             return
-        exact = self.exact_val_loss()
         self.checkpoint(finished=True)
         wall, tps = self.wall_s(), self.tokens_per_s()
         for i in range(self.n):

@@ -65,7 +65,8 @@ class Driver:
             self.stopping = True
             self.executor.stop()
             self.store.set_driver_info(_pid(), accepting=False, kind=self.kind)
-            waiting = [r.run_id for r in self._queued() if r.run_id not in self.dispatched]
+            waiting = [rid for rid in self.store.queued_ids()
+                       if rid not in self.dispatched and (self.scope is None or rid in self.scope)]
             self.store.stop_runs(waiting, "stopped before it started")
 
     def kill(self) -> None:
@@ -191,8 +192,17 @@ class Driver:
             self.ended.difference_update(self.retry)
             self.retry = []
         self._requeue_group_mates(batch)
+        self._forget_ended_tasks(items)
         for event in shown:
             self.on_event(event)
+
+    def _forget_ended_tasks(self, items: list[tuple[int, str, object]]) -> None:
+        """Drop the tasks whose worker reported them done: what a poll looks through (stop
+        requests, a kill) stays the groups in training, however many runs have finished."""
+        for _, task_id, event in items:
+            if isinstance(event, TaskDone):
+                self.tasks.pop(task_id, None)
+                self.slot_of_task.pop(task_id, None)
 
     def _retry_smaller(self, task_id: str, event: object) -> bool:
         """A group that ran out of memory is retried in smaller groups instead of failing.

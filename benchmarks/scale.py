@@ -1,0 +1,283 @@
+"""Sweeps of 1,000 to 100,000 runs: every step of the sweep machinery, timed (issue 17).
+
+For each size N it writes an experiments file whose one suite is a grid over four rates (and
+seeds for 100,000), 2 blocks and a long first evaluation, then measures, in a temporary folder:
+
+* validate      `dropres-lab validate` (wall seconds and peak memory of the process)
+* enqueue       `run --headless --max-iters 1`: seconds until it prints "training N runs"
+                (validation, corpus check, enqueue and planning: before the first run starts)
+* stop          Ctrl-C sent 3 s after the first run started (its first evaluation, in groups of
+                16): seconds until the process has exited
+* plan          the driver's planning in-process: read the queue from the store and group it
+* poll          one idle poll of the driver in-process (requests, queue, finished?) with every
+                run finished: must not grow with the finished runs
+* results       `dropres-lab results` (Rich table) and `--format json`, with every run given
+                a finished result in the store (wall seconds, peak memory)
+* tui           the lab opened on the store under Textual's pilot: seconds to the first
+                frame of Runs, then one key (down) on Runs and on Results
+
+A step that runs past --limit seconds is killed and reported as "> LIMIT". Run it under
+`nice -n -15` on a shared machine; the load average is printed beside the numbers.
+
+    python benchmarks/scale.py --sizes 1000 10000 100000 --label after
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import random
+import signal
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+RATES = [round(0.05 * i, 2) for i in range(10)]
+
+
+def experiments_text(n: int) -> str:
+    """A suite of exactly n runs (n = 10^k, 3 <= k <= 5): 10 values per grid key, seeds for 10^5."""
+    keys = ["skips.1", "attn_dropout", "mlp_dropout", "embd_dropout"]
+    k = {1000: 3, 10000: 4, 100000: 4}[n]
+    grid = ", ".join(f'"{key}" = {RATES}' for key in keys[:k])
+    seeds = "seeds = [" + ", ".join(str(1337 + i) for i in range(10)) + "]\n" if n == 100000 else ""
+    return f"""default_suite = "big"
+[defaults]
+n_layer = 2
+n_embd = 32
+n_head = 2
+block_size = 32
+batch_size = 8
+eval_interval = 1000
+eval_iters = 400
+max_iters = 10
+[suites.big]
+{seeds}grid = {{ {grid} }}
+"""
+
+
+def lab(*args: str) -> list[str]:
+    return [sys.executable, "-m", "lab", *args]
+
+
+def timed_process(cmd: list[str], limit: float) -> tuple[float | None, float | None, float | None]:
+    """(wall seconds, peak RSS in MB, CPU seconds) of a command, or Nones past `limit`."""
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = t0 + limit
+    while True:
+        pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+        if pid:
+            wall = time.perf_counter() - t0
+            proc.returncode = os.waitstatus_to_exitcode(status)
+            if proc.returncode != 0:
+                raise RuntimeError(f"{' '.join(cmd[2:])} exited {proc.returncode}: {proc.stderr.read().decode()[-500:]}")
+            return wall, usage.ru_maxrss / 1024, usage.ru_utime + usage.ru_stime
+        if time.perf_counter() > deadline:
+            proc.kill()
+            proc.wait()
+            return None, None, None
+        time.sleep(0.02)
+
+
+def headless_and_stop(file: Path, store: Path, n: int, limit: float) -> tuple[float | None, float | None]:
+    """(seconds until "training N runs", seconds from Ctrl-C inside the first evaluation to exit)."""
+    cmd = lab("run", "--headless", "-f", str(file), "--store", str(store), "--max-iters", "1")
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+    enqueue = stop = None
+    os.set_blocking(proc.stdout.fileno(), False)
+    buf = ""
+    started_at = None
+    try:
+        while proc.poll() is None and time.perf_counter() - t0 < limit:
+            try:
+                buf += os.read(proc.stdout.fileno(), 1 << 16).decode(errors="replace")
+            except BlockingIOError:
+                pass
+            if enqueue is None and "training " in buf:
+                enqueue = time.perf_counter() - t0
+            if started_at is None and " started," in buf:
+                started_at = time.perf_counter()
+            if started_at is not None and time.perf_counter() - started_at > 3.0:
+                s0 = time.perf_counter()
+                os.killpg(proc.pid, signal.SIGINT)
+                while proc.poll() is None and time.perf_counter() - s0 < limit:
+                    try:  # keep reading: a full pipe would block its last lines, and its exit
+                        os.read(proc.stdout.fileno(), 1 << 16)
+                    except BlockingIOError:
+                        time.sleep(0.02)
+                if proc.poll() is not None:
+                    stop = time.perf_counter() - s0
+                break
+            time.sleep(0.05)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    return enqueue, stop
+
+
+def fill_store(file: Path, store: Path) -> tuple[float, float]:
+    """Enqueue every run of the file into `store` in-process; returns (wall, CPU) seconds."""
+    from lab.experiments import load_experiments
+    from lab.launch import check_corpora, enqueue_specs
+    from lab.store import Store
+
+    specs = load_experiments(file).runs
+    t0, c0 = time.perf_counter(), time.process_time()
+    shas = check_corpora(specs)
+    with Store.open(store) as st:
+        enqueue_specs(st, specs, shas)
+    return time.perf_counter() - t0, time.process_time() - c0
+
+
+def finish_all(store: Path) -> None:
+    """Give every run a finished result, as a trainer would have recorded it (no training)."""
+    rng = random.Random(0)
+    with sqlite3.connect(store / "store.sqlite3") as c:
+        ids = [r[0] for r in c.execute("SELECT run_id FROM runs")]
+        c.executemany(
+            """UPDATE runs SET status = 'finished', step = max_iters, final_val = ?, best_val = ?, final_train = ?,
+                   exact_val = ?, wall_s = 12.5, tokens_per_s = 3000, ended_at = created_at WHERE run_id = ?""",
+            [(v + 0.01, v, v - 0.1, v + 0.005, rid) for rid in ids for v in [2.0 + rng.random()]])
+
+
+def plan_seconds(store: Path) -> tuple[float, float]:
+    from lab.store import Store
+    from lab.workers.scheduler import plan_groups
+
+    with Store.open(store) as st:
+        t0, c0 = time.perf_counter(), time.process_time()
+        plan_groups(st.queued(), 16)
+        return time.perf_counter() - t0, time.process_time() - c0
+
+
+def poll_seconds(store: Path) -> float:
+    """One idle poll of a background driver over a store whose runs are all finished."""
+    from lab.core.config import TrainOptions
+    from lab.store import Store
+    from lab.workers.driver import Driver
+
+    class Idle:  # an executor with every worker idle and nothing to report
+        def busy(self) -> bool:
+            return False
+
+        def idle_slots(self) -> list[int]:
+            return [0, 1]
+
+    with Store.open(store) as st:
+        driver = Driver(st, Idle(), group_size=16, options=TrainOptions(), kind="background", linger_s=60)
+        t0 = time.perf_counter()
+        for _ in range(10):
+            driver._handle_requests()
+            driver._dispatch()
+            driver._finished()
+        return (time.perf_counter() - t0) / 10
+
+
+def tui_seconds(store: Path, file: Path, limit: float) -> tuple[float | None, float | None, float | None]:
+    """(first frame of Runs, a key on Runs, a key on Results) under the pilot, in a subprocess."""
+    code = f"""
+import asyncio, sys, time
+sys.path.insert(0, {str(ROOT)!r})
+from benchmarks.keys import timed_press
+from lab.tui.app import LabApp
+async def main():
+    t0 = time.perf_counter()
+    app = LabApp({str(store)!r}, {str(file)!r}, start_mode="runs")
+    async with app.run_test(size=(120, 36)) as pilot:
+        await pilot._wait_for_screen()
+        first = time.perf_counter() - t0
+        await pilot.pause(0.5)
+        runs_key = (await timed_press(pilot, "down"))[0]
+        await timed_press(pilot, "f4")
+        await pilot.pause(0.5)
+        results_key = (await timed_press(pilot, "down"))[0]
+        print(first, runs_key, results_key)
+        await pilot.press("ctrl+q")
+asyncio.run(main())
+"""
+    try:
+        proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=limit)
+    except subprocess.TimeoutExpired:
+        return None, None, None
+    if proc.returncode != 0:
+        raise RuntimeError(proc.stderr[-1000:])
+    first, runs_key, results_key = (float(x) for x in proc.stdout.split()[-3:])
+    return first, runs_key, results_key
+
+
+def fmt(x: float | None, limit: float, unit: str = "s") -> str:
+    if x is None:
+        return f"> {limit:g} {unit}"
+    return f"{x:.2f} {unit}" if unit == "s" else f"{x:.0f} {unit}"
+
+
+def process_cell(measured: tuple[float | None, float | None, float | None], limit: float) -> str:
+    wall, rss, cpu = measured
+    return fmt(wall, limit) if wall is None else f"{wall:.2f} s (CPU {cpu:.2f} s), {rss:.0f} MB"
+
+
+def measure(n: int, limit: float, skip: set[str]) -> dict[str, str]:
+    out: dict[str, str] = {}
+    with tempfile.TemporaryDirectory(prefix="dropres-scale-") as tmp:
+        folder = Path(tmp)
+        file = folder / "experiments.toml"
+        file.write_text(experiments_text(n))
+        if "validate" not in skip:
+            out["validate"] = process_cell(timed_process(lab("validate", "-f", str(file)), limit), limit)
+        if "headless" not in skip:
+            enqueue, stop = headless_and_stop(file, folder / "headless", n, limit)
+            out["run --headless: to first run"] = fmt(enqueue, limit)
+            out["Ctrl-C in an evaluation"] = fmt(stop, limit)
+        if "store" in skip:
+            return out
+        store = folder / "store"
+        out["enqueue in-process"] = "{:.2f} s (CPU {:.2f} s)".format(*fill_store(file, store))
+        out["plan the queue"] = "{:.2f} s (CPU {:.2f} s)".format(*plan_seconds(store))
+        finish_all(store)
+        out["driver idle poll"] = f"{poll_seconds(store) * 1000:.1f} ms"
+        for label, args in (("results (table)", []), ("results --format json", ["--format", "json"])):
+            out[label] = process_cell(timed_process(lab("results", "--store", str(store), *args), limit), limit)
+        if "tui" not in skip:
+            first, runs_key, results_key = tui_seconds(store, file, limit)
+            out["TUI first frame"] = fmt(first, limit)
+            out["TUI key on Runs"] = fmt(runs_key, limit)
+            out["TUI key on Results"] = fmt(results_key, limit)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 10000, 100000])
+    parser.add_argument("--limit", type=float, default=120.0, help="seconds before a step is killed")
+    parser.add_argument("--skip", nargs="*", default=[], help="steps to leave out: validate headless store (enqueue, plan, poll, results) tui")
+    parser.add_argument("--label", default="")
+    args = parser.parse_args(argv)
+    os.environ.setdefault("DROPRES_DATA", str(ROOT / "tinyshakespeare.txt"))
+    table: dict[int, dict[str, str]] = {}
+    load0 = os.getloadavg()
+    for n in args.sizes:
+        table[n] = measure(n, args.limit, set(args.skip))
+        print(f"{n}: {table[n]}", flush=True)
+    load1 = os.getloadavg()
+    steps = list(dict.fromkeys(k for row in table.values() for k in row))
+    print(f"\n{args.label} (load average {load0[0]:.1f} before, {load1[0]:.1f} after)\n")
+    print("| step | " + " | ".join(f"{n:,} runs" for n in args.sizes) + " |")
+    print("|---|" + "---:|" * len(args.sizes))
+    for step in steps:
+        print(f"| {step} | " + " | ".join(table[n].get(step, "") for n in args.sizes) + " |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
