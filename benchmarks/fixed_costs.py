@@ -74,10 +74,11 @@ def main() -> None:
     finished = [(t, e) for t, e in heard if isinstance(e, ev.Finished)]
     groups: dict[tuple, tuple[float, float, dict]] = {}  # one entry per group (its runs report the same phases)
     for t, e in finished:
-        groups.setdefault(tuple(sorted(e.phase_s.items())), (started[e.run_id], t, e.phase_s))
+        phases = getattr(e, "phase_s", {}) or {"run": e.wall_s}  # a lab before issue 12: the group's wall only
+        groups.setdefault(tuple(sorted(phases.items())), (started[e.run_id], t, phases))
     pids = {e.pid for _, e in heard if isinstance(e, ev.Started)}
     n_workers = len(pids)
-    total = {p: sum(g[2].get(p, 0.0) for g in groups.values()) for p in PHASES}
+    total = {p: sum(g[2].get(p, 0.0) for g in groups.values()) for p in PHASES + ("run",)}
     first_start = min(started.values())
     busy = total["steps"] + total["evaluations"]
     outside = n_workers * wall - busy
@@ -90,7 +91,9 @@ def main() -> None:
         f"| start to the first group's first step (spawn, imports, corpus, model, optimiser) | {first_start:.2f} | "
         f"{first_start * n_workers / (n_workers * wall):.0%} |",
     ]
-    for p in PHASES:
+    for p in PHASES + ("run",):
+        if not total[p]:
+            continue
         lines.append(f"| {p} (all groups) | {total[p]:.2f} | {total[p] / (n_workers * wall):.0%} |")
     tail = wall - max(t for t, _ in finished)
     lines += [
