@@ -181,21 +181,27 @@ class BackgroundSaves:
         self._thread: threading.Thread | None = None
 
     def submit(self, run_id: str, step: int, data: bytes) -> None:
-        """Queue a run's checkpoint bytes for the sink."""
-        if self._thread is None:
-            self._thread = threading.Thread(target=self._work, name="checkpoint-saves", daemon=True)
-            self._thread.start()
-        self._todo.put((run_id, step, data))
+        """Queue a run's checkpoint bytes for the sink (a thread starts when none is running)."""
+        with self._lock:
+            self._todo.put((run_id, step, data))
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._work, name="checkpoint-saves", daemon=True)
+                self._thread.start()
 
     def _work(self) -> None:
+        """Save what is queued, then end: a long-lived worker keeps no idle thread per group."""
         while True:
+            with self._lock:
+                if self._todo.empty():
+                    self._thread = None
+                    return
             run_id, step, data = self._todo.get()
             try:
                 if self._error is None:  # after a failure, later saves are not attempted
                     where = self.sink.save(run_id, step, data)
                     with self._lock:
                         self._finished.append((run_id, step, where))
-            except BaseException as exc:  # handed to the trainer's thread by done()
+            except BaseException as exc:  # handed to the trainer's thread by raise_failure()
                 with self._lock:
                     self._error = exc
             finally:
