@@ -9,7 +9,7 @@ the tear-down. The headline is the share of the workers' wall time (workers x wa
 spent in training steps or evaluations.
 
     python benchmarks/fixed_costs.py                       # the quick suite
-    python benchmarks/fixed_costs.py quick --out benchmarks/results
+    python benchmarks/fixed_costs.py quick --out /tmp/fc      # also writes /tmp/fc/fixed_costs_run.md
 """
 
 from __future__ import annotations
