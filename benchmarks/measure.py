@@ -1,36 +1,17 @@
-"""Measurements the benchmark scripts share: a device's matmul peak and a timed headless run."""
+"""Measurements the benchmark scripts share: a device's matmul peak (the lab's own,
+lab/core/throughput.py) and a timed headless run."""
 
 from __future__ import annotations
 
-import math
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-import torch
-
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
 
-
-def matmul_peak(dtype: torch.dtype, device: str = "cpu", n: int = 2048, repeats: int = 10) -> float:
-    """FLOP/s of the fastest of `repeats` square n x n matmuls: the device's practical peak."""
-    a, b = (torch.randn(n, n, dtype=dtype, device=device) for _ in range(2))
-
-    def sync() -> None:
-        if device.startswith("cuda"):
-            torch.cuda.synchronize()
-
-    for _ in range(3):
-        a @ b
-    sync()
-    best = math.inf
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        a @ b
-        sync()
-        best = min(best, time.perf_counter() - t0)
-    return 2 * n**3 / best
+from lab.core.throughput import matmul_peak  # noqa: E402,F401  (re-exported for the benchmarks)
 
 
 def timed_headless(run_args: list[str], store: Path) -> float:

@@ -21,6 +21,12 @@ a series of n configurations within 3 * sqrt(2 / n) * s.
 
     python benchmarks/sweep.py                      # paper-skip1 at 2000 iters, paper-deep skip-1 at 500
     python benchmarks/sweep.py --iters 300 --deep-iters 100 --seeds 3 --out /tmp/bench
+    # issue 12's short sweep: paper-skip1 at 2 blocks, 600 steps, eval every 300, fp32 in the lab too
+    python benchmarks/sweep.py --blocks 2 --iters 600 --eval-interval 300 --dtype float32 --deep-iters 0 --seeds 0
+
+`--blocks`, `--eval-interval`, `--eval-iters` and `--dtype` change the paper-skip1 series (in a
+copy of the experiments file); the baseline always trains in fp32 on a CPU, as nanoGPT does,
+so `--dtype float32` compares like with like on a machine where bf16 is faster.
 
 Prints one Markdown table (and writes it to OUT/sweep.md with --out).
 """
@@ -50,6 +56,7 @@ from benchmarks.report import emit_report  # noqa: E402
 from lab.core.config import RunConfig  # noqa: E402
 from lab.core.data import get_corpus  # noqa: E402
 from lab.core.precision import resolve_dtype  # noqa: E402
+from lab.core.throughput import train_flop_per_token  # noqa: E402
 from lab.experiments import load_experiments  # noqa: E402
 from lab.headless import override_specs  # noqa: E402
 
@@ -70,6 +77,8 @@ class Series:
     lab_exact: dict[str, float] = field(default_factory=dict)
     lab_dtype: str = ""
     flop: float = 0.0  # model FLOPs of the whole series (training + evaluations)
+    load_before: str = ""  # load averages before the lab run and after the baseline
+    load_after: str = ""
 
     @property
     def label(self) -> str:
@@ -78,6 +87,33 @@ class Series:
 
 def lab_command(args: list[str], store: Path) -> list[str]:
     return [sys.executable, "-m", "lab", *args, "--store", str(store)]
+
+
+def load_average() -> str:
+    """The 1, 5 and 15 minute load averages (`uptime`), recorded beside every timing."""
+    try:
+        return " ".join(f"{x:.2f}" for x in os.getloadavg())
+    except OSError:
+        return "unknown"
+
+
+def derived_file(file: Path, suite: str, tmp: Path, changes: dict) -> Path:
+    """A copy of the experiments file with `changes` set in [suites.SUITE] (the file itself when
+    there are none); the data path stays as the original file means it."""
+    if not changes:
+        return file
+    from lab.experiments import resolve_data
+    from lab.toml_edit import load_document, save_document, set_key
+
+    doc = load_document(file)
+    data = doc["suites"][suite].get("data", doc.get("defaults", {}).get("data"))
+    if data is not None:
+        set_key(doc, ("suites", suite), "data", resolve_data(str(data), str(file.resolve().parent)))
+    for key, value in changes.items():
+        set_key(doc, ("suites", suite), key, value)
+    out = tmp / "experiments.toml"
+    save_document(out, doc)
+    return out
 
 
 def run_lab(suite: str, only: str | None, iters: int, file: Path, store: Path) -> tuple[float, dict[str, dict]]:
@@ -99,12 +135,10 @@ def series_configs(file: Path, suite: str, only: str | None, iters: int) -> list
 
 
 def model_flop(cfg: RunConfig, vocab: int) -> float:
-    """Model FLOPs of one run: 6 per weight per trained token, 2 per weight per evaluated token,
-    plus causal attention (computed in full, T x T) in both."""
-    C, T, L = cfg.n_embd, cfg.block_size, cfg.n_layer
-    weights = L * 12 * C * C + vocab * C
-    attn = L * 4 * T * C  # QK^T and AV per token
-    fwd_per_token = 2 * weights + attn
+    """Model FLOPs of one run: the lab's count per trained token (`train_flop_per_token`: 6 per
+    weight plus causal attention in full), a third of it per evaluated token (forward only)."""
+    T = cfg.block_size
+    fwd_per_token = train_flop_per_token(cfg, vocab) / 3
     trained = cfg.max_iters * cfg.batch_size * T
     n_evals = len(range(0, cfg.max_iters, cfg.eval_interval)) + 1
     evaluated = n_evals * 2 * cfg.eval_iters * cfg.batch_size * T
@@ -131,26 +165,38 @@ def main() -> None:
     ap.add_argument("--iters", type=int, default=2000, help="iterations of paper-skip1 (issue: 2000)")
     ap.add_argument("--deep-iters", type=int, default=500, help="iterations of the 16-block skip-1 series (0 skips it)")
     ap.add_argument("--seeds", type=int, default=4, help="seeds for the noise estimate (0 skips it)")
+    ap.add_argument("--blocks", type=int, help="n_layer of the paper-skip1 series (default: the file's, 4)")
+    ap.add_argument("--eval-interval", type=int, help="eval_interval of the paper-skip1 series (default: the file's)")
+    ap.add_argument("--eval-iters", type=int, help="eval_iters of the paper-skip1 series (default: the file's, 200)")
+    ap.add_argument("--dtype", choices=("auto", "float32", "bfloat16"),
+                    help="the lab's dtype for the paper-skip1 series (default: the file's, auto)")
     ap.add_argument("--out", type=Path, help="folder to write sweep.md into")
     args = ap.parse_args()
 
     corpus = get_corpus(os.environ.get("DROPRES_DATA", "tinyshakespeare"))
+    changes = {k: v for k, v in (("n_layer", args.blocks), ("eval_interval", args.eval_interval),
+                                 ("eval_iters", args.eval_iters), ("dtype", args.dtype)) if v is not None}
     series = [Series("paper-skip1", None, args.iters, 3.0)]
     if args.deep_iters:
         series.append(Series("paper-deep", "skips.1=*", args.deep_iters, 2.0))
     threads = torch.get_num_threads()
-    peaks = {"float32": matmul_peak(torch.float32), "bfloat16": matmul_peak(torch.bfloat16)}
+    peaks = {"float32": matmul_peak(torch.float32, n=2048), "bfloat16": matmul_peak(torch.bfloat16, n=2048)}
     print(f"matmul peak on {threads} threads: fp32 {peaks['float32'] / 1e9:.0f} GFLOP/s, "
           f"bf16 {peaks['bfloat16'] / 1e9:.0f} GFLOP/s", flush=True)
 
     with tempfile.TemporaryDirectory(prefix="dropres-sweep-") as tmp_s:
         tmp = Path(tmp_s)
+        skip1_file = derived_file(args.file, "paper-skip1", tmp, changes)
         for k, s in enumerate(series):
-            configs = series_configs(args.file, s.suite, s.only, s.iters)
+            file = skip1_file if s.suite == "paper-skip1" else args.file
+            configs = series_configs(file, s.suite, s.only, s.iters)
             s.flop = sum(model_flop(c, corpus.vocab_size) for _, c in configs)
             print(f"[{s.label}] lab: {len(configs)} configurations x {s.iters} iterations ...", flush=True)
             s.lab_dtype = resolve_dtype(configs[0][1].dtype, torch.device("cpu"))  # what the workers do
-            s.lab_wall, rows = run_lab(s.suite, s.only, s.iters, args.file, tmp / f"store{k}")
+            if s.suite == "paper-skip1" and s.lab_dtype == "float32":
+                s.target = 2.0  # issue 12: 2x where the lab trains in fp32 like the baseline
+            s.load_before = load_average()
+            s.lab_wall, rows = run_lab(s.suite, s.only, s.iters, file, tmp / f"store{k}")
             s.lab_val = {n: r["final_val"] for n, r in rows.items()}
             s.lab_exact = {n: r["exact_val"] for n, r in rows.items()}
             print(f"[{s.label}] lab wall {fmt_s(s.lab_wall)} ({s.lab_dtype})", flush=True)
@@ -162,6 +208,7 @@ def main() -> None:
                 s.baseline_exact[name] = result["exact_val"]
                 print(f"[{s.label}] baseline {name}: {fmt_s(result['wall_s'])}, val {result['val_loss']:.4f}", flush=True)
             s.baseline_wall = time.perf_counter() - t0
+            s.load_after = load_average()
         noise: dict[str, list[float]] = {}
         noise_wall = 0.0
         if args.seeds >= 2:
@@ -177,9 +224,11 @@ def main() -> None:
         f"Machine: {os.cpu_count()} cores, torch {torch.__version__}, {threads} torch threads for the baseline; "
         f"matmul peak fp32 {peaks['float32'] / 1e9:.0f} GFLOP/s, bf16 {peaks['bfloat16'] / 1e9:.0f} GFLOP/s.",
         "",
+        f"Settings changed in paper-skip1: {changes or 'none'}.",
+        "",
         "| series | configs | iters | baseline wall | lab wall | ratio | target | lab dtype | "
-        "baseline FLOP/s (of fp32 peak) | lab FLOP/s (of its dtype's peak) |",
-        "|---|---:|---:|---:|---:|---:|---:|---|---:|---:|",
+        "baseline FLOP/s (of fp32 peak) | lab FLOP/s (of its dtype's peak) | load before / after |",
+        "|---|---:|---:|---:|---:|---:|---:|---|---:|---:|---|",
     ]
     for s in series:
         ratio = s.baseline_wall / s.lab_wall
@@ -187,7 +236,8 @@ def main() -> None:
         l_peak = peaks.get(s.lab_dtype, peaks["float32"])
         lines.append(f"| {s.label} | {len(s.baseline_val)} | {s.iters} | {fmt_s(s.baseline_wall)} | "
                      f"{fmt_s(s.lab_wall)} | **{ratio:.2f}x** | {s.target:.0f}x | {s.lab_dtype} | "
-                     f"{b_rate / 1e9:.1f} G ({b_rate / peaks['float32']:.0%}) | {l_rate / 1e9:.1f} G ({l_rate / l_peak:.0%}) |")
+                     f"{b_rate / 1e9:.1f} G ({b_rate / peaks['float32']:.0%}) | {l_rate / 1e9:.1f} G ({l_rate / l_peak:.0%}) | "
+                     f"{s.load_before} / {s.load_after} |")
     lines += ["", "Final validation loss of each configuration: the last evaluation (200 random batches per "
               "split, as nanoGPT) and the exact loss over the whole validation split (no sampling noise):", "",
               "| series | run | baseline last eval | lab last eval | baseline exact | lab exact | lab - baseline (exact) |",

@@ -359,7 +359,8 @@ def _cost_for(key: tuple, costs: dict[tuple, GroupCost]) -> GroupCost:
     _, m, c = min(near, key=lambda x: x[:2])
     scale = n / m
     return GroupCost(**{**c.__dict__, "step_s": c.step_s * scale, "window_s": c.window_s * scale,
-                        "checkpoint_s": c.checkpoint_s * scale})
+                        "checkpoint_s": c.checkpoint_s * scale, "checkpoint_durable_s": c.checkpoint_durable_s * scale,
+                        "flop_per_step": c.flop_per_step * scale})
 
 
 def bench_suite(specs: Sequence[RunSpec], device: str = "auto", workers: int | None = None,

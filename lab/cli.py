@@ -323,6 +323,11 @@ def _bench_with_progress(specs: list, device: str, workers: Optional[int], group
         return bench_suite(specs, device, workers, group_size, cuda_devices=cuda, steps_budget_s=budget, progress=update)
 
 
+def _seconds(s: float) -> str:
+    """A bench table's seconds: three significant digits, whole seconds from 100."""
+    return f"{s:.3g}" if s < 100 else f"{s:,.0f}"
+
+
 def render_prediction(suite: str, prediction) -> None:
     """The per-group table and the one-line prediction of `bench`."""
     from .formatting import fmt_duration
@@ -330,7 +335,9 @@ def render_prediction(suite: str, prediction) -> None:
     table = Table(title=f"{suite}: measured group costs and predicted times", title_justify="left")
     for col, justify in (("group", "left"), ("configs", "right"), ("model", "left"), ("dtype", "left"),
                          ("ms/step", "right"), ("ms/config-step", "right"), ("tokens/s", "right"),
-                         ("eval s each", "right"), ("worker", "right"), ("starts", "right"), ("predicted", "right")):
+                         ("of peak", "right"), ("start s", "right"), ("eval s each", "right"),
+                         ("exact s", "right"), ("ckpt s", "right"), ("worker", "right"), ("starts", "right"),
+                         ("predicted", "right")):
         table.add_column(col, justify=justify, no_wrap=col != "group")
     for slot in prediction.schedule:
         cost, times = prediction.cost_of(slot.group), prediction.time_of(slot.group)
@@ -338,11 +345,17 @@ def render_prediction(suite: str, prediction) -> None:
         label = slot.group[0].spec.name + (f" +{n - 1}" if n > 1 else "")
         table.add_row(label, str(n), f"{cfg.n_layer} x {cfg.n_embd}", cost.dtype, f"{cost.step_s * 1000:,.1f}",
                       f"{cost.step_s * 1000 / n:,.1f}", f"{n * cfg.batch_size * cfg.block_size / cost.step_s:,.0f}",
-                      f"{times.per_eval_s:.3g}" if times.per_eval_s < 100 else f"{times.per_eval_s:,.0f}", str(slot.worker + 1), fmt_duration(prediction.startup_s + slot.start_s, "long"),
+                      f"{cost.peak_fraction:.0%}" if cost.peak_flops else "-",
+                      _seconds(prediction.startup_s + times.setup_s), _seconds(times.per_eval_s),
+                      _seconds(times.exact_s), f"{_seconds(cost.checkpoint_s)}/{_seconds(cost.checkpoint_durable_s)}",
+                      str(slot.worker + 1), fmt_duration(prediction.startup_s + slot.start_s, "long"),
                       fmt_duration(times.total_s, "long"))
-    table.caption = ("model: blocks x n_embd; eval s each: one evaluation (eval_iters batches of each split); "
+    table.caption = ("model: blocks x n_embd; of peak: training FLOP/s (6 x weights x tokens + attention) as a "
+                     "share of the worker's measured matmul peak in the dtype; start s: a worker's start "
+                     "(spawn, imports, corpus) and the group's setup (model, optimiser); eval s each: one "
+                     "evaluation (eval_iters batches of each split); exact s: the exact validation pass; "
+                     "ckpt s: every run's checkpoint handed over / durable (written while training goes on); "
                      "predicted: steps, evaluations, exact val, checkpoints and setup of the group")
-    table.caption_justify = "left"
     print_tables([table])
     for choice in prediction.dtype_choices:
         out.print(choice.describe(), markup=False, highlight=False, soft_wrap=True)

@@ -25,6 +25,7 @@ from lab.bench import (
     simulate_schedule,
 )
 from lab.core import events as ev
+from lab.core.config import RunConfig
 from lab.core.data import get_corpus
 from lab.core.train import train_group
 from lab.experiments import RunSpec
@@ -203,3 +204,15 @@ def test_bench_and_driver_settings_start_no_workers_when_imported():
             "loaded = {'torch', 'lab.workers.local', 'lab.workers.startup'} & set(sys.modules); "
             "assert not loaded, loaded")
     subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True)
+
+
+def test_training_flops_count_six_per_weight_per_token_plus_attention():
+    from lab.core.model import count_params
+    from lab.core.throughput import train_flop_per_step, train_flop_per_token
+
+    cfg = RunConfig(n_layer=4, n_embd=128, block_size=64, batch_size=8)
+    weights = count_params(cfg, 65) - 64 * 128  # position embeddings are a lookup
+    assert train_flop_per_token(cfg, 65) == 6 * weights + 12 * 4 * 64 * 128
+    assert train_flop_per_step(cfg, 65, 3) == 3 * 8 * 64 * train_flop_per_token(cfg, 65)
+    cost = GroupCost(step_s=0.5, window_s=0.01, setup_s=0.1, flop_per_step=2e9, peak_flops=8e9)
+    assert cost.achieved_flops == 4e9 and cost.peak_fraction == 0.5

@@ -364,3 +364,59 @@ def test_a_stop_inside_an_evaluation_is_honoured_there_and_the_evaluation_is_red
     assert [e.val_loss for e in of(first + second, ev.Evaluated)] == pytest.approx(
         [e.val_loss for e in of(straight, ev.Evaluated)], abs=1e-6)  # the same windows when redone
     assert of(second, ev.Finished)[0].exact_val == pytest.approx(of(straight, ev.Finished)[0].exact_val, abs=1e-6)
+
+
+class SlowSink(FileCheckpointSink):
+    """A disk that takes its time: each save is durable only after a pause."""
+
+    def __init__(self, folder: Path):
+        super().__init__({"r0": folder})
+        self.durable: set[int] = set()
+
+    def save(self, run_id: str, step: int, data: bytes) -> str:
+        time.sleep(0.05)
+        where = super().save(run_id, step, data)
+        self.durable.add(step)
+        return where
+
+
+def test_checkpoints_are_written_while_training_goes_on_and_reported_only_once_durable(corpus_file, tmp_path):
+    sink = SlowSink(tmp_path / "r0")
+    events: list = []
+
+    def emit(event) -> None:
+        if isinstance(event, ev.Checkpointed):  # never before the sink has it on disk
+            assert event.step in sink.durable
+            assert Path(event.path).is_file()
+        events.append(event)
+
+    cfg = tiny_config(corpus_file, max_iters=40, eval_interval=10)
+    train_group([cfg], ["r0"], emit, checkpoints=sink)
+    assert [e.step for e in of(events, ev.Checkpointed)] == [10, 20, 30, 40]
+    finished = of(events, ev.Finished)[0]
+    assert events.index(of(events, ev.Checkpointed)[-1]) < events.index(finished)
+    assert set(finished.phase_s) == {"setup", "steps", "evaluations", "exact", "checkpoints"}
+
+
+def test_the_optimiser_is_torch_fused_adamw_bit_for_bit_without_importing_dynamo():
+    code = """
+import sys, torch
+from lab.core.optim import FusedAdamW
+def trained(make):
+    torch.manual_seed(0)
+    w = torch.nn.Parameter(torch.randn(3, 8, 8)); b = torch.nn.Parameter(torch.randn(3, 8))
+    opt = make([{"params": [w], "weight_decay": 0.1}, {"params": [b], "weight_decay": 0.0}])
+    for _ in range(5):
+        opt.zero_grad(set_to_none=True)
+        ((w @ torch.randn(3, 8, 4)).square().sum() + b.sin().sum()).backward()
+        opt.step()
+    return w, b, opt
+ours = trained(lambda g: FusedAdamW(g, lr=1e-2, betas=(0.9, 0.99)))
+assert "torch._dynamo" not in sys.modules, "FusedAdamW imported torch._dynamo"
+theirs = trained(lambda g: torch.optim.AdamW(g, lr=1e-2, betas=(0.9, 0.99), fused=True))
+for p, q in zip(ours[:2], theirs[:2]):
+    assert torch.equal(p, q)
+    for key in ("step", "exp_avg", "exp_avg_sq"):
+        assert torch.equal(ours[2].state[p][key], theirs[2].state[q][key])
+"""
+    subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True)

@@ -4,7 +4,9 @@ reading them back.
 A group checkpoints each run on its own (its slice of the weights and optimiser state), so a
 run can resume in a different group from the one it was trained in. The trainer encodes a
 run's state to bytes and hands them to the `CheckpointSink` it was given, which makes them
-durable and says where; it resumes from what that sink gives back. The sink of local workers,
+durable and says where (on a thread of its own, `BackgroundSaves`, while training goes on;
+the trainer reports a checkpoint only once it is durable); it resumes from what that sink
+gives back. The sink of local workers,
 `FileCheckpointSink`, writes the run's folder atomically (a kill mid-write leaves the previous
 checkpoint intact); an executor on other machines swaps in a sink that sends the bytes home.
 
@@ -18,7 +20,9 @@ before it. torch is imported inside the functions that need it: the store and it
 from __future__ import annotations
 
 import io
+import queue
 import re
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Protocol
@@ -154,6 +158,72 @@ class FileCheckpointSink:
 
     def saved(self, run_id: str) -> list[SavedCheckpoint]:
         return [SavedCheckpoint.in_file(p) for p in list_checkpoints(self.folders[run_id])]
+
+
+class BackgroundSaves:
+    """Hands checkpoints to a sink on a thread of their own, so training goes on while they
+    are made durable (a file write and fsync per run: a tenth of a second or more per group
+    on a busy disk, at every evaluation).
+
+    The trainer still reports a checkpoint only once the sink says it is durable: `done()`
+    gives back the saves that have finished since it was last asked, `settle()` waits for all
+    of them first. A save that failed raises its exception from `done()`/`settle()`, in the
+    trainer's thread, so a full disk fails the group as a synchronous write did. Saves are
+    made one at a time, in the order given.
+    """
+
+    def __init__(self, sink: CheckpointSink):
+        self.sink = sink
+        self._todo: queue.Queue = queue.Queue()
+        self._lock = threading.Lock()
+        self._finished: list[tuple[str, int, str]] = []
+        self._error: BaseException | None = None
+        self._thread: threading.Thread | None = None
+
+    def submit(self, run_id: str, step: int, data: bytes) -> None:
+        """Queue a run's checkpoint bytes for the sink (a thread starts when none is running)."""
+        with self._lock:
+            self._todo.put((run_id, step, data))
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._work, name="checkpoint-saves", daemon=True)
+                self._thread.start()
+
+    def _work(self) -> None:
+        """Save what is queued, then end: a long-lived worker keeps no idle thread per group."""
+        while True:
+            with self._lock:
+                if self._todo.empty():
+                    self._thread = None
+                    return
+            run_id, step, data = self._todo.get()
+            try:
+                if self._error is None:  # after a failure, later saves are not attempted
+                    where = self.sink.save(run_id, step, data)
+                    with self._lock:
+                        self._finished.append((run_id, step, where))
+            except BaseException as exc:  # handed to the trainer's thread by raise_failure()
+                with self._lock:
+                    self._error = exc
+            finally:
+                self._todo.task_done()
+
+    def done(self) -> list[tuple[str, int, str]]:
+        """(run_id, step, where) of every save finished since the last call, in order."""
+        with self._lock:
+            finished, self._finished = self._finished, []
+        return finished
+
+    def settle(self) -> list[tuple[str, int, str]]:
+        """Wait until every submitted save has finished (or failed), then `done()`."""
+        self._todo.join()
+        return self.done()
+
+    def raise_failure(self) -> None:
+        """Raise the exception of a save that failed, if one did (a failed save ends the group)."""
+        with self._lock:
+            error = self._error
+        if error is not None:
+            raise error
 
 
 # -- models from checkpoints --------------------------------------------------------------------

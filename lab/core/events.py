@@ -8,7 +8,7 @@ gave the run when it started the group.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 
 @dataclass(frozen=True)
@@ -61,6 +61,10 @@ class Finished:
     exact_val: float  # over the whole validation split, every position predicted once
     wall_s: float  # wall time of the group this run trained in
     tokens_per_s: float
+    # Seconds of this session of the group by part: setup (model, optimiser), steps (training
+    # steps and their logging), evaluations, exact (validation pass), checkpoints (training
+    # waiting on them). Benchmarks read it to see where a run's time goes.
+    phase_s: dict = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

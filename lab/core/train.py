@@ -15,19 +15,22 @@ any group gives the same losses as trained alone.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import math
 import os
 import time
-from typing import Callable
+from typing import Callable, Iterator
 
 import torch
 
 from . import events as ev
-from .checkpoint import CheckpointError, CheckpointSink, encode_checkpoint, load_newest, load_run_weights
+from .checkpoint import (BackgroundSaves, CheckpointError, CheckpointSink, encode_checkpoint, load_newest,
+                         load_run_weights)
 from .config import EVAL_WINDOW_CONFIGS, RunConfig, TrainOptions, lr_at  # noqa: F401  (re-exported)
 from .data import Corpus, DataError, get_corpus, get_batch, random_starts, window_batch
 from .model import Decoder, config_losses, token_losses
+from .optim import FusedAdamW
 from .precision import DtypeChoice, choose_dtype
 
 EVAL_SEED_OFFSET = 0x5EED_E7A1  # evaluation windows: a stream of their own
@@ -73,6 +76,7 @@ class GroupTrainer:
         self.emit = emit
         self.options = options
         self.checkpoints = checkpoints
+        self.saves = None if checkpoints is None else BackgroundSaves(checkpoints)
         self.device = torch.device(options.device)
         self.n = len(configs)
         per_forward = EVAL_WINDOW_CONFIGS.get(self.device.type, EVAL_WINDOW_CONFIGS["cpu"])
@@ -89,6 +93,7 @@ class GroupTrainer:
 
     # -- setup -------------------------------------------------------------------------------
     def setup(self, corpus: Corpus) -> None:
+        t_setup = time.perf_counter()
         cfg, n = self.cfg, self.n
         self.corpus = corpus
         corpus.check_block_size(cfg.block_size)
@@ -104,14 +109,23 @@ class GroupTrainer:
         self.wall_before = 0.0
         states = self._load_checkpoints()
         self.model.to(self.device)
-        self.optimizer = torch.optim.AdamW(
-            self.model.decay_groups(cfg.weight_decay), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2),
-            fused=True,
-        )
+        self.optimizer = FusedAdamW(self.model.decay_groups(cfg.weight_decay), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2))
         if states:
             self._restore_optimizer(states)
         self.active = [True] * n  # False once a run has diverged
         self.active_mask = torch.ones(n, dtype=torch.bool, device=self.device)
+        # Seconds spent in each part of the group's life, reported in Finished (where the time goes).
+        self.phase_s: dict[str, float] = {"setup": time.perf_counter() - t_setup, "evaluations": 0.0,
+                                          "exact": 0.0, "checkpoints": 0.0}
+
+    @contextlib.contextmanager
+    def timed(self, phase: str) -> Iterator[None]:
+        """Add the seconds of the block to `phase_s[phase]`."""
+        t = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.phase_s[phase] += time.perf_counter() - t
 
     def _load_checkpoints(self) -> list[dict] | None:
         if self.checkpoints is None:
@@ -188,14 +202,22 @@ class GroupTrainer:
         }
 
     def checkpoint(self, finished: bool = False) -> None:
-        """Hand every active run's state to the sink; report each once the sink has it durable."""
-        if self.checkpoints is None:
+        """Hand every active run's state to the sink, which writes it while training goes on;
+        `report_saves` reports each once the sink has it durable."""
+        if self.saves is None:
             return
         for i in range(self.n):
             if self.active[i]:
-                rid = self.run_ids[i]
-                where = self.checkpoints.save(rid, self.step, encode_checkpoint(self.run_state(i, finished)))
-                self.emit(ev.Checkpointed(rid, self.step, where))
+                self.saves.submit(self.run_ids[i], self.step, encode_checkpoint(self.run_state(i, finished)))
+
+    def report_saves(self, wait: bool = False) -> None:
+        """Emit Checkpointed for every checkpoint made durable since the last call (with `wait`,
+        once all handed over are); a failed write raises here, in the training thread."""
+        if self.saves is None:
+            return
+        for rid, step, where in (self.saves.settle() if wait else self.saves.done()):
+            self.emit(ev.Checkpointed(rid, step, where))
+        self.saves.raise_failure()
 
     def wall_s(self) -> float:
         return self.wall_before + (time.perf_counter() - self.t0)
@@ -280,6 +302,7 @@ class GroupTrainer:
 
     def diverge(self, i: int, step: int, reason: str) -> None:
         """End run i as diverged and park its slice at zero so it cannot disturb the others."""
+        self.report_saves(wait=True)  # its checkpoints still being written are reported first
         self.active[i] = False
         self.active_mask[i] = False
         with torch.no_grad():
@@ -330,6 +353,7 @@ class GroupTrainer:
         if pending:
             self.flush_logs(pending, lr)
         self.checkpoint()
+        self.report_saves(wait=True)
         for i in range(self.n):
             if self.active[i]:
                 self.emit(ev.Stopped(self.run_ids[i], self.step))
@@ -350,9 +374,11 @@ class GroupTrainer:
         try:
             while self.step < cfg.max_iters:
                 if self.step % cfg.eval_interval == 0 and self.step != self.last_eval_step:
-                    self.evaluate()
+                    with self.timed("evaluations"):
+                        self.evaluate()
                     if self.step > 0:
-                        self.checkpoint()
+                        with self.timed("checkpoints"):
+                            self.checkpoint()
                     if not any(self.active):
                         return
                 if should_stop():
@@ -360,26 +386,34 @@ class GroupTrainer:
                 lr = lr_at(cfg, self.step)
                 pending.append(self.train_step(lr))
                 if self.step % self.options.log_interval == 0 or self.step == cfg.max_iters:
+                    self.report_saves()
                     self.flush_logs(pending, lr)
                     pending = []
                     if not any(self.active):
                         return
             if self.last_eval_step != self.step:  # a resume after a stop in the exact pass has it
-                self.evaluate()
+                with self.timed("evaluations"):
+                    self.evaluate()
             if not any(self.active):
                 return
-            exact = self.exact_val_loss()
+            with self.timed("checkpoints"):
+                self.checkpoint(finished=True)  # written while the exact pass runs
+            with self.timed("exact"):
+                exact = self.exact_val_loss()
         except EvaluationStopped:
             self.stop(pending, lr)
             return
-        self.checkpoint(finished=True)
+        with self.timed("checkpoints"):
+            self.report_saves(wait=True)
         wall, tps = self.wall_s(), self.tokens_per_s()
+        phases = dict(self.phase_s, steps=time.perf_counter() - self.t0 - sum(
+            v for k, v in self.phase_s.items() if k != "setup"))
         for i in range(self.n):
             if not self.active[i]:
                 continue
             vals = [e[2] for e in self.evals[i]]
             self.emit(ev.Finished(self.run_ids[i], self.step, vals[-1], min(vals), self.evals[i][-1][1],
-                                  float(exact[i]), wall, tps))
+                                  float(exact[i]), wall, tps, phases))
 
 
 def failure_reason(exc: BaseException, group_size: int) -> str:
@@ -425,6 +459,11 @@ def train_group(
         trainer.train(should_stop)
     except Exception as exc:
         reason = failure_reason(exc, len(configs))
+        if getattr(trainer, "saves", None) is not None:
+            try:  # checkpoints made durable before the failure still count
+                trainer.report_saves(wait=True)
+            except Exception:  # noqa: BLE001  the failure being reported is the one that matters
+                pass
         step = getattr(trainer, "step", 0)
         for rid in run_ids:
             if rid not in ended:

@@ -2,7 +2,8 @@
 
 A group of a given shape and size is built with the real `GroupTrainer` (so every change to
 the model or the loop is measured) and timed for a few training steps, an evaluation forward
-over a few chunks of windows (the trainer's own evaluation code) and a checkpoint.
+over a few chunks of windows (the trainer's own evaluation code) and a checkpoint, and
+the worker's matmul peak in the group's dtype is measured beside it (`GroupCost.peak_fraction`).
 `MeasureTask` does this on whichever worker an `Executor` hands it to, like a `GroupTask`,
 so the benchmark measures the same worker processes a launch trains in; `measure_group` does
 it in this process. Nothing here imports torch at module level: `lab.bench`, which the TUI
@@ -41,12 +42,25 @@ class GroupCost:
     step_s: float  # one optimiser step of the whole group
     window_s: float  # one evaluated window (no-grad forward of every configuration)
     setup_s: float  # GroupTrainer construction and setup (model, optimiser)
-    checkpoint_s: float = 0.0  # writing every run's checkpoint once
+    checkpoint_s: float = 0.0  # handing every run's checkpoint to the writer (training waits this long)
     exact_windows: int = 0  # windows of the exact validation pass over the whole split
     once_s: float = 0.0  # a fresh worker's one-time costs: corpus load, first setup's lazy initialisation
     dtype: str = "float32"  # the precision in effect ("auto" resolved by the trainer)
     steps_timed: int = 0
     windows_timed: int = 0
+    checkpoint_durable_s: float = 0.0  # until the written checkpoints are durable (overlaps training)
+    flop_per_step: float = 0.0  # model FLOPs of one step of the group (lab.core.throughput)
+    peak_flops: float = 0.0  # the worker's matmul peak in `dtype`, measured beside the others
+
+    @property
+    def achieved_flops(self) -> float:
+        """FLOP/s of the group's training steps."""
+        return self.flop_per_step / self.step_s if self.step_s > 0 else 0.0
+
+    @property
+    def peak_fraction(self) -> float:
+        """Achieved FLOP/s of training steps as a fraction of the matmul peak (0 if unmeasured)."""
+        return self.achieved_flops / self.peak_flops if self.peak_flops > 0 else 0.0
 
     @staticmethod
     def mean(costs: Sequence["GroupCost"]) -> "GroupCost":
@@ -59,7 +73,8 @@ class GroupCost:
 
         return GroupCost(avg("step_s"), avg("window_s"), avg("setup_s"), avg("checkpoint_s"),
                          costs[0].exact_windows, avg("once_s"), costs[0].dtype,
-                         sum(c.steps_timed for c in costs), sum(c.windows_timed for c in costs))
+                         sum(c.steps_timed for c in costs), sum(c.windows_timed for c in costs),
+                         avg("checkpoint_durable_s"), costs[0].flop_per_step, avg("peak_flops"))
 
 
 def exact_windows(val_tokens: int, block_size: int) -> int:
@@ -140,6 +155,21 @@ def _measure_on_worker(configs: list[RunConfig], options: TrainOptions, steps_bu
     return GroupCost(**{**cost.__dict__, "once_s": once_s}), trainer
 
 
+#: Matmul peaks this process has measured, by (device, dtype): measured once per worker.
+_peaks: dict[tuple[str, str], float] = {}
+
+
+def _matmul_peak(device: str, dtype: str) -> float:
+    """This process's matmul peak in `dtype` on `device` (cached), with its torch threads."""
+    if (device, dtype) not in _peaks:
+        import torch
+
+        from ..core.throughput import matmul_peak
+
+        _peaks[(device, dtype)] = matmul_peak(getattr(torch, dtype), device)
+    return _peaks[(device, dtype)]
+
+
 def _synchronizer(device: str) -> Callable[[], None]:
     import torch
 
@@ -157,6 +187,7 @@ def _measure(configs: Sequence[RunConfig], options: TrainOptions, corpus: "Corpu
 
     from ..core.checkpoint import FileCheckpointSink
     from ..core.data import random_starts
+    from ..core.throughput import train_flop_per_step
     from ..core.train import GroupTrainer
 
     sync = _synchronizer(options.device)
@@ -208,17 +239,21 @@ def _measure(configs: Sequence[RunConfig], options: TrainOptions, corpus: "Corpu
             windows += per_chunk
     trainer.model.train()
 
-    checkpoint_s = 0.0
+    checkpoint_s = checkpoint_durable_s = 0.0
     if sink is not None:  # every evaluation after step 0 writes each run's checkpoint
         trainer.t0, trainer.start_step = time.perf_counter(), trainer.step  # set by train() in a run
         t = time.perf_counter()
         trainer.checkpoint()
-        checkpoint_s = time.perf_counter() - t
+        checkpoint_s = time.perf_counter() - t  # what training waits for
+        trainer.report_saves(wait=True)  # the writes run on a thread while training goes on
+        checkpoint_durable_s = time.perf_counter() - t
 
+    dtype = str(getattr(trainer, "dtype", cfg.dtype))
     cost = GroupCost(
         step_s=steps_s / steps, window_s=eval_s / windows, setup_s=setup_s, checkpoint_s=checkpoint_s,
-        exact_windows=exact_windows(len(val), T), dtype=str(getattr(trainer, "dtype", cfg.dtype)),
-        steps_timed=steps, windows_timed=windows,
+        exact_windows=exact_windows(len(val), T), dtype=dtype, steps_timed=steps, windows_timed=windows,
+        checkpoint_durable_s=checkpoint_durable_s,
+        flop_per_step=train_flop_per_step(cfg, corpus.vocab_size, n), peak_flops=_matmul_peak(options.device, dtype),
     )
     return cost, trainer
 
