@@ -38,6 +38,9 @@ err = Console(stderr=True, highlight=False)
 
 #: Settings given on the command line; each maps to the RunConfig field of the same name.
 DEFAULT_FILE = Path("experiments.toml")
+EXECUTOR_HELP = "Where groups train: local (worker processes here) or ray (a Ray cluster; pip install \"dropres-lab[ray]\")."
+ADDRESS_HELP = "--executor ray: the cluster to join (auto: the one `ray start --head` started; HOST:PORT; ray://HOST:PORT). Default: start a private Ray here."
+GPU_SHARE_HELP = "--executor ray: the fraction of a GPU each group asks for (0.25: four groups per GPU)."
 
 
 class UserError(Exception):
@@ -50,8 +53,10 @@ def _expected_errors() -> tuple[type[BaseException], ...]:
 
     from .bench import BenchError
     from .headless import HeadlessError
+    from .workers.executor import ExecutorUnavailable
 
-    errors: list[type[BaseException]] = [UserError, DataError, CheckpointError, HeadlessError, BenchError]
+    errors: list[type[BaseException]] = [UserError, DataError, CheckpointError, HeadlessError, BenchError,
+                                         ExecutorUnavailable]
     try:
         from .experiments import ExperimentsError
 
@@ -108,13 +113,16 @@ def main_callback(
     ctx: typer.Context,
     store: Optional[Path] = typer.Option(None, "--store", help="Run store folder the interactive lab shows and launches into (default: $DROPRES_STORE, else ./runs). Commands take their own --store after the command name."),
     file: Path = typer.Option(DEFAULT_FILE, "--file", "-f", help="Experiments file the interactive lab edits and launches from."),
+    executor: str = typer.Option("local", "--executor", help=EXECUTOR_HELP + " The lab's launches train there."),
+    address: Optional[str] = typer.Option(None, "--address", help=ADDRESS_HELP),
+    gpu_share: float = typer.Option(1.0, "--gpu-share", help=GPU_SHARE_HELP),
 ) -> None:
     """Open the interactive lab when no command is given.
 
     The lab (Textual) edits experiments.toml, launches runs into a background driver, shows every run in the store live, compares results and overlays loss curves. F1 in the lab lists its keys.
     """
     if ctx.invoked_subcommand is not None:
-        if store is not None or file != DEFAULT_FILE:
+        if store is not None or file != DEFAULT_FILE or executor != "local" or address is not None or gpu_share != 1.0:
             with user_errors():
                 raise UserError(f"--store and --file before a command apply to the interactive lab only; "
                                 f"put them after the command: dropres-lab {ctx.invoked_subcommand} --store DIR")
@@ -123,9 +131,19 @@ def main_callback(
         if not (sys.stdin.isatty() and sys.stdout.isatty()):
             raise UserError("the interactive lab needs a terminal; `dropres-lab --help` lists the commands "
                             "that do not (e.g. `dropres-lab run --headless`)")
+        from .workers.settings import DriverSettings
+
+        settings = DriverSettings(executor=executor, address=address, gpu_share=gpu_share)
+        problem = settings.problem()
+        if problem:
+            raise UserError(problem)
+        if executor == "ray":
+            from .workers.ray_cluster import import_ray
+
+            import_ray()
         from .tui import run_lab
 
-        message = run_lab(store, file)
+        message = run_lab(store, file, settings)
     if message:
         out.print(message, markup=False, highlight=False, soft_wrap=True)
 
@@ -224,6 +242,9 @@ def run(
     max_iters: Optional[int] = typer.Option(None, help="Override max_iters for every run (makes runs distinct from the full ones)."),
     data: Optional[str] = typer.Option(None, help="Override the corpus: a path to a UTF-8 text file."),
     fresh: bool = typer.Option(False, "--fresh", help="Start the chosen runs over, discarding their results and checkpoints."),
+    executor: str = typer.Option("local", help=EXECUTOR_HELP),
+    address: Optional[str] = typer.Option(None, help=ADDRESS_HELP),
+    gpu_share: float = typer.Option(1.0, help=GPU_SHARE_HELP),
 ) -> None:
     """Train suites from the experiments file.
 
@@ -238,7 +259,8 @@ def run(
             raise UserError("add --headless to train in this terminal (plain `dropres-lab` opens the interactive lab)")
         specs = load_experiments(file).select(suites or None, only)
         specs = override_specs(specs, max_iters, data)
-        opts = HeadlessOptions(store=store, device=device, workers=workers, group_size=group_size, fresh=fresh)
+        opts = HeadlessOptions(store=store, device=device, workers=workers, group_size=group_size, fresh=fresh,
+                               executor=executor, address=address, gpu_share=gpu_share)
         code = run_headless(specs, opts, out)
     raise typer.Exit(code)
 
@@ -664,6 +686,9 @@ def driver(
     workers: Optional[int] = typer.Option(None, help="Worker processes."),
     group_size: Optional[int] = typer.Option(None, help="Most configurations per batched group."),
     linger: float = typer.Option(30.0, help="Seconds to wait for new work once the queue is empty."),
+    executor: str = typer.Option("local", help=EXECUTOR_HELP),
+    address: Optional[str] = typer.Option(None, help=ADDRESS_HELP),
+    gpu_share: float = typer.Option(1.0, help=GPU_SHARE_HELP),
 ) -> None:
     """Background driver for the interactive lab: trains every queued run in the store."""
     from .workers.settings import DriverSettings
@@ -671,7 +696,7 @@ def driver(
     from .workers.background import serve
 
     with user_errors():
-        code = serve(resolve_store_dir(store), DriverSettings(device, workers, group_size, linger))
+        code = serve(resolve_store_dir(store), DriverSettings(device, workers, group_size, linger, executor, address, gpu_share))
     raise typer.Exit(code)
 
 

@@ -21,6 +21,7 @@ class Started:
     dtype: str
     group_size: int
     pid: int = 0  # the process training the group
+    node: str = ""  # the cluster node it trains on (an executor across machines fills it in)
 
 
 @dataclass(frozen=True)

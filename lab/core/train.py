@@ -73,8 +73,11 @@ class GroupTrainer:
         self.n = len(configs)
         per_forward = EVAL_WINDOW_CONFIGS.get(self.device.type, EVAL_WINDOW_CONFIGS["cpu"])
         self.eval_windows = options.eval_batch_windows or max(1, per_forward // self.n)
-        self.dtype = resolve_dtype(self.cfg.dtype, self.device)  # what "auto" means on this device
-        self.amp = torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.dtype == "bfloat16")
+        self._set_dtype(resolve_dtype(self.cfg.dtype, self.device))  # what "auto" means on this device
+
+    def _set_dtype(self, dtype: str) -> None:
+        self.dtype = dtype
+        self.amp = torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=dtype == "bfloat16")
 
     # -- setup -------------------------------------------------------------------------------
     def setup(self, corpus: Corpus) -> None:
@@ -118,6 +121,8 @@ class GroupTrainer:
         for i, state in enumerate(found):
             load_run_weights(self.model, i, state)
         first = found[0]
+        if first.get("dtype"):  # resumed on another machine: keep the precision its curve began in
+            self._set_dtype(first["dtype"])
         self.step = first["step"]
         self.last_eval_step = first["history"]["last_eval_step"]
         self.wall_before = first["history"]["wall_s"]
@@ -162,6 +167,7 @@ class GroupTrainer:
             "finished": finished,
             "vocab": list(self.corpus.chars),
             "corpus_sha256": self.corpus.sha256,
+            "dtype": self.dtype,  # what "auto" resolved to where it started: a resumed run keeps it
             "model": {name: p[i].detach().cpu().clone() for name, p in zip(self.names, self.params)},
             "optim": optim,
             "rng": rng,

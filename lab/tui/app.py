@@ -587,9 +587,10 @@ class LabApp(App[str | None]):
         self.push_screen(QuitScreen(running, queued, headless=headless), chosen)
 
 
-def run_lab(store: str | os.PathLike[str] | None = None, experiments: str | os.PathLike[str] = "experiments.toml") -> str | None:
-    """Open the lab; returns the line to print once it closes."""
-    app = LabApp(store, experiments)
+def run_lab(store: str | os.PathLike[str] | None = None, experiments: str | os.PathLike[str] = "experiments.toml",
+            driver_settings: DriverSettings = DriverSettings()) -> str | None:
+    """Open the lab (its launches train as `driver_settings` say); returns the line to print once it closes."""
+    app = LabApp(store, experiments, driver_settings=driver_settings)
     try:
         return app.run()
     finally:

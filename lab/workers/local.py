@@ -174,6 +174,13 @@ class LocalExecutor(Executor):
     def idle_slots(self) -> list[int]:
         return [i for i, w in enumerate(self.workers) if w.task is None and w.process.is_alive()]
 
+    def describe(self) -> str:
+        from ..formatting import counted
+
+        first = self.specs[0]
+        return (f"local: {counted(len(self.specs), 'worker')} ({first.device}, "
+                f"{counted(first.threads, 'thread')} each)")
+
     def device_of(self, slot: int) -> str:
         return self.workers[slot].spec.device
 
