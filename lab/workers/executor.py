@@ -95,7 +95,8 @@ class Executor(ABC):
     """Runs Tasks on its workers (slots) and reports (slot, task_id, event) tuples."""
 
     @abstractmethod
-    def start(self) -> None: ...
+    def start(self) -> None:
+        """Start the workers (or join the cluster); a second call does nothing."""
 
     @abstractmethod
     def idle_slots(self) -> list[int]:

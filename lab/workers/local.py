@@ -136,6 +136,8 @@ class LocalExecutor(Executor):
     quiet: bool = False  # set by start(): this process's stdio is captured (the TUI's)
 
     def start(self) -> None:
+        if self.workers:  # started already (a front-end starts it to describe it before driving)
+            return
         self.quiet = _stdio_captured()
         if self.quiet:
             _start_resource_tracker()
