@@ -274,6 +274,9 @@ def bench(
     group_size: Optional[int] = typer.Option(None, help="Most configurations trained as one batched model (1 disables grouping)."),
     max_iters: Optional[int] = typer.Option(None, help="Predict with max_iters overridden for every run, as `run --headless --max-iters` trains them."),
     budget: float = typer.Option(1.5, "--budget", min=0.05, help="Seconds of timed training steps per group shape (at least 3 steps); more is steadier, less is quicker."),
+    executor: str = typer.Option("local", help=EXECUTOR_HELP + " With ray, groups are measured on the cluster and its resources give the slots."),
+    address: Optional[str] = typer.Option(None, help=ADDRESS_HELP),
+    gpu_share: float = typer.Option(1.0, help=GPU_SHARE_HELP),
 ) -> None:
     """Measure this machine's training speed for a suite and predict its wall time, in under a minute.
 
@@ -287,8 +290,17 @@ def bench(
     from .headless import override_specs
     from .launch import check_corpora
     from .workers.scheduler import check_device, cuda_device_count
+    from .workers.settings import DriverSettings
 
     with user_errors():
+        settings = DriverSettings(device, workers, group_size, executor=executor, address=address, gpu_share=gpu_share)
+        problem = settings.problem()
+        if problem:
+            raise UserError(problem)
+        if executor == "ray":
+            from .workers.ray_cluster import import_ray
+
+            import_ray()
         if workers is not None and workers < 1:
             raise UserError(f"--workers {workers}: give at least 1 worker")
         if group_size is not None and group_size < 1:
@@ -297,16 +309,16 @@ def bench(
         name = suite or experiments.default_suite
         specs = override_specs(experiments.select([name]), max_iters, None)
         cuda = cuda_device_count()
-        problem = check_device(device, cuda)
+        problem = None if executor == "ray" else check_device(device, cuda)
         if problem:
             raise UserError(problem)
         check_corpora(specs)
-        prediction = _bench_with_progress(specs, device, workers, group_size, cuda, budget)
+        prediction = _bench_with_progress(specs, device, workers, group_size, cuda, budget, settings)
     render_prediction(name, prediction)
 
 
 def _bench_with_progress(specs: list, device: str, workers: Optional[int], group_size: Optional[int], cuda: int,
-                         budget: float):
+                         budget: float, settings=None):
     """`lab.bench.bench_suite` with a Rich progress line (a plain line when not a terminal)."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
@@ -318,7 +330,8 @@ def _bench_with_progress(specs: list, device: str, workers: Optional[int], group
                 out.print(f"measuring {counted(total, 'group shape')} for {plan_text(plan)} ...",
                           markup=False, highlight=False, soft_wrap=True)
 
-        return bench_suite(specs, device, workers, group_size, cuda_devices=cuda, steps_budget_s=budget, progress=note)
+        return bench_suite(specs, device, workers, group_size, cuda_devices=cuda, steps_budget_s=budget, progress=note,
+                           settings=settings)
     columns = (SpinnerColumn(), TextColumn("{task.description}"), BarColumn(bar_width=20), MofNCompleteColumn(),
                TextColumn("shapes"), TimeElapsedColumn())
     with Progress(*columns, console=out, transient=True) as bar:
@@ -327,7 +340,8 @@ def _bench_with_progress(specs: list, device: str, workers: Optional[int], group
         def update(plan: Plan, done: int, total: int) -> None:
             bar.update(task, description=f"measuring {plan_text(plan)}", completed=done, total=total)
 
-        return bench_suite(specs, device, workers, group_size, cuda_devices=cuda, steps_budget_s=budget, progress=update)
+        return bench_suite(specs, device, workers, group_size, cuda_devices=cuda, steps_budget_s=budget, progress=update,
+                           settings=settings)
 
 
 def render_prediction(suite: str, prediction) -> None:

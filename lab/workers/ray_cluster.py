@@ -28,7 +28,8 @@ from typing import Any
 
 from ..core.checkpoint import list_checkpoints, write_checkpoint_file
 from ..formatting import counted
-from .executor import Executor, ExecutorUnavailable, GroupTask, Task, TaskDone, WorkerDied
+from .executor import Executor, ExecutorUnavailable, GroupTask, Task, TaskDone, WorkerDied, WorkerReady
+from .scheduler import WorkerSpec
 
 RAY_MISSING = 'the ray executor needs Ray: pip install "dropres-lab[ray]"'
 #: How long an actor's `drain` waits for events before it answers empty (seconds).
@@ -113,16 +114,18 @@ class GroupActor:
         self.cond = threading.Condition()
         self.stop_flag = threading.Event()
         self.finished: set[str] = set()  # task ids whose `run` has returned
+        self.ready_told = False
 
-    def run(self, shipped: ShippedGroup, corpus_raw: bytes, driver_versions: dict[str, str]) -> None:
-        """Train the group; its events (and checkpoints) wait in `pending` for `drain`."""
+    def run(self, shipped: ShippedGroup | Task, corpus_raw: bytes | None, driver_versions: dict[str, str]) -> None:
+        """Train the group (or perform another task: `bench` measures); its events (and
+        checkpoints) wait in `pending` for `drain`."""
         from ..core.checkpoint import ShippingCheckpointSink
         from ..core.config import RunConfig
         from ..core.data import corpus_from_bytes
         from ..core.events import Started
         from ..core.train import train_group
 
-        task = shipped.task
+        task = shipped.task if isinstance(shipped, ShippedGroup) else shipped
         self.stop_flag.clear()
 
         def emit(event: object) -> None:
@@ -132,12 +135,18 @@ class GroupActor:
                 self.pending.append((task.task_id, event))
                 self.cond.notify_all()
 
+        if not self.ready_told:  # up, torch loaded: what `bench` counts as a worker's start-up
+            self.ready_told = True
+            emit(WorkerReady())
         try:
             mine = versions()
             if mine != driver_versions:
                 emit(Refused(f"node {self.node} runs lab {mine['lab']} with torch {mine['torch']}, the driver "
                              f"lab {driver_versions['lab']} with torch {driver_versions['torch']}; "
                              "install the same versions on every node"))
+                return
+            if not isinstance(shipped, ShippedGroup):
+                shipped.perform(emit, self.stop_flag.is_set)
                 return
             configs = [RunConfig.from_dict(c) for c in task.configs]
             corpus = corpus_from_bytes(corpus_raw, configs[0].data, shipped.corpus_sha256)
@@ -193,6 +202,7 @@ class RayExecutor(Executor):
         self._nodes: list[dict] = []
         self._nodes_at = 0.0
         self._versions: dict[str, str] = {}
+        self._owns_ray = False
         self._grace_until = 0.0  # after a death: no new actors until the nodes are read afresh
 
     # -- the cluster -----------------------------------------------------------------------------
@@ -200,11 +210,12 @@ class RayExecutor(Executor):
         if self._ray is not None:
             return
         ray = import_ray()
-        if not ray.is_initialized():
+        self._owns_ray = not ray.is_initialized()  # a caller that joined Ray itself keeps it
+        if self._owns_ray:
             try:
                 ray.init(address=self.address, include_dashboard=False, configure_logging=False,
                          log_to_driver=False, logging_level="ERROR")
-            except (ConnectionError, RuntimeError, ValueError) as exc:
+            except Exception as exc:  # Ray raises plain Exception too (a node that timed out starting)
                 where = self.address or "a new local instance"
                 raise ExecutorUnavailable(f"--address {where}: no Ray cluster could be reached or started "
                                           f"({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from None
@@ -260,10 +271,17 @@ class RayExecutor(Executor):
     def device_of(self, slot: int) -> str:
         return self.slots[slot].device
 
+    def worker_specs(self) -> list[WorkerSpec]:
+        """The cluster's slots as the scheduler's workers (what `bench` plans with)."""
+        return [WorkerSpec(self.device, self.threads)] * self.capacity()
+
     def submit(self, slot: int, task: Task) -> None:
-        if not isinstance(task, GroupTask):
-            raise TypeError("the ray executor trains groups (GroupTask) only")
         s = self.slots[slot]
+        if not isinstance(task, GroupTask):  # a MeasureTask: it reads what it needs where it runs
+            s.task, s.home = task, {}
+            s.run_ref = s.actor.run.remote(task, None, self._versions)
+            s.drain_ref = s.actor.drain.remote(task.task_id, DRAIN_WAIT_S)
+            return
         shipped = ShippedGroup(task, {rid: _newest_checkpoints(Path(d)) for rid, d in zip(task.run_ids, task.checkpoint_dirs)},
                                self._corpus(task.configs[0]["data"])[1])
         s.task, s.home = task, dict(zip(task.run_ids, task.checkpoint_dirs))
@@ -352,7 +370,8 @@ class RayExecutor(Executor):
         self.slots.clear()
 
     def shutdown(self) -> None:
-        """End the actors and leave Ray (a private instance ends with it; a cluster keeps running)."""
+        """End the actors and leave Ray if this executor joined it (a private instance ends with
+        it; a cluster keeps running)."""
         if self._ray is None:
             return
         for s in self.slots.values():
@@ -361,7 +380,8 @@ class RayExecutor(Executor):
             except Exception:
                 pass
         self.slots.clear()
-        self._ray.shutdown()
+        if self._owns_ray:
+            self._ray.shutdown()
         self._ray = None
 
 
