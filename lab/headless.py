@@ -130,7 +130,8 @@ class ProgressView:
         if isinstance(event, ev.Started):
             run.status, run.step, run.device = "running", event.step, event.device
             how = "resumed at step" if event.step else "started,"
-            self.line(f"{run.label} {how} {event.step}/{event.max_iters} on {event.device} "
+            where = f"{event.device} of node {event.node}" if event.node else event.device
+            self.line(f"{run.label} {how} {event.step}/{event.max_iters} on {where} "
                       f"(group of {event.group_size}, {event.n_params:,} parameters)")
         elif isinstance(event, ev.StepLogged):
             run.step, run.train, run.tokens_per_s = event.step, event.train_loss, event.tokens_per_s

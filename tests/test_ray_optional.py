@@ -77,7 +77,7 @@ class FakeRay:
 def executor_on(nodes: list[dict], device: str = "auto", gpu_share: float = 1.0, threads: int = 1):
     from lab.workers.ray_cluster import RayExecutor
 
-    fake = FakeRay([{"Alive": True, "Resources": r} for r in nodes])
+    fake = FakeRay([{"Alive": True, "NodeID": f"{i:056x}", "Resources": r} for i, r in enumerate(nodes)])
     executor = RayExecutor(None, device, gpu_share, threads)
     executor._ray, executor._actor_class = fake, fake.remote_class()
     gpus = sum(r.get("GPU", 0) for r in nodes)
@@ -85,9 +85,18 @@ def executor_on(nodes: list[dict], device: str = "auto", gpu_share: float = 1.0,
     return executor, fake
 
 
+def placed(executor) -> list[int]:
+    """Every slot the executor offers, each given its actor (as a submit there would)."""
+    slots = executor.idle_slots()
+    for slot in slots:
+        executor.actor_for(slot)
+    assert executor.idle_slots() == slots  # made, idle, and no more room
+    return slots
+
+
 def test_ray_groups_ask_for_a_whole_gpu_on_gpu_nodes_by_default() -> None:
     executor, fake = executor_on([{"CPU": 32, "GPU": 2}, {"CPU": 32, "GPU": 1}])
-    assert len(executor.idle_slots()) == 3  # one group per GPU
+    assert len(placed(executor)) == 3  # one group per GPU
     assert fake.requests == [{"num_gpus": 1.0, "num_cpus": 1, "scheduling_strategy": "SPREAD"}] * 3
     assert executor.device_of(0) == "cuda"
     assert executor.describe() == "ray: 2 nodes, 3 GPUs, 64 CPUs; 3 cuda groups at a time"
@@ -95,16 +104,16 @@ def test_ray_groups_ask_for_a_whole_gpu_on_gpu_nodes_by_default() -> None:
 
 def test_gpu_share_puts_several_groups_on_one_gpu() -> None:
     executor, fake = executor_on([{"CPU": 8, "GPU": 1}], gpu_share=0.25)
-    assert len(executor.idle_slots()) == 4
+    assert len(placed(executor)) == 4
     assert {r["num_gpus"] for r in fake.requests} == {0.25}
 
 
 def test_on_cpu_nodes_a_group_asks_for_as_many_cpus_as_its_torch_threads() -> None:
     executor, fake = executor_on([{"CPU": 4}, {"CPU": 2}], threads=2)
-    assert len(executor.idle_slots()) == 3 and executor.device_of(0) == "cpu"
+    assert len(placed(executor)) == 3 and executor.device_of(0) == "cpu"
     assert fake.requests == [{"num_gpus": 0, "num_cpus": 2, "scheduling_strategy": "SPREAD"}] * 3
     executor, fake = executor_on([{"CPU": 4, "GPU": 1}], device="cpu")  # --device cpu on a GPU node
-    assert len(executor.idle_slots()) == 4 and {r["num_gpus"] for r in fake.requests} == {0}
+    assert len(placed(executor)) == 4 and {r["num_gpus"] for r in fake.requests} == {0}
 
 
 def test_the_executor_choice_is_checked_before_anything_starts() -> None:

@@ -240,6 +240,9 @@ class LabApp(App[str | None]):
             driver = f"background driver pid {d.pid} stopping (takes no new work)"
         else:  # a record from a driver too old to say its kind
             driver = f"driver pid {d.pid} (headless or stopping: takes no new work)"
+        ds = self.driver_settings
+        if ds.executor != "local":  # where this lab's launches train (the driver's log says what it sees)
+            driver += f" · launches train on {ds.executor}{' at ' + ds.address if ds.address else ''}"
         self.sub_title = f"{display_path(self.store_dir)} · {driver}"
 
     def _keep_driver(self) -> None:

@@ -38,6 +38,8 @@ DRAIN_WAIT_S = 0.5
 RESUME_CHECKPOINTS = 2
 #: How often the cluster's nodes are read for its slots (seconds).
 NODES_EVERY_S = 1.0
+#: How long a node whose actor died is left out of the slots, unless Ray reports it gone sooner.
+LOST_NODE_S = 60.0
 
 
 def import_ray() -> Any:
@@ -203,6 +205,7 @@ class RayExecutor(Executor):
         self._nodes_at = 0.0
         self._versions: dict[str, str] = {}
         self._owns_ray = False
+        self._lost_nodes: dict[str, float] = {}  # node id prefix -> until when it is not counted
         self._grace_until = 0.0  # after a death: no new actors until the nodes are read afresh
 
     # -- the cluster -----------------------------------------------------------------------------
@@ -245,38 +248,43 @@ class RayExecutor(Executor):
                 f"; {self.capacity()} {self.device} groups at a time")
 
     def capacity(self) -> int:
-        """Groups the live nodes hold at once."""
-        return sum(node_slots(n["Resources"], self.device, self.gpu_share, self.threads) for n in self.nodes())
+        """Groups the live nodes hold at once. A node whose actor just died is not counted for
+        a while: Ray may take its health checks' time (tens of seconds) to see a node gone."""
+        now = time.monotonic()
+        return sum(node_slots(n["Resources"], self.device, self.gpu_share, self.threads) for n in self.nodes()
+                   if self._lost_nodes.get(n["NodeID"][:12], 0.0) < now)
 
     # -- the Executor interface ----------------------------------------------------------------------
     def idle_slots(self) -> list[int]:
+        """Idle actors, and new slot ids for the room left on the live nodes (their actor is
+        made when a task is submitted there, so an unused slot costs nothing)."""
         idle = [i for i, s in self.slots.items() if s.task is None]
         if time.monotonic() < self._grace_until:
             return idle
         room = self.capacity() - len(self.slots)
-        while room < 0 and idle:  # the cluster shrank: idle actors give their resources back
-            self._ray.kill(self.slots.pop(idle.pop()).actor, no_restart=True)
+        unplaced = any(s.task is not None and not s.node for s in self.slots.values())
+        while idle and (room < 0 or unplaced):  # the cluster shrank, or a group waits for a place:
+            self._ray.kill(self.slots.pop(idle.pop()).actor, no_restart=True)  # idle actors give theirs back
             room += 1
-        for _ in range(max(0, room)):  # room on the nodes: a new actor each
-            slot = next(self._ids)
-            self.slots[slot] = _Slot(self._new_actor(), self.device)
-            idle.append(slot)
-        return idle
+        return idle + [next(self._ids) for _ in range(max(0, room))]
 
-    def _new_actor(self) -> Any:
-        resources = placement(self.device, self.gpu_share, self.threads)
-        return self._actor_class.options(**resources, scheduling_strategy="SPREAD").remote(
-            self.threads, self.device)
+    def actor_for(self, slot: int) -> _Slot:
+        """The slot's actor, made now for a new slot: a GPU (or a share) or its threads' CPUs."""
+        if slot not in self.slots:
+            resources = placement(self.device, self.gpu_share, self.threads)
+            actor = self._actor_class.options(**resources, scheduling_strategy="SPREAD").remote(self.threads, self.device)
+            self.slots[slot] = _Slot(actor, self.device)
+        return self.slots[slot]
 
     def device_of(self, slot: int) -> str:
-        return self.slots[slot].device
+        return self.slots[slot].device if slot in self.slots else self.device
 
     def worker_specs(self) -> list[WorkerSpec]:
         """The cluster's slots as the scheduler's workers (what `bench` plans with)."""
         return [WorkerSpec(self.device, self.threads)] * self.capacity()
 
     def submit(self, slot: int, task: Task) -> None:
-        s = self.slots[slot]
+        s = self.actor_for(slot)
         if not isinstance(task, GroupTask):  # a MeasureTask: it reads what it needs where it runs
             s.task, s.home = task, {}
             s.run_ref = s.actor.run.remote(task, None, self._versions)
@@ -346,6 +354,8 @@ class RayExecutor(Executor):
         s = self.slots.pop(slot)
         self._grace_until = time.monotonic() + 2 * NODES_EVERY_S
         self._nodes_at = 0.0
+        if s.node:
+            self._lost_nodes[s.node] = time.monotonic() + LOST_NODE_S
         try:
             self._ray.kill(s.actor, no_restart=True)
         except Exception:  # already gone with its node
