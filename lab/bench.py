@@ -51,7 +51,8 @@ from .workers.measure import (
     exact_windows,
     measure_group,
 )
-from .workers.scheduler import Q, WorkerSpec, plan_execution, plan_groups, spread_groups
+from .workers.scheduler import Q, WorkerSpec, default_group_size, plan_execution, plan_groups, spread_groups
+from .workers.settings import DriverSettings
 
 if TYPE_CHECKING:
     from .core.precision import DtypeChoice
@@ -119,11 +120,15 @@ def rough_seconds(configs: Sequence[RunConfig]) -> float:
 
 
 def plan_suite(specs: Sequence[RunSpec], device: str, workers: int | None, group_size: int | None,
-               cuda_devices: int) -> Plan:
+               cuda_devices: int, slots: Sequence[WorkerSpec] | None = None) -> Plan:
     """The plan a launch of `specs` makes: `plan_execution`'s workers and group cap, and the
-    groups the driver forms from them (split over idle workers by `spread_groups`)."""
+    groups the driver forms from them (split over idle workers by `spread_groups`). `slots`:
+    a cluster's slots instead of this machine's workers (`RayExecutor.worker_specs`)."""
     runs = [PlannedRun(s) for s in specs]
     cap, _, worker_specs = plan_execution(device, workers, group_size, runs, cuda_devices)
+    if slots is not None:
+        worker_specs = list(slots)
+        cap = group_size or default_group_size(worker_specs[0].device if worker_specs else "cpu")
     schedule = simulate_schedule(runs, len(worker_specs), cap, lambda g: rough_seconds([r.config for r in g]))
     devices = {w.device for w in worker_specs}
     resolved = devices.pop() if len(devices) == 1 else "cuda"
@@ -367,12 +372,14 @@ def bench_suite(specs: Sequence[RunSpec], device: str = "auto", workers: int | N
                 group_size: int | None = None, *, cuda_devices: int | None = None,
                 steps_budget_s: float = STEPS_BUDGET_S,
                 progress: Callable[[Plan, int, int], None] | None = None,
-                cancel: threading.Event | None = None) -> Prediction:
+                cancel: threading.Event | None = None, settings: DriverSettings | None = None) -> Prediction:
     """Plan `specs` as a launch would, measure every group shape they make, predict the wall time.
 
     `progress(plan, measured, total)` is called once the plan is known and after each shape;
     setting `cancel` stops measuring (BenchCancelled). The device must have been checked
-    (`check_device`); corpora problems raise DataError before anything is measured.
+    (`check_device`); corpora problems raise DataError before anything is measured. With
+    `settings` choosing Ray, the cluster's slots replace this machine's workers and the groups
+    are measured on the cluster's nodes.
     """
     from .launch import check_corpora
     from .workers.scheduler import cuda_device_count
@@ -383,7 +390,12 @@ def bench_suite(specs: Sequence[RunSpec], device: str = "auto", workers: int | N
     check_corpora(list(specs))
     cuda = cuda_device_count() if cuda_devices is None else cuda_devices
     started = time.perf_counter()
-    plan = plan_suite(specs, device, workers, group_size, cuda)
+    executor = None
+    if settings is not None and settings.executor != "local":
+        executor = executor_for([], settings)
+        executor.start()
+    plan = plan_suite(specs, device, workers, group_size, cuda,
+                      None if executor is None else executor.worker_specs())  # type: ignore[attr-defined]
     shapes: dict[tuple, list[RunConfig]] = {}
     for group in plan.groups:
         shapes.setdefault(shape_key([r.config for r in group]), [r.config for r in group])
@@ -391,7 +403,8 @@ def bench_suite(specs: Sequence[RunSpec], device: str = "auto", workers: int | N
         progress(plan, 0, len(shapes))
     choices = choose_dtypes([c for configs in shapes.values() for c in configs], plan.workers)
     costs, startup_s = measure_groups(
-        shapes, executor_for(plan.workers), steps_budget_s=steps_budget_s, cancel=cancel, dtype_choices=choices,
+        shapes, executor or executor_for(plan.workers), steps_budget_s=steps_budget_s, cancel=cancel,
+        dtype_choices=None if executor is not None else choices,  # on a cluster each node decides for itself
         on_measured=None if progress is None else (lambda done, total: progress(plan, done, total)))
 
     def seconds(group: list[PlannedRun]) -> float:

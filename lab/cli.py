@@ -39,6 +39,9 @@ err = Console(stderr=True, highlight=False)
 
 #: Settings given on the command line; each maps to the RunConfig field of the same name.
 DEFAULT_FILE = Path("experiments.toml")
+EXECUTOR_HELP = "Where groups train: local (worker processes here) or ray (a Ray cluster; pip install \"dropres-lab[ray]\")."
+ADDRESS_HELP = "--executor ray: the cluster to join (auto: the one `ray start --head` started; HOST:PORT; ray://HOST:PORT). Default: start a private Ray here."
+GPU_SHARE_HELP = "--executor ray: the fraction of a GPU each group asks for (0.25: four groups per GPU)."
 
 
 class UserError(Exception):
@@ -52,8 +55,10 @@ def _expected_errors() -> tuple[type[BaseException], ...]:
     from .bench import BenchError
     from .headless import HeadlessError
     from .serve.listen import ServeError
+    from .workers.executor import ExecutorUnavailable
 
-    errors: list[type[BaseException]] = [UserError, DataError, CheckpointError, HeadlessError, BenchError, ServeError]
+    errors: list[type[BaseException]] = [UserError, DataError, CheckpointError, HeadlessError, BenchError, ServeError,
+                                         ExecutorUnavailable]
     try:
         from .experiments import ExperimentsError
 
@@ -111,15 +116,19 @@ def main_callback(
     store: Optional[Path] = typer.Option(None, "--store", help="Run store folder the interactive lab shows and launches into (default: $DROPRES_STORE, else ./runs). Commands take their own --store after the command name."),
     file: Path = typer.Option(DEFAULT_FILE, "--file", "-f", help="Experiments file the interactive lab edits and launches from."),
     read_only: bool = typer.Option(False, "--read-only", help="A view only: every screen, no launch, cancel, edit or save."),
+    executor: str = typer.Option("local", "--executor", help=EXECUTOR_HELP + " The lab's launches train there."),
+    address: Optional[str] = typer.Option(None, "--address", help=ADDRESS_HELP),
+    gpu_share: float = typer.Option(1.0, "--gpu-share", help=GPU_SHARE_HELP),
 ) -> None:
     """Open the interactive lab when no command is given.
 
     The lab (Textual) edits experiments.toml, launches runs into a background driver, shows every run in the store live, compares results and overlays loss curves. F1 in the lab lists its keys.
     """
     if ctx.invoked_subcommand is not None:
-        if store is not None or file != DEFAULT_FILE or read_only:
+        if store is not None or file != DEFAULT_FILE or read_only or executor != "local" or address is not None or gpu_share != 1.0:
             with user_errors():
-                raise UserError(f"--store, --file and --read-only before a command apply to the interactive lab only; "
+                raise UserError(f"--store, --file, --read-only, --executor, --address and --gpu-share before a command apply to "
+                                f"the interactive lab only; "
                                 f"put them after the command: dropres-lab {ctx.invoked_subcommand} --store DIR")
         return
     with user_errors():
@@ -128,9 +137,19 @@ def main_callback(
         if not (sys.stdin.isatty() and sys.stdout.isatty()) and not os.environ.get("TEXTUAL_DRIVER"):
             raise UserError("the interactive lab needs a terminal; `dropres-lab --help` lists the commands "
                             "that do not (e.g. `dropres-lab run --headless`)")
+        from .workers.settings import DriverSettings
+
+        settings = DriverSettings(executor=executor, address=address, gpu_share=gpu_share)
+        problem = settings.problem()
+        if problem:
+            raise UserError(problem)
+        if executor == "ray":
+            from .workers.ray_cluster import import_ray
+
+            import_ray()
         from .tui import run_lab
 
-        message = run_lab(store, file, read_only)
+        message = run_lab(store, file, settings, read_only)
     if message:
         out.print(message, markup=False, highlight=False, soft_wrap=True)
 
@@ -238,6 +257,9 @@ def run(
     data: Optional[str] = typer.Option(None, help="Override the corpus: a path to a UTF-8 text file."),
     dtype: Optional[DtypeOption] = typer.Option(None, "--dtype", help=_DTYPE_HELP),
     fresh: bool = typer.Option(False, "--fresh", help="Start the chosen runs over, discarding their results and checkpoints."),
+    executor: str = typer.Option("local", help=EXECUTOR_HELP),
+    address: Optional[str] = typer.Option(None, help=ADDRESS_HELP),
+    gpu_share: float = typer.Option(1.0, help=GPU_SHARE_HELP),
 ) -> None:
     """Train suites from the experiments file.
 
@@ -252,7 +274,8 @@ def run(
             raise UserError("add --headless to train in this terminal (plain `dropres-lab` opens the interactive lab)")
         experiments = load_experiments(file)
         specs = override_specs(experiments.select(suites or None, only), max_iters, data, dtype.value if dtype else None)
-        opts = HeadlessOptions(store=store, device=device, workers=workers, group_size=group_size, fresh=fresh)
+        opts = HeadlessOptions(store=store, device=device, workers=workers, group_size=group_size, fresh=fresh,
+                               executor=executor, address=address, gpu_share=gpu_share)
         code = run_headless(specs, opts, out, experiments)
     raise typer.Exit(code)
 
@@ -267,6 +290,9 @@ def bench(
     max_iters: Optional[int] = typer.Option(None, help="Predict with max_iters overridden for every run, as `run --headless --max-iters` trains them."),
     dtype: Optional[DtypeOption] = typer.Option(None, "--dtype", help=_DTYPE_HELP),
     budget: float = typer.Option(1.5, "--budget", min=0.05, help="Seconds of timed training steps per group shape (at least 3 steps); more is steadier, less is quicker."),
+    executor: str = typer.Option("local", help=EXECUTOR_HELP + " With ray, groups are measured on the cluster and its resources give the slots."),
+    address: Optional[str] = typer.Option(None, help=ADDRESS_HELP),
+    gpu_share: float = typer.Option(1.0, help=GPU_SHARE_HELP),
 ) -> None:
     """Measure this machine's training speed for a suite and predict its wall time, in under a minute.
 
@@ -280,8 +306,17 @@ def bench(
     from .headless import override_specs
     from .launch import check_corpora
     from .workers.scheduler import check_device, cuda_device_count
+    from .workers.settings import DriverSettings
 
     with user_errors():
+        settings = DriverSettings(device, workers, group_size, executor=executor, address=address, gpu_share=gpu_share)
+        problem = settings.problem()
+        if problem:
+            raise UserError(problem)
+        if executor == "ray":
+            from .workers.ray_cluster import import_ray
+
+            import_ray()
         if workers is not None and workers < 1:
             raise UserError(f"--workers {workers}: give at least 1 worker")
         if group_size is not None and group_size < 1:
@@ -290,16 +325,16 @@ def bench(
         name = suite or experiments.default_suite
         specs = override_specs(experiments.select([name]), max_iters, None, dtype.value if dtype else None)
         cuda = cuda_device_count()
-        problem = check_device(device, cuda)
+        problem = None if executor == "ray" else check_device(device, cuda)
         if problem:
             raise UserError(problem)
         check_corpora(specs)
-        prediction = _bench_with_progress(specs, device, workers, group_size, cuda, budget)
+        prediction = _bench_with_progress(specs, device, workers, group_size, cuda, budget, settings)
     render_prediction(name, prediction)
 
 
 def _bench_with_progress(specs: list, device: str, workers: Optional[int], group_size: Optional[int], cuda: int,
-                         budget: float):
+                         budget: float, settings=None):
     """`lab.bench.bench_suite` with a Rich progress line (a plain line when not a terminal)."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
@@ -311,7 +346,8 @@ def _bench_with_progress(specs: list, device: str, workers: Optional[int], group
                 out.print(f"measuring {counted(total, 'group shape')} for {plan_text(plan)} ...",
                           markup=False, highlight=False, soft_wrap=True)
 
-        return bench_suite(specs, device, workers, group_size, cuda_devices=cuda, steps_budget_s=budget, progress=note)
+        return bench_suite(specs, device, workers, group_size, cuda_devices=cuda, steps_budget_s=budget, progress=note,
+                           settings=settings)
     columns = (SpinnerColumn(), TextColumn("{task.description}"), BarColumn(bar_width=20), MofNCompleteColumn(),
                TextColumn("shapes"), TimeElapsedColumn())
     with Progress(*columns, console=out, transient=True) as bar:
@@ -320,7 +356,8 @@ def _bench_with_progress(specs: list, device: str, workers: Optional[int], group
         def update(plan: Plan, done: int, total: int) -> None:
             bar.update(task, description=f"measuring {plan_text(plan)}", completed=done, total=total)
 
-        return bench_suite(specs, device, workers, group_size, cuda_devices=cuda, steps_budget_s=budget, progress=update)
+        return bench_suite(specs, device, workers, group_size, cuda_devices=cuda, steps_budget_s=budget, progress=update,
+                           settings=settings)
 
 
 def _seconds(s: float) -> str:
@@ -813,6 +850,9 @@ def driver(
     workers: Optional[int] = typer.Option(None, help="Worker processes."),
     group_size: Optional[int] = typer.Option(None, help="Most configurations per batched group."),
     linger: float = typer.Option(30.0, help="Seconds to wait for new work once the queue is empty."),
+    executor: str = typer.Option("local", help=EXECUTOR_HELP),
+    address: Optional[str] = typer.Option(None, help=ADDRESS_HELP),
+    gpu_share: float = typer.Option(1.0, help=GPU_SHARE_HELP),
 ) -> None:
     """Background driver for the interactive lab: trains every queued run in the store."""
     from .workers.settings import DriverSettings
@@ -820,7 +860,7 @@ def driver(
     from .workers.background import serve
 
     with user_errors():
-        code = serve(resolve_store_dir(store), DriverSettings(device, workers, group_size, linger))
+        code = serve(resolve_store_dir(store), DriverSettings(device, workers, group_size, linger, executor, address, gpu_share))
     raise typer.Exit(code)
 
 

@@ -134,7 +134,8 @@ class ProgressView:
         if isinstance(event, ev.Started):
             run.status, run.step, run.device = "running", event.step, event.device
             how = "resumed at step" if event.step else "started,"
-            self.line(f"{run.label} {how} {event.step}/{event.max_iters} on {event.device} "
+            where = f"{event.device} of node {event.node}" if event.node else event.device
+            self.line(f"{run.label} {how} {event.step}/{event.max_iters} on {where} "
                       f"(group of {event.group_size}, {event.n_params:,} parameters)")
             if event.dtype_note and event.dtype_note not in self.dtype_notes:  # once, not once per run
                 self.dtype_notes.add(event.dtype_note)
@@ -222,11 +223,15 @@ class HeadlessOptions:
     workers: int | None = None
     group_size: int | None = None
     fresh: bool = False
+    executor: str = "local"
+    address: str | None = None
+    gpu_share: float = 1.0
 
     @property
     def settings(self) -> DriverSettings:
         """The driver's settings: these choices, and no lingering (headless trains only its own runs)."""
-        return DriverSettings(self.device, self.workers, self.group_size, linger_s=0.0)
+        return DriverSettings(self.device, self.workers, self.group_size, linger_s=0.0, executor=self.executor,
+                              address=self.address, gpu_share=self.gpu_share)
 
 
 def run_headless(specs: list[RunSpec], opts: HeadlessOptions, console: Console, experiments: Experiments | None = None) -> int:
@@ -238,8 +243,15 @@ def run_headless(specs: list[RunSpec], opts: HeadlessOptions, console: Console, 
         raise HeadlessError(f"--workers {opts.workers}: give at least 1 worker")
     if opts.group_size is not None and opts.group_size < 1:
         raise HeadlessError(f"--group-size {opts.group_size}: give at least 1 (1 disables grouping)")
+    problem = opts.settings.problem()
+    if problem:
+        raise HeadlessError(problem)
+    if opts.executor == "ray":
+        from .workers.ray_cluster import import_ray
+
+        import_ray()  # ExecutorUnavailable (how to install it) before anything is written
     cuda = cuda_device_count()
-    problem = check_device(opts.device, cuda)
+    problem = None if opts.executor == "ray" else check_device(opts.device, cuda)  # a cluster's GPUs are its own
     if problem:
         raise HeadlessError(problem)
     shas = check_corpora(specs)  # before the store is touched: nothing half-written on a data error
@@ -260,10 +272,10 @@ def _drive(session: DriverSession, rows: list[RunRow], console: Console, experim
                       "skipping them (use --fresh to train again)")
     if todo:
         plan = session.plan(todo)
-        workers = plan.workers
-        console.print(f"training {counted(len(todo), 'run')} in {counted(plan.n_groups, 'group')} on "
-                      f"{counted(len(workers), 'worker')} ({workers[0].device}, {counted(workers[0].threads, 'thread')} "
-                      f"each); store {store.dir}")
+        executor = session.executor(plan)
+        executor.start()  # a cluster is joined (or started) here, so the header says what it sees
+        console.print(f"training {counted(len(todo), 'run')} in {counted(plan.n_groups, 'group')} with "
+                      f"{executor.describe()}; store {store.dir}")
         plain = not console.is_terminal
         recorded_vals = {r.run_id: [loss for step, _, loss, _ in store.metrics(r.run_id, "val") if step <= r.step]
                          for r in todo if r.step > 0}  # resumed runs: their curve up to the checkpoint
@@ -271,7 +283,7 @@ def _drive(session: DriverSession, rows: list[RunRow], console: Console, experim
             ctrl_c = StopSignals((signal.SIGINT,), kill_on_repeat=True, say=view.line,
                                  graceful_note="stopping: workers checkpoint and exit (Ctrl-C again to stop at once)",
                                  immediate_note="stopping now")
-            session.drive(plan, ctrl_c, scope=[r.run_id for r in todo], on_event=view.on_event)
+            session.drive(plan, ctrl_c, scope=[r.run_id for r in todo], on_event=view.on_event, executor=executor)
             ended: dict[tuple[str, str], list[str]] = {}  # (status, note) -> runs the driver ended without an event
             for run_id, status, error in store.outcomes(("failed", "stopped")):
                 if run_id in view.runs and view.runs[run_id].status not in ("failed", "stopped"):

@@ -77,6 +77,10 @@ def start_background_driver(store_dir: Path, settings: DriverSettings = DriverSe
         args += ["--workers", str(settings.workers)]
     if settings.group_size:
         args += ["--group-size", str(settings.group_size)]
+    if settings.executor != "local":
+        args += ["--executor", settings.executor, "--gpu-share", str(settings.gpu_share)]
+        if settings.address:
+            args += ["--address", settings.address]
     with open(store_dir / "driver.log", "ab") as log:
         proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True,
                                 close_fds=True, cwd=os.getcwd(), env={**os.environ, "PYTHONUNBUFFERED": "1"})

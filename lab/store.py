@@ -362,8 +362,9 @@ def _log_message(ev: Event) -> str | None:
     """What a lifecycle event says in the run's log; per-step metrics are not logged."""
     if isinstance(ev, Started):
         how = "resumed" if ev.step else "started"
+        where = f"{ev.device} of node {ev.node}" if ev.node else ev.device
         note = f"; {ev.dtype_note}" if ev.dtype_note else ""
-        return f"{how} at step {ev.step} of {ev.max_iters} on {ev.device} ({ev.dtype}, group of {ev.group_size}){note}"
+        return f"{how} at step {ev.step} of {ev.max_iters} on {where} ({ev.dtype}, group of {ev.group_size}){note}"
     if isinstance(ev, Finished):
         return f"finished: val {fmt_loss(ev.final_val)} (best {fmt_loss(ev.best_val)}, exact {fmt_loss(ev.exact_val)})"
     if isinstance(ev, Diverged):
@@ -959,7 +960,8 @@ class Store:
                 (ev.step, ev.max_iters, now, ev.device, ev.dtype, ev.n_params, ev.group_size, now, run_id),
             )
             self._merge_provenance(c, run_id, {"device": ev.device, "dtype": ev.dtype, "worker_pid": ev.pid,
-                                               **({"dtype_choice": ev.dtype_note} if ev.dtype_note else {})})
+                                               **({"dtype_choice": ev.dtype_note} if ev.dtype_note else {}),
+                                               **({"node": ev.node} if ev.node else {})})
         elif isinstance(ev, Checkpointed):
             c.execute(
                 "INSERT OR REPLACE INTO checkpoints (run_id, step, path, created_at) VALUES (?, ?, ?, ?)",

@@ -226,6 +226,32 @@ class BackgroundSaves:
             raise error
 
 
+class ShippingCheckpointSink:
+    """A remote worker's sink, for machines that share no filesystem with the driver.
+
+    Each checkpoint's bytes go home through `send(run_id, step, data)` (the executor's event
+    channel, in order with the events), and the driver writes them into the store's folder of
+    the run, `home[run_id]`, before it reads the `Checkpointed` that follows; so `save` answers
+    with that path. Resuming reads the checkpoints the driver handed over with the task
+    (`resume[run_id]`: (step, bytes), newest first).
+    """
+
+    def __init__(self, home: Mapping[str, str], send: Callable[[str, int, bytes], None],
+                 resume: Mapping[str, list[tuple[int, bytes]]] | None = None):
+        self.home = dict(home)
+        self.send = send
+        self.resume = dict(resume or {})
+
+    def save(self, run_id: str, step: int, data: bytes) -> str:
+        self.send(run_id, step, data)
+        return str(Path(self.home[run_id]) / checkpoint_name(step))
+
+    def saved(self, run_id: str) -> list[SavedCheckpoint]:
+        where = Path(self.home.get(run_id, run_id))
+        return [SavedCheckpoint(step, f"{where / checkpoint_name(step)} (sent by the driver)", lambda data=data: data)
+                for step, data in self.resume.get(run_id, [])]
+
+
 # -- models from checkpoints --------------------------------------------------------------------
 
 

@@ -134,7 +134,11 @@ class CorpusText:
 
 @lru_cache(maxsize=8)
 def _read(path: str, mtime_ns: int, size: int) -> CorpusText:
-    raw = Path(path).read_bytes()
+    return decode_corpus(path, Path(path).read_bytes())
+
+
+def decode_corpus(path: str, raw: bytes) -> CorpusText:
+    """Check a corpus's bytes (not empty, not binary, UTF-8) and decode them; `path` names it."""
     if not raw:
         raise DataError(f"corpus {path} is empty; give a UTF-8 text file with some text in it")
     if b"\x00" in raw:

@@ -6,13 +6,14 @@ can check corpora without torch); this module turns that text into token tensors
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
 import torch
 
-from .corpus import TINY_SHAKESPEARE, CorpusText, check_block_size, locate_corpus, read_corpus_text, train_size
+from .corpus import TINY_SHAKESPEARE, CorpusText, check_block_size, decode_corpus, locate_corpus, read_corpus_text, train_size
 from .errors import DataError
 
 __all__ = ["Corpus", "DataError", "get_batch", "get_corpus", "load_corpus", "random_starts", "window_batch"]
@@ -54,6 +55,15 @@ def _tokenise(text: CorpusText) -> Corpus:
     ids = torch.tensor([index[c] for c in text.text], dtype=torch.int64)
     n_train = train_size(len(ids))
     return Corpus(text.path, text.sha256, chars, ids[:n_train], ids[n_train:])
+
+
+def corpus_from_bytes(raw: bytes, name: str, sha256: str) -> Corpus:
+    """A corpus that arrived as bytes (a cluster node has no copy of the file): verified
+    against the SHA-256 the sender computed, then checked and tokenised as a file is."""
+    digest = hashlib.sha256(raw).hexdigest()
+    if digest != sha256:
+        raise DataError(f"corpus {name} arrived with SHA-256 {digest[:12]}..., expected {sha256[:12]}...; not used")
+    return _tokenise(decode_corpus(name, raw))
 
 
 def load_corpus(path: Path | str) -> Corpus:

@@ -22,6 +22,7 @@ class Started:
     group_size: int
     pid: int = 0  # the process training the group
     dtype_note: str = ""  # how dtype was decided: "dtype auto: float32, bf16 measured 0.62x on this CPU (...)"
+    node: str = ""  # the cluster node it trains on (an executor across machines fills it in)
 
 
 @dataclass(frozen=True)

@@ -190,11 +190,11 @@ class GroupTrainer:
             rng["mask_cuda"] = torch.cuda.get_rng_state(self.device)
         return {
             "config": self.configs[i].to_dict(),
-            "dtype": self.dtype,
             "step": self.step,
             "finished": finished,
             "vocab": list(self.corpus.chars),
             "corpus_sha256": self.corpus.sha256,
+            "dtype": self.dtype,  # what "auto" resolved to where it started: a resumed run keeps it
             "model": {name: p[i].detach().cpu().clone() for name, p in zip(self.names, self.params)},
             "optim": optim,
             "rng": rng,

@@ -254,6 +254,9 @@ class LabApp(WritesOffWhenReadOnly, App[str | None]):
             driver = f"background driver pid {d.pid} stopping (takes no new work)"
         else:  # a record from a driver too old to say its kind
             driver = f"driver pid {d.pid} (headless or stopping: takes no new work)"
+        ds = self.driver_settings
+        if ds.executor != "local":  # where this lab's launches train (the driver's log says what it sees)
+            driver += f" · launches train on {ds.executor}{' at ' + ds.address if ds.address else ''}"
         view = "read-only · " if self.state.read_only else ""
         self.sub_title = f"{view}{display_path(self.store_dir)} · {driver}"
 
@@ -621,9 +624,9 @@ class LabApp(WritesOffWhenReadOnly, App[str | None]):
 
 
 def run_lab(store: str | os.PathLike[str] | None = None, experiments: str | os.PathLike[str] = "experiments.toml",
-            read_only: bool = False) -> str | None:
-    """Open the lab; returns the line to print once it closes."""
-    app = LabApp(store, experiments, read_only=read_only)
+            driver_settings: DriverSettings = DriverSettings(), read_only: bool = False) -> str | None:
+    """Open the lab (its launches train as `driver_settings` say); returns the line to print once it closes."""
+    app = LabApp(store, experiments, driver_settings=driver_settings, read_only=read_only)
     try:
         return app.run()
     finally:

@@ -32,7 +32,7 @@ def log(message: str) -> None:
 def serve(store_dir: Path, settings: DriverSettings) -> int:
     """Run the background driver until the queue has been empty for `linger_s`. Exit code."""
     cuda = cuda_device_count()
-    problem = check_device(settings.device, cuda)
+    problem = settings.problem() or (None if settings.executor == "ray" else check_device(settings.device, cuda))
     if problem:
         log(f"error: {problem}")
         return 2
@@ -42,10 +42,10 @@ def serve(store_dir: Path, settings: DriverSettings) -> int:
             n = len(session.interrupted)
             log(f"{counted(n, 'run')} left running by a previous driver {'is' if n == 1 else 'are'} now stopped (resumable)")
         plan = session.plan(session.store.queued())
-        workers = plan.workers
-        log(f"background driver pid {os.getpid()}: {counted(len(workers), 'worker')} on {workers[0].device}, "
-            f"{counted(workers[0].threads, 'thread')} each, groups of up to {plan.group_size}")
-        driver = session.drive(plan, GRACEFUL, on_event=_log_event)
+        executor = session.executor(plan)
+        executor.start()
+        log(f"background driver pid {os.getpid()}: {executor.describe()}, groups of up to {plan.group_size}")
+        driver = session.drive(plan, GRACEFUL, on_event=_log_event, executor=executor)
         log("asked to make way for another driver while idle: background driver exiting" if driver.exit_requested
             else "queue empty: background driver exiting")
     return 0

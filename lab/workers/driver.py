@@ -52,6 +52,7 @@ class Driver:
         self.stopping = False
         self.requeue_when_stopped: set[str] = set()  # group-mates of a run stopped on request
         self.retry: list[str] = []  # runs of a group that ran out of memory, to requeue
+        self.nodes_lost: dict[str, int] = {}  # run id -> times its worker died under it (cluster executors)
         self._ids = itertools.count()
         self._idle_since: float | None = None
         self.exit_requested = False  # an "exit" request found it idle: it leaves without lingering
@@ -231,9 +232,35 @@ class Driver:
         lost = [rid for rid in task.run_ids if rid not in self.ended]
         if self.stopping:
             self.store.stop_runs(lost, f"{died.reason} while stopping; resumable from its last checkpoint")
+        elif died.retry_elsewhere:
+            self._retry_elsewhere(lost, died)
+            return
         else:
             self.store.fail_runs(lost, f"{died.reason}; rerun to resume from its last checkpoint")
         self.ended.update(lost)
+
+    def _retry_elsewhere(self, lost: list[str], died: WorkerDied) -> None:
+        """A cluster lost the worker under these runs: each goes back to the queue once, to resume
+        from its newest checkpoint on whichever node takes it; one that loses its worker twice fails."""
+        again, twice = [], []
+        for rid in lost:
+            self.nodes_lost[rid] = self.nodes_lost.get(rid, 0) + 1
+            (again if self.nodes_lost[rid] == 1 else twice).append(rid)
+        if twice:
+            self.store.fail_runs(twice, f"{died.reason}, the second time it lost its worker; rerun to resume "
+                                        "from its last checkpoint")
+            self.ended.update(twice)
+        if again:
+            notes = []
+            for rid in again:
+                row = self.store.get(rid)
+                notes.append(ev.Warned(rid, row.step if row else 0, f"{died.reason}; retrying once on another "
+                                       "node from its last checkpoint"))
+            self.store.apply_many(notes)
+            for note in notes:
+                self.on_event(note)
+            self.store.requeue(again)
+            self.dispatched.difference_update(again)
 
     def _handle_requests(self) -> None:
         for req in self.store.pending_requests():

@@ -6,6 +6,11 @@ the default. An executor never needs to know what a task does: a task is plain, 
 data that performs itself on a worker (`Task.perform`), sending events as it goes. Two kinds
 exist: `GroupTask` trains a group of runs (the driver's), `MeasureTask` (measure.py) times a
 group for a wall-time prediction (the benchmark's). So an executor that runs one kind runs both.
+
+Slots are ids an executor hands out, not a fixed list: a cluster gains slots when a node joins
+and loses them when one leaves (`idle_slots` is asked afresh before every dispatch), and a
+worker that vanishes is reported once as `WorkerDied`, saying whether its runs may be retried
+elsewhere. `RayExecutor` (ray_cluster.py) is the second implementation.
 """
 
 from __future__ import annotations
@@ -69,21 +74,38 @@ class WorkerReady:
 
 @dataclass(frozen=True)
 class WorkerDied:
-    """A worker process vanished (killed, crashed); its unfinished runs must be failed."""
+    """A worker vanished (process killed or crashed, its node gone); its unfinished runs end.
+
+    `retry_elsewhere`: the executor has other machines for them, so the driver requeues them
+    once from their newest checkpoint (Ray); otherwise they fail and a rerun resumes them
+    (local workers). `node`: where it died, for the run log ("" on this machine)."""
 
     slot: int
     task: Task | None
     reason: str
+    retry_elsewhere: bool = False
+    node: str = ""
+
+
+class ExecutorUnavailable(Exception):
+    """The chosen executor cannot start (its package is missing, its cluster unreachable): one line."""
 
 
 class Executor(ABC):
     """Runs Tasks on its workers (slots) and reports (slot, task_id, event) tuples."""
 
     @abstractmethod
-    def start(self) -> None: ...
+    def start(self) -> None:
+        """Start the workers (or join the cluster); a second call does nothing."""
 
     @abstractmethod
-    def idle_slots(self) -> list[int]: ...
+    def idle_slots(self) -> list[int]:
+        """Slots that take a task now; the set may grow and shrink between calls."""
+
+    def describe(self) -> str:
+        """What the executor trains on, for the headless header and the driver's log
+        ("local: 2 workers (cpu, 1 thread each)", "ray: 3 nodes, 8 GPUs, 96 CPUs")."""
+        return type(self).__name__
 
     @abstractmethod
     def device_of(self, slot: int) -> str: ...

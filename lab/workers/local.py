@@ -141,6 +141,8 @@ class LocalExecutor(Executor):
     quiet: bool = False  # set by start(): this process's stdio is captured (the TUI's)
 
     def start(self) -> None:
+        if self.workers:  # started already (a front-end starts it to describe it before driving)
+            return
         self.quiet = _stdio_captured()
         if self.quiet:
             _start_resource_tracker()
@@ -178,6 +180,13 @@ class LocalExecutor(Executor):
 
     def idle_slots(self) -> list[int]:
         return [i for i, w in enumerate(self.workers) if w.task is None and w.process.is_alive()]
+
+    def describe(self) -> str:
+        from ..formatting import counted
+
+        first = self.specs[0]
+        return (f"local: {counted(len(self.specs), 'worker')} ({first.device}, "
+                f"{counted(first.threads, 'thread')} each)")
 
     def device_of(self, slot: int) -> str:
         return self.workers[slot].spec.device

@@ -32,9 +32,15 @@ from .scheduler import ExecutionPlan, Queued, WorkerSpec, plan_execution
 from .settings import DriverSettings
 
 
-def executor_for(workers: list[WorkerSpec]) -> Executor:
-    """The executor that runs these workers: local processes, one per WorkerSpec. The driver
-    and `lab.bench` both get theirs here, so what a benchmark measures is what a launch runs."""
+def executor_for(workers: list[WorkerSpec], settings: DriverSettings | None = None) -> Executor:
+    """The executor the settings choose: local processes, one per WorkerSpec (the default), or
+    a Ray cluster whose nodes' resources decide the slots. The driver and `lab.bench` both get
+    theirs here, so what a benchmark measures is what a launch runs. Ray is imported only
+    when chosen."""
+    if settings is not None and settings.executor == "ray":
+        from .ray_cluster import RayExecutor
+
+        return RayExecutor(settings.address, settings.device, settings.gpu_share)
     from .local import LocalExecutor
 
     return LocalExecutor(list(workers))
@@ -102,16 +108,22 @@ class DriverSession:
         s = self.settings
         return plan_execution(s.device, s.workers, s.group_size, queued, self.cuda_devices)
 
+    def executor(self, plan: ExecutionPlan) -> Executor:
+        """The executor for `plan`, as the settings choose (`executor_for`); not started yet."""
+        return executor_for(plan.workers, self.settings)
+
     def drive(self, plan: ExecutionPlan, stop: StopSignals, *, scope: Iterable[str] | None = None,
-              on_event: Callable[[object], None] | None = None) -> Driver:
+              on_event: Callable[[object], None] | None = None, executor: Executor | None = None) -> Driver:
         """Train with `plan`'s workers until the driver is done, then end them; the driver,
         for what it ended with (`exit_requested`).
 
         `scope`: the run ids to train (headless), or None for every queued run and new work
         while the driver lingers (`settings.linger_s`). `on_event` hears every event the
-        store records. The previous handlers of `stop.signals` are restored on the way out.
+        store records. `executor`: one the caller made (and may have started) to describe it
+        first; by default `executor(plan)`. The previous handlers of `stop.signals` are
+        restored on the way out.
         """
-        driver = Driver(self.store, executor_for(plan.workers), group_size=plan.group_size,
+        driver = Driver(self.store, executor or self.executor(plan), group_size=plan.group_size,
                         options=TrainOptions(), kind=self.kind, scope=scope, linger_s=self.settings.linger_s, on_event=on_event,
                         devices=[w.device for w in plan.workers])
         handler = _stop_handler(driver, stop)
