@@ -15,7 +15,8 @@ from __future__ import annotations
 import math
 from typing import Iterable, Literal
 
-__all__ = ["STATUS_STYLE", "counted", "fmt_duration", "fmt_loss", "fmt_rate", "sparkline", "status_style"]
+__all__ = ["STATUS_STYLE", "counted", "fmt_comparison", "fmt_duration", "fmt_interval", "fmt_loss", "fmt_p", "fmt_rate",
+           "sparkline", "status_style"]
 
 
 def _finite(x: float | None) -> bool:
@@ -125,3 +126,33 @@ def sparkline(values: Iterable[float | None], width: int = 16) -> str:
     span = (hi - lo) or 1.0
     top = len(SPARK) - 1
     return "".join(SPARK[min(top, int((v - lo) / span * top + 0.5))] for v in vals)
+
+
+# -- statistics ----------------------------------------------------------------------------
+
+
+def fmt_p(p: float | None) -> str:
+    """A p-value as "p=0.12", "p=0.034", "p<0.001"; empty for no test. Two significant
+    digits: more would claim a precision a handful of seeds cannot give."""
+    if p is None or not math.isfinite(p):
+        return ""
+    if p < 0.001:
+        return "p<0.001"
+    return f"p={float(f'{p:.2g}'):g}"
+
+
+def fmt_interval(low: float | None, high: float | None, signed: bool = True) -> str:
+    """A 95 % interval as "[-0.0012, +0.0094]" (signed: a difference) or "[1.5480, 1.5612]"
+    (a loss); empty when there is none."""
+    if low is None or high is None:
+        return ""
+    spell = (lambda x: f"{x:+.4f}") if signed else fmt_loss
+    return f"[{spell(low)}, {spell(high)}]"
+
+
+def fmt_comparison(diff: float | None, low: float | None, high: float | None, p: float | None,
+                   word: str = "") -> str:
+    """A difference with its interval, p-value and verdict word, as every view shows it:
+    "+0.0041 [-0.0012, +0.0094] p=0.12 n.s."; parts without a value are left out."""
+    parts = ["" if diff is None else f"{diff:+.4f}", fmt_interval(low, high), fmt_p(p), word]
+    return " ".join(p for p in parts if p)
