@@ -58,16 +58,20 @@ def write_report(store_dir: Path, suites: Sequence[str] | None, output: Path, fm
         write_atomic(markdown, report_markdown(data, fmt, store_dir, __version__))
     except OSError as e:
         raise ReportError(f"cannot write the report to {folder}: {e.strerror or e}") from None
-    return Written(markdown, figures, [d.suite for d in data])
+    return Written(markdown.resolve(), [p.resolve() for p in figures], [d.suite for d in data])
 
 
 def _suites_defined(path: Path | None) -> tuple[list[str], dict[str, str]]:
     """Suite names and descriptions from the experiments file; none when there is no file."""
     if path is None or not path.is_file():
         return [], {}
-    from lab.experiments import load_experiments
+    from lab.experiments import ExperimentsError, load_experiments
 
-    experiments = load_experiments(path)
+    try:
+        experiments = load_experiments(path)
+    except ExperimentsError as exc:
+        first = exc.problems[0] if exc.problems else exc
+        raise ReportError(f"{first} (`dropres-lab validate --file {path}` lists every problem)") from None
     return list(experiments.suites), {n: s.description for n, s in experiments.suites.items()}
 
 

@@ -146,7 +146,7 @@ def row_labels(rows: Sequence[ResultRow]) -> list[str]:
 def mean_band(curves: Sequence[Sequence[tuple[int, float]]]) -> Band:
     """The mean curve of replicates and its 95 % t-interval at each step (see `Band`); a
     non-finite loss (a diverged evaluation) leaves that replicate out at that step."""
-    from lab.stats import t_interval
+    from lab.stats import mean_interval
 
     by_step: dict[int, list[float]] = {}
     for curve in curves:
@@ -156,11 +156,10 @@ def mean_band(curves: Sequence[Sequence[tuple[int, float]]]) -> Band:
     steps = sorted(by_step)
     mean, low, high = [], [], []
     for step in steps:
-        values = by_step[step]
-        interval = t_interval(values)
-        mean.append(sum(values) / len(values))
-        low.append(interval.low if interval is not None else None)
-        high.append(interval.high if interval is not None else None)
+        interval = mean_interval(by_step[step])
+        mean.append(interval.mean)
+        low.append(interval.low)
+        high.append(interval.high)
     return Band(tuple(steps), tuple(mean), tuple(low), tuple(high))
 
 

@@ -110,7 +110,7 @@ def draw_curves(data: SuiteData) -> "Figure":
         style = dict(color=palette[k], linestyle=STYLES[k // 10 % len(STYLES)] if len(order) > 10 else "-", linewidth=1.4)
         for ax in (full, zoom):
             ax.plot(band.steps, band.mean, label=label if ax is full else None,
-                    marker="o" if len(band.steps) == 1 else None, **style)
+                    marker="o" if len(band.steps) <= 30 else None, markersize=3, **style)
             if band.has_band:
                 steps = [s for s, lo in zip(band.steps, band.low) if lo is not None]
                 low = [lo for lo in band.low if lo is not None]
@@ -167,7 +167,7 @@ def draw_gap(data: SuiteData) -> "Figure":
 
 
 def _swept(data: SuiteData, key: str, ylabel: str, title: str, references: bool) -> "Figure":
-    from lab.stats import t_interval
+    from lab.stats import mean_interval
 
     fig, (ax,) = _new_figure(SWEPT_SIZE)
     axis = data.axis()
@@ -175,12 +175,11 @@ def _swept(data: SuiteData, key: str, ylabel: str, title: str, references: bool)
     xs = list(range(len(axis.order)))
     shown_interval = shown_single = shown_ref = False
     for x, k in zip(xs, axis.order):
-        values = per_run_values(data.per_run[k], key)
-        if not values:
+        interval = mean_interval(per_run_values(data.per_run[k], key))
+        if interval.mean is None:
             continue
-        mean = sum(values) / len(values)
-        interval = t_interval(values)
-        if interval is not None:
+        mean = interval.mean
+        if interval.low is not None and interval.high is not None:
             ax.errorbar([x], [mean], yerr=[[mean - interval.low], [interval.high - mean]], fmt="o", color=palette[x],
                         capsize=5, markersize=7, label=None if shown_interval else "ours: mean, 95 % interval")
             shown_interval = True
@@ -210,8 +209,7 @@ def _swept(data: SuiteData, key: str, ylabel: str, title: str, references: bool)
     ax.set_ylabel(ylabel)
     ax.grid(True, axis="y", alpha=0.3)
     ax.set_title(_title(data, title), fontsize="medium")
-    if ax.get_legend_handles_labels()[0]:
-        ax.legend(fontsize="small", loc="best")
+    _legend_below(fig, ax, 3)  # below the plot: never over a point
     return fig
 
 
