@@ -18,6 +18,7 @@ matplotlib is imported here only, when a report is written, never by the TUI's s
 from __future__ import annotations
 
 import math
+import statistics
 from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
 
@@ -173,12 +174,21 @@ def _swept(data: SuiteData, key: str, ylabel: str, title: str, references: bool)
     axis = data.axis()
     palette = colours(len(axis.order))
     xs = list(range(len(axis.order)))
-    shown_interval = shown_single = shown_ref = False
-    for x, k in zip(xs, axis.order):
-        interval = mean_interval(per_run_values(data.per_run[k], key))
+    intervals = [mean_interval(per_run_values(data.per_run[k], key)) for k in axis.order]
+    limits = _scale_without_outliers(intervals, [data.rows[k].reference if references else None for k in axis.order])
+    shown_interval = shown_single = shown_ref = shown_off = False
+    for x, k, interval in zip(xs, axis.order, intervals):
         if interval.mean is None:
             continue
         mean = interval.mean
+        if limits is not None and not limits[0] <= mean <= limits[1]:
+            edge = limits[1] if mean > limits[1] else limits[0]
+            ax.plot([x], [edge], "^" if mean > limits[1] else "v", color=palette[x], markersize=9, clip_on=False,
+                    label=None if shown_off else "off the scale (value written beside)")
+            ax.annotate(f"{mean:.3f}", (x, edge), xytext=(6, -12 if mean > limits[1] else 4), textcoords="offset points",
+                        fontsize="small", color=palette[x])
+            shown_off = True
+            continue
         if interval.low is not None and interval.high is not None:
             ax.errorbar([x], [mean], yerr=[[mean - interval.low], [interval.high - mean]], fmt="o", color=palette[x],
                         capsize=5, markersize=7, label=None if shown_interval else "ours: mean, 95 % interval")
@@ -206,11 +216,35 @@ def _swept(data: SuiteData, key: str, ylabel: str, title: str, references: bool)
     else:
         ax.set_xlabel(setting_label(axis.setting))
     ax.set_xlim(-0.6, len(xs) - 0.4)
+    if limits is not None:
+        ax.set_ylim(*limits)
     ax.set_ylabel(ylabel)
     ax.grid(True, axis="y", alpha=0.3)
     ax.set_title(_title(data, title), fontsize="medium")
     _legend_below(fig, ax, 3)  # below the plot: never over a point
     return fig
+
+
+def _scale_without_outliers(intervals: Sequence, references: Sequence[float | None]) -> tuple[float, float] | None:
+    """y limits that leave out rows far from the rest (a run that barely trained beside runs a
+    few thousandths apart), so the differences that matter stay visible; None when no row is
+    that far. A row is far when its mean is more than 10 median absolute deviations (and 0.05)
+    from the median of the means; at least three rows must remain."""
+    means = [i.mean for i in intervals if i.mean is not None]
+    if len(means) < 4:
+        return None
+    centre = statistics.median(means)
+    spread = statistics.median(abs(m - centre) for m in means)
+    near = [abs(m - centre) <= max(10 * spread, 0.05) for m in (i.mean for i in intervals)]
+    if all(n for n, i in zip(near, intervals) if i.mean is not None) or sum(near) < 3:
+        return None
+    values = []
+    for keep, interval, reference in zip(near, intervals, references):
+        if keep and interval.mean is not None:
+            values += [v for v in (interval.mean, interval.low, interval.high, reference) if v is not None]
+    lo, hi = min(values), max(values)
+    pad = (hi - lo) * 0.1 or 0.01
+    return lo - pad, hi + pad
 
 
 def setting_label(key: str) -> str:
