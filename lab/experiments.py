@@ -43,6 +43,12 @@ Expansion rules
   The corpus name ``"tinyshakespeare"``, absolute paths and ``~`` paths are kept as written.
 * ``references = { "name" = loss }`` attaches a published value to the runs of that name
   (to every replicate of it); a reference that names no run is an error.
+* ``tolerance = 0.03`` (a suite's, default 0.03): how far a mean final val may be from its
+  reference and still count as reproduced.
+* ``claims = [ { better = "a", than = "b", metric = "exact_val" } ]`` states that run "a"
+  reaches a lower loss than run "b" (metric: exact_val, the default, final_val or best_val);
+  names are run names as in ``references`` (replicated runs by their base name), or
+  ``"suite/name"`` for a run of another suite. `lab.claims` tests them.
 * A suite with neither ``runs`` nor ``grid`` is an error (it would be an empty suite).
 * Run and suite names must be usable as path components and in ``SUITE/RUN``: not empty,
   no "/", "\\", "#" (reserved for replicates), control characters or leading ".".
@@ -73,7 +79,12 @@ else:  # pragma: no cover - exercised on Python 3.10 only
 
 TOP_KEYS = ("default_suite", "defaults", "suites")
 DEFAULTS_KEYS = SETTING_KEYS + ("seeds",)
-SUITE_KEYS = SETTING_KEYS + ("seeds", "description", "runs", "grid", "references")
+SUITE_KEYS = SETTING_KEYS + ("seeds", "description", "runs", "grid", "references", "claims", "tolerance")
+CLAIM_KEYS = ("better", "than", "metric")
+#: Losses a claim can be about; exact_val (the whole validation split, once) is the default.
+CLAIM_METRICS = ("exact_val", "final_val", "best_val")
+#: How far a mean final val may be from its published reference and count as reproduced.
+DEFAULT_TOLERANCE = 0.03
 RUN_ENTRY_KEYS = SETTING_KEYS + ("seeds", "name")
 #: The one `data` value that names a corpus rather than a file (the default).
 CORPUS_NAME = RunConfig.data
@@ -125,6 +136,32 @@ class ExperimentsError(Exception):
         super().__init__("\n".join(str(p) for p in self.problems))
 
 
+@dataclass(frozen=True)
+class Claim:
+    """A claim to test: run `better` reaches a lower `metric` than run `than`.
+
+    Names are base run names of the claim's suite, or "suite/name" for another suite's run.
+    """
+
+    better: str
+    than: str
+    metric: str = "exact_val"
+
+    def refers_to(self, own_suite: str) -> tuple[tuple[str, str], tuple[str, str]]:
+        """((suite, name) of `better`, (suite, name) of `than`), resolving bare names to `own_suite`."""
+        return split_claim_name(self.better, own_suite), split_claim_name(self.than, own_suite)
+
+    def __str__(self) -> str:
+        metric = "" if self.metric == "exact_val" else f" ({self.metric})"
+        return f"{self.better} < {self.than}{metric}"
+
+
+def split_claim_name(name: str, own_suite: str) -> tuple[str, str]:
+    """A claim's run name -> (suite, base run name): "suite/name", or a bare name of `own_suite`."""
+    suite, sep, run = name.partition("/")
+    return (suite, run) if sep else (own_suite, name)
+
+
 @dataclass
 class Suite:
     """A named list of runs, in file order."""
@@ -133,6 +170,8 @@ class Suite:
     description: str
     runs: list[RunSpec]
     references: dict[str, float] = field(default_factory=dict)
+    claims: list[Claim] = field(default_factory=list)
+    tolerance: float = DEFAULT_TOLERANCE
 
 
 @dataclass
@@ -302,6 +341,51 @@ def reference_problem(value: Any) -> str | None:
     return None
 
 
+def tolerance_problem(value: Any) -> str | None:
+    """Why `value` cannot be a reproduction tolerance (a non-negative loss difference), or None."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value or value < 0 or value == float("inf"):
+        return f"tolerance must be a non-negative number (a val loss difference, e.g. 0.03), got {value!r}"
+    return None
+
+
+def claim_problems(claim: Any) -> list[tuple[str | None, str]]:
+    """What is wrong with one claim entry on its own, as (key or None for the whole entry,
+    message); names are checked against the runs by `claim_name_problem`."""
+    if not isinstance(claim, dict):
+        return [(None, f'each claim must be a table like {{ better = "a", than = "b" }}, got {claim!r}')]
+    out: list[tuple[str | None, str]] = []
+    for key in claim:
+        if key not in CLAIM_KEYS:
+            out.append((key, _unknown_key_message(key, CLAIM_KEYS, "a claim")))
+    for key in ("better", "than"):
+        if key not in claim:
+            out.append((None, f'claim has no {key}; write {{ better = "run", than = "other run" }}'))
+        elif not isinstance(claim[key], str) or not claim[key].strip():
+            out.append((key, f"{key} must be a run name (a string), got {claim[key]!r}"))
+    metric = claim.get("metric", "exact_val")
+    if metric not in CLAIM_METRICS:
+        out.append(("metric", f"metric must be one of {', '.join(CLAIM_METRICS)}, got {metric!r}"))
+    if not out and claim["better"] == claim["than"]:
+        out.append(("than", f"a claim compares two runs; better and than both name {claim['better']!r}"))
+    return out
+
+
+def claim_name_problem(name: str, own_suite: str, names_by_suite: dict[str, set[str]]) -> str | None:
+    """Why a claim's run name names no run: `names_by_suite` maps each suite to its base run
+    names. One rule for `validate`, the TUI and loading."""
+    suite, run = split_claim_name(name, own_suite)
+    if suite not in names_by_suite:
+        return f"claim names {name!r}, but there is {_unknown_suite_message(suite, names_by_suite)}"
+    names = names_by_suite[suite]
+    if run in names:
+        return None
+    if "#" in run and run.split("#", 1)[0] in names:
+        return f"claim names the replicate {name!r}; name the run without its seed ({run.split('#', 1)[0]!r}): a claim compares all its seeds"
+    close = difflib.get_close_matches(run, sorted(names), n=1, cutoff=0.5)
+    hint = f"did you mean {close[0]!r}?" if close else f"run names are: {', '.join(sorted(names))}"
+    return f"claim names {name!r}, which matches no run in suite {suite!r}; {hint}"
+
+
 def _unknown_suite_message(name: str, suites: dict[str, Any]) -> str:
     close = difflib.get_close_matches(name, list(suites), n=3, cutoff=0.5)
     hint = f"did you mean {', '.join(close)}?" if close else f"suites are: {', '.join(suites)}"
@@ -350,6 +434,9 @@ class _Checker:
         self.reported = 0  # problems found so far, counting those still being grouped
         self.names_lost = False  # the suite being checked dropped a run for its name or its grid
         self.folder = Path(".")  # the experiments file's folder (set by `check`)
+        self.run_names: dict[str, tuple[set[str], bool]] = {}  # suite -> (base run names, all known)
+        self.suites_lost: set[str] = set()  # suites dropped whole (so their names are unknown)
+        self.claim_paths: list[tuple[str, Claim, KeyPath]] = []  # claims whose names are checked last
         self._seen: set[tuple[KeyPath, str]] = set()
         # Whole-run problems, grouped so one mistake in [defaults] is one message, not one per run.
         self._run_problems: dict[tuple[KeyPath, str], list[str]] = {}
@@ -392,6 +479,9 @@ class _Checker:
                 suite = self.suite(name, table, defaults, default_seeds)
                 if suite is not None:
                     suites[name] = suite
+                elif name not in self.run_names:
+                    self.suites_lost.add(name)
+            self.check_claim_names()
         self.flush_run_problems()
         default_suite = data.get("default_suite")
         if default_suite is None:
@@ -494,7 +584,48 @@ class _Checker:
         specs = self.expand(name, entries, defaults, level, seeds)
         references = self.references(table, path, {e.name for e in entries}, check_unmatched=names_known)
         specs = [RunSpec(s.suite, s.name, s.config, references.get(s.base_name), s.base_name) for s in specs]
-        return Suite(name, description, specs, references)
+        self.run_names[name] = ({e.name for e in entries}, names_known)
+        tolerance = table.get("tolerance", DEFAULT_TOLERANCE)
+        msg = tolerance_problem(tolerance)
+        if msg:
+            self.add(path + ("tolerance",), msg)
+            tolerance = DEFAULT_TOLERANCE
+        return Suite(name, description, specs, references, self.claims(name, table, path), float(tolerance))
+
+    def claims(self, suite: str, table: dict, path: KeyPath) -> list[Claim]:
+        """`claims = [{ better, than, metric }]`: checked on their own here, their run names
+        once every suite is known (`check_claim_names`)."""
+        if "claims" not in table:
+            return []
+        claims, cpath = table["claims"], path + ("claims",)
+        if not isinstance(claims, list):
+            self.add(cpath, f'claims must be a list of tables like [{{ better = "a", than = "b" }}], got {claims!r}')
+            return []
+        out = []
+        for i, claim in enumerate(claims):
+            problems = claim_problems(claim)
+            for key, message in problems:
+                self.add(cpath + ((i,) if key is None else (i, key)), message)
+            if not problems:
+                out.append(Claim(claim["better"], claim["than"], claim.get("metric", "exact_val")))
+                self.claim_paths.append((suite, out[-1], cpath + (i,)))
+        return out
+
+    def check_claim_names(self) -> None:
+        """Every claim's runs exist (in its suite, or "suite/name" in another); a suite whose
+        run names are not all known (a run dropped for its name) is not checked against."""
+        names = {suite: known for suite, (known, _) in self.run_names.items()}
+        for suite, claim, path in self.claim_paths:
+            for key in ("better", "than"):
+                ref = getattr(claim, key)
+                target, _ = split_claim_name(ref, suite)
+                if target in self.run_names and not self.run_names[target][1]:
+                    continue
+                if target not in self.run_names and target in self.suites_lost:
+                    continue
+                msg = claim_name_problem(ref, suite, names)
+                if msg:
+                    self.add(path + (key,), msg)
 
     def run_entries(self, table: dict, path: KeyPath) -> list[_Entry] | None:
         """The suite's `runs` (None when it has none): each needs a safe, unique name."""

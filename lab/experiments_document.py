@@ -45,6 +45,7 @@ from lab.experiments import (
     name_problem,
     parse_experiments,
     resolve_settings,
+    split_claim_name,
 )
 from lab.experiments_fields import FORM_SETTINGS, SkipText, number_from_text, skip_row_problems
 from lab.formatting import counted
@@ -502,11 +503,13 @@ class ExperimentsDocument:
             set_key(self.doc, t.path, "skips", value)
 
     def rename(self, t: Target, name: str) -> None:
-        """A run entry's new name; its reference follows it."""
+        """A run entry's new name; its reference and the claims naming it (in every suite) follow it."""
         old = plain(self.table(t.path).get("name"))
         if not name or name == old:
             return
         set_key(self.doc, t.path, "name", name)
+        if isinstance(old, str):
+            self._rename_in_claims(lambda suite, run: (suite, name) if (suite, run) == (t.suite, old) else None)
         refs = self.table(("suites", t.suite, "references"))
         if isinstance(refs, dict) and isinstance(old, str) and old in refs:
             text = refs[old].as_string()
@@ -632,7 +635,29 @@ class ExperimentsDocument:
         rename_key(self.doc, ("suites",), old, new)
         if self.doc.get("default_suite") == old:
             self.doc["default_suite"] = new
+        self._rename_in_claims(lambda suite, run: (new, run) if suite == old else None, renamed_suite=(old, new))
         return Target("suite", new)
+
+    def _rename_in_claims(self, renamed, renamed_suite: tuple[str, str] | None = None) -> None:
+        """Rewrite the claims' run names that `renamed(suite, run)` maps to a new (suite, run)
+        (None: unchanged), in every suite, each written as before: bare in its own suite,
+        "suite/run" for another suite's run. `renamed_suite` (old, new) says which suite a
+        claim's bare names belonged to before a suite rename."""
+        for suite, table in self.suites().items():
+            claims = table.get("claims") if isinstance(table, dict) else None
+            if not isinstance(claims, list):
+                continue
+            own_before = renamed_suite[0] if renamed_suite and suite == renamed_suite[1] else suite
+            for claim in claims:
+                if not isinstance(claim, dict):
+                    continue
+                for key in ("better", "than"):
+                    written = claim.get(key)
+                    if not isinstance(written, str):
+                        continue
+                    target = renamed(*split_claim_name(str(written), own_before))
+                    if target is not None:
+                        claim[key] = target[1] if target[0] == suite else f"{target[0]}/{target[1]}"
 
     def why_no_delete_suite(self, name: str) -> str | None:
         if list(self.suites()) == [name]:

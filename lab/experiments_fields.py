@@ -3,7 +3,7 @@
 The form (`lab.tui.widgets.forms`) and the document model (`lab.experiments_document`) both
 need to know which fields a level has and whether typed text means something the file can
 hold; this is that one rule set, on top of `lab.core.config.check_value` (a setting) and
-`lab.experiments` (names and references). Empty text means "inherit" wherever a field can
+`lab.experiments` (names, references, a suite's tolerance and claims). Empty text means "inherit" wherever a field can
 inherit.
 """
 
@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from lab.core.config import DROPOUT_SITES, check_value, value_from_text
-from lab.experiments import name_problem, reference_problem
+from lab.experiments import claim_name_problem, claim_problems, name_problem, reference_problem, tolerance_problem
 
 #: The form's sections and the settings each shows, top to bottom.
 SECTIONS: tuple[tuple[str, tuple[str, ...]], ...] = (
@@ -50,6 +50,8 @@ def field_problem(key: str, text: str) -> str | None:
         return None
     if key == "reference":
         return reference_problem(number_from_text(text))
+    if key == "tolerance":
+        return tolerance_problem(number_from_text(text))
     return check_value(key, value_from_text(key, text))
 
 
@@ -97,6 +99,6 @@ def parse_values(key: str, text: str) -> list[Any]:
 
 
 __all__ = [
-    "FORM_SETTINGS", "RUN_FIELDS", "SECTIONS", "SkipText", "field_problem", "next_free_depth",
+    "claim_name_problem", "claim_problems", "FORM_SETTINGS", "RUN_FIELDS", "SECTIONS", "SkipText", "field_problem", "next_free_depth",
     "number_from_text", "parse_values", "skip_row_problems",
 ]

@@ -35,16 +35,24 @@ from rich.table import Table
 from rich.text import Text
 
 from lab.core.config import DROPOUT_SITES
-from lab.formatting import fmt_duration, fmt_loss, fmt_rate, status_style
+from lab.formatting import fmt_comparison, fmt_duration, fmt_interval, fmt_loss, fmt_rate, status_style
+from lab.stats import Comparison, compare, mean_interval, vs_best_verdict
 from lab.store import RunRow
 
 #: Losses that replicates aggregate (mean ± std, n).
 AGGREGATED = ("final_val", "best_val", "exact_val", "final_train")
+#: The loss rows are tested on against their comparable set's best: over the whole validation
+#: split, once, so it carries no evaluation-sampling noise of its own.
+COMPARED = "exact_val"
+#: How far a reproduction's mean final val may be from the published value (per suite:
+#: `tolerance` in experiments.toml).
+DEFAULT_TOLERANCE = 0.03
 
 
 @dataclass(frozen=True)
 class Stat:
-    """A loss over replicates: mean, sample standard deviation (None below 2 values), count.
+    """A loss over replicates: mean, sample standard deviation (None below 2 values), count,
+    and the 95 % Student-t interval of the mean (None below 2 values; see `lab.stats`).
 
     Only finite values count (a diverged replicate has no final loss), so `n` can be smaller
     than the number of replicates in the row.
@@ -53,6 +61,8 @@ class Stat:
     mean: float | None
     std: float | None
     n: int
+    low: float | None = None
+    high: float | None = None
 
 
 @dataclass
@@ -87,6 +97,16 @@ class ResultRow:
     n: int = 1  # runs merged into this row
     stats: dict[str, Stat] | None = None  # only for aggregated rows
     seeds: list[int] | None = None  # only for aggregated rows
+    # -- statistics (see `add_statistics`) --
+    base_name: str = ""  # the run's name without "#seed" (an aggregated row's name)
+    dtype_used: str | None = None  # the dtype the run actually trained in (None: not started)
+    values: dict[str, list[float | None]] = field(default_factory=dict)  # per replicate, by loss
+    replicate_keys: list[tuple[int, int]] = field(default_factory=list)  # (seed, data_seed) per replicate
+    comparable: int = 0  # the comparable set within its suite (1, 2, ...; see `comparable_sets`)
+    vs_best: Comparison | None = None  # exact val minus that of its comparable set's best row
+    verdict: str = ""  # "best", "worse", "n.s.", "1 seed", "no variance" (`lab.stats.vs_best_verdict`)
+    tolerance: float = DEFAULT_TOLERANCE  # reproduction tolerance of |delta_ref|
+    within_tolerance: bool | None = None  # |delta_ref| <= tolerance (None: no reference)
 
     @property
     def aggregated(self) -> bool:
@@ -97,15 +117,19 @@ class ResultRow:
 # -- building rows -------------------------------------------------------------------------
 
 
-def result_rows(rows: Iterable[RunRow], replicates: bool = False) -> list[ResultRow]:
-    """Runs -> ranked comparison rows, grouped by suite (see the module docstring)."""
+def result_rows(rows: Iterable[RunRow], replicates: bool = False,
+                tolerances: dict[str, float] | None = None) -> list[ResultRow]:
+    """Runs -> ranked comparison rows, grouped by suite (see the module docstring), each with
+    its statistics (`add_statistics`); `tolerances` maps a suite to its reproduction tolerance."""
     by_suite: dict[str, list[RunRow]] = {}
     for row in rows:
         by_suite.setdefault(row.suite, []).append(row)
     out: list[ResultRow] = []
-    for runs in by_suite.values():
+    for suite, runs in by_suite.items():
         built = _aggregate(runs) if replicates else [_single(r) for r in runs]
-        out.extend(_rank(built))
+        ranked = _rank(built)
+        add_statistics(ranked, (tolerances or {}).get(suite, DEFAULT_TOLERANCE))
+        out.extend(ranked)
     return out
 
 
@@ -117,24 +141,23 @@ def _single(row: RunRow) -> ResultRow:
         reference=_num(row.reference), delta_ref=None, exact_val=_num(row.exact_val),
         wall_s=_num(row.wall_s), tokens_per_s=_num(row.tokens_per_s), varied={},
         config=row.config.to_dict(), run_ids=[row.run_id], names=[row.name], error=row.error,
+        base_name=row.base_name or row.name, dtype_used=row.dtype,
+        values={k: [_num(getattr(row, k))] for k in AGGREGATED},
+        replicate_keys=[(row.config.seed, row.config.data_seed)],
     )
 
 
 def _aggregate(runs: list[RunRow]) -> list[ResultRow]:
-    """Merge runs that share suite, base name and every setting but `seed`.
+    """Merge runs that share suite, base name, every setting but `seed` (and `data_seed`: see
+    `replicate_groups`) and the dtype they actually trained in.
 
     Settings other than the seed are part of the key so that, say, a `--max-iters 1000` copy
-    of a replicate is never averaged with the full-length runs.
+    of a replicate is never averaged with the full-length runs; the dtype actually used too
+    ("auto" is bf16 on one machine and fp32 on another, and those are different experiments).
     """
-    groups: dict[tuple[str, str], list[RunRow]] = {}
-    for r in runs:
-        settings = r.config.to_dict()
-        settings.pop("seed")
-        key = (r.base_name or r.name, json.dumps(settings, sort_keys=True))
-        groups.setdefault(key, []).append(r)
     out = []
-    for (base, _), members in groups.items():
-        stats = {k: _stat([getattr(m, k) for m in members]) for k in AGGREGATED}
+    for base, members in replicate_groups(runs):
+        stats = {k: _stat([getattr(m, k) for m in members], interval=True) for k in AGGREGATED}
         config = members[0].config.to_dict()
         config.pop("seed")
         statuses: dict[str, int] = {}
@@ -154,8 +177,35 @@ def _aggregate(runs: list[RunRow]) -> list[ResultRow]:
             varied={}, config=config, run_ids=[m.run_id for m in members],
             names=[m.name for m in members], error="; ".join(errors) or None, n=len(members),
             stats=stats, seeds=[m.config.seed for m in members],
+            base_name=base, dtype_used=next((m.dtype for m in members if m.dtype), None),
+            values={k: [_num(getattr(m, k)) for m in members] for k in AGGREGATED},
+            replicate_keys=[(m.config.seed, m.config.data_seed) for m in members],
         ))
     return out
+
+
+def replicate_groups(runs: Sequence[RunRow]) -> list[tuple[str, list[RunRow]]]:
+    """The replicate sets among one suite's runs, in first-mention order: (base name, runs).
+
+    Runs are replicates of each other when base name and every setting but `seed` are equal;
+    `data_seed` is left out too where the runs of that base name differ in it, which happens
+    only with `data_seeds = [...]` replicates. Runs that trained in different dtypes are
+    split; a run not started yet (no dtype) joins the first set of its key.
+    """
+    by_base_data: dict[str, set[int]] = {}
+    for r in runs:
+        by_base_data.setdefault(r.base_name or r.name, set()).add(r.config.data_seed)
+    groups: dict[tuple[str, str, str | None], list[RunRow]] = {}
+    for r in runs:
+        base = r.base_name or r.name
+        settings = r.config.to_dict()
+        settings.pop("seed")
+        if len(by_base_data[base]) > 1 and base != r.name:
+            settings.pop("data_seed")
+        key = json.dumps(settings, sort_keys=True)
+        dtype = r.dtype or next((d for b, k, d in groups if (b, k) == (base, key)), None)
+        groups.setdefault((base, key, dtype), []).append(r)
+    return [(base, members) for (base, _, _), members in groups.items()]
 
 
 def _rank(rows: list[ResultRow]) -> list[ResultRow]:
@@ -170,6 +220,70 @@ def _rank(rows: list[ResultRow]) -> list[ResultRow]:
         r.delta_ref = _sub(r.final_val, r.reference)
         r.varied = {k: setting_value(r.config, k) for k in varied}
     return rows
+
+
+# -- statistics: comparable sets, vs best, reference tolerance -----------------------------
+
+
+def add_statistics(rows: list[ResultRow], tolerance: float = DEFAULT_TOLERANCE) -> None:
+    """Fill one suite's rows' statistics in place: the comparable set of each row, its test
+    against that set's best row on exact val, and whether its final val is within the
+    reproduction `tolerance` of the published reference."""
+    for number, members in enumerate(comparable_sets(rows), 1):
+        for r in members:
+            r.comparable = number
+        compare_with_best(members)
+    for r in rows:
+        r.tolerance = tolerance
+        r.within_tolerance = None if r.delta_ref is None else abs(r.delta_ref) <= tolerance + 1e-12
+
+
+def copy_settings(rows: Sequence[ResultRow]) -> list[str]:
+    """Settings (flattened) that differ between rows of ONE base name, seeds aside: what a copy
+    of a run changed (`--max-iters 1000`, an edited default), as opposed to what the suite
+    varies between its runs. Rows differing in these are never compared."""
+    by_base: dict[str, list[dict[str, Any]]] = {}
+    for r in rows:
+        by_base.setdefault(r.base_name or r.name, []).append(r.config)
+    keys: list[str] = []
+    for configs in by_base.values():
+        keys.extend(k for k in varied_settings(configs) if k not in keys and k not in ("seed", "data_seed"))
+    return keys
+
+
+def comparable_sets(rows: Sequence[ResultRow]) -> list[list[ResultRow]]:
+    """One suite's rows split into sets that may be compared: equal in every setting the suite
+    does not vary (see `copy_settings`) and in the dtype actually used (a run not started yet
+    joins a set of its settings). In order of first appearance, so the set holding the first
+    (best-ranked) row is set 1."""
+    keys = copy_settings(rows)
+    sets: dict[tuple[str, str | None], list[ResultRow]] = {}
+    for r in sorted(rows, key=lambda r: r.dtype_used is None):  # runs not started join a set last
+        settings = json.dumps([setting_value(r.config, k) for k in keys], default=str)
+        dtype = r.dtype_used or next((d for k, d in sets if k == settings), None)
+        sets.setdefault((settings, dtype), []).append(r)
+    return sorted(sets.values(), key=lambda members: min(rows.index(r) for r in members))
+
+
+def compare_with_best(members: Sequence[ResultRow]) -> None:
+    """Test each row of one comparable set against the set's best (lowest mean exact val):
+    Welch's test on exact val, or the paired test where both rows have the same seeds."""
+    scored = [r for r in members if _mean_of(r, COMPARED) is not None]
+    for r in members:
+        r.vs_best, r.verdict = None, ""
+    if not scored:
+        return
+    best = min(scored, key=lambda r: (_mean_of(r, COMPARED), r.rank))
+    for r in scored:
+        if r is best:
+            r.verdict = vs_best_verdict(Comparison(0.0, None, None, None, None, 0, 0), is_best=True)
+            continue
+        r.vs_best = compare(r.values[COMPARED], best.values[COMPARED], r.replicate_keys, best.replicate_keys)
+        r.verdict = vs_best_verdict(r.vs_best)
+
+
+def _mean_of(row: ResultRow, key: str) -> float | None:
+    return row.stats[key].mean if row.stats is not None else getattr(row, key)
 
 
 def setting_value(config: dict[str, Any], key: str) -> Any:
@@ -260,10 +374,13 @@ def _sub(a: float | None, b: float | None) -> float | None:
     return None if a is None or b is None else round(a - b, 12)
 
 
-def _stat(values: Iterable[Any]) -> Stat:
+def _stat(values: Iterable[Any], interval: bool = False) -> Stat:
     xs = [v for v in (_num(x) for x in values) if v is not None]
     if not xs:
         return Stat(None, None, 0)
+    if interval:
+        m = mean_interval(xs)
+        return Stat(m.mean, m.std, m.n, m.low, m.high)
     return Stat(statistics.fmean(xs), statistics.stdev(xs) if len(xs) > 1 else None, len(xs))
 
 
@@ -293,6 +410,30 @@ def _loss_cell(row: ResultRow, key: str) -> str:
     st = row.stats[key]
     text = fmt_loss(st.mean) + (f" ± {fmt_loss(st.std)}" if st.std is not None else "")
     return text + (f" (n={st.n})" if st.n != row.n else "")
+
+
+def vs_best_cell(row: ResultRow) -> str:
+    """The row's test against its comparable set's best, compactly: "best", or
+    "+0.0041 [-0.0012, +0.0094] p=0.12 n.s." (", paired" when the paired test was used), or the
+    difference with the reason there is no test ("+0.0100 1 seed", "-0.1000 no variance")."""
+    c = row.vs_best
+    if c is None:
+        return row.verdict
+    text = fmt_comparison(c.diff, c.low, c.high, c.p, row.verdict)
+    return text + (" paired" if c.test == "paired" else "")
+
+
+def interval_cell(row: ResultRow, key: str = COMPARED) -> str:
+    """The 95 % interval of a loss's mean, "[1.5480, 1.5612]"; empty for a single seed."""
+    st = row.stats[key] if row.stats is not None else None
+    return "" if st is None else fmt_interval(st.low, st.high, signed=False)
+
+
+def reference_cell(row: ResultRow) -> str:
+    """Final val minus the published reference, with ✓ inside the tolerance and ✗ outside."""
+    if row.delta_ref is None:
+        return ""
+    return f"{fmt_delta(row.delta_ref)} {'✓' if row.within_tolerance else '✗'}"
 
 
 def _by_suite(rows: Sequence[ResultRow]) -> dict[str, list[ResultRow]]:
@@ -338,15 +479,31 @@ def columns(rows: Sequence[ResultRow], with_suite: bool = False) -> list[Column]
         Column("gap", lambda r: fmt_delta(r.gap)),
         Column("exact val", lambda r: _loss_cell(r, "exact_val")),
     ]
+    cols += statistics_columns(rows)
     if any(r.reference is not None for r in rows):
+        tolerances = {r.tolerance for r in rows if r.reference is not None}
+        header = f"Δ ref (±{fmt_setting(tolerances.pop())})" if len(tolerances) == 1 else "Δ ref"
         cols += [
             Column("reference", lambda r: fmt_loss(r.reference)),
-            Column("Δ ref", lambda r: fmt_delta(r.delta_ref)),
+            Column(header, reference_cell),
         ]
     cols += [
         Column("tok/s", lambda r: fmt_rate(r.tokens_per_s)),
         Column("wall", lambda r: fmt_duration(r.wall_s)),
     ]
+    return cols
+
+
+def statistics_columns(rows: Sequence[ResultRow]) -> list[Column]:
+    """The statistics columns: the comparable set (only when a suite has several), exact
+    val's 95 % interval (only when some row has one) and the test against the set's best."""
+    cols = []
+    if any(r.comparable > 1 for r in rows):
+        cols.append(Column("set", lambda r: str(r.comparable) if r.comparable else ""))
+    if any(interval_cell(r) for r in rows):
+        cols.append(Column("exact 95% CI", interval_cell))
+    if any(r.verdict for r in rows):
+        cols.append(Column("vs best (exact val)", vs_best_cell, "left"))
     return cols
 
 
@@ -407,6 +564,26 @@ def print_tables(tables: Sequence[Table], console: Console) -> None:
 _CSV_FIELDS = ["suite", "rank", "name", "status", "step", "max_iters", "final_val", "best_val",
                "final_train", "gap", "delta_best", "exact_val", "reference", "delta_ref", "wall_s",
                "tokens_per_s"]
+#: The statistics every export carries (see `statistics_fields`).
+STAT_FIELDS = ["n", "ci_low", "ci_high", "comparable_set", "delta_vs_best", "vs_best_low", "vs_best_high",
+               "p_vs_best", "test", "verdict", "tolerance", "within_tolerance", "dtype_used"]
+
+
+def statistics_fields(row: ResultRow) -> dict[str, Any]:
+    """A row's statistics as export fields: n (replicates), ci_low/ci_high (95 % interval of
+    mean exact val; none for one seed), the comparable set, the difference to its best with
+    its interval, p_vs_best and the test used ("welch" or "paired"; empty with no test), the
+    verdict, the tolerance and whether |final val - reference| is within it."""
+    st = row.stats[COMPARED] if row.stats is not None else None
+    c = row.vs_best
+    return {
+        "n": row.n, "ci_low": st.low if st else None, "ci_high": st.high if st else None,
+        "comparable_set": row.comparable or None,
+        "delta_vs_best": c.diff if c else (0.0 if row.verdict == "best" else None),
+        "vs_best_low": c.low if c else None, "vs_best_high": c.high if c else None,
+        "p_vs_best": c.p if c else None, "test": c.test if c else None, "verdict": row.verdict or None,
+        "tolerance": row.tolerance, "within_tolerance": row.within_tolerance, "dtype_used": row.dtype_used,
+    }
 
 
 def to_csv(rows: Sequence[ResultRow]) -> str:
@@ -419,9 +596,9 @@ def to_csv(rows: Sequence[ResultRow]) -> str:
     `<loss>_std` / `<loss>_n` columns.
     """
     aggregated = any(r.aggregated for r in rows)
-    header = list(_CSV_FIELDS)
+    header = list(_CSV_FIELDS) + STAT_FIELDS
     if aggregated:
-        header += ["n", "seeds"] + [f"{k}_{s}" for k in AGGREGATED for s in ("std", "n")]
+        header += ["seeds"] + [f"{k}_{s}" for k in AGGREGATED for s in ("std", "n", "ci_low", "ci_high")]
     settings = [k for k in setting_keys(r.config for r in rows) if k not in header]
     header += settings + ["run_ids"]
     buf = io.StringIO()
@@ -429,11 +606,13 @@ def to_csv(rows: Sequence[ResultRow]) -> str:
     writer.writerow(header)
     for r in rows:
         line = [_csv(getattr(r, k)) for k in _CSV_FIELDS]
+        line += [_csv(v) for v in statistics_fields(r).values()]
         if aggregated:
-            line += [r.n, " ".join(str(s) for s in r.seeds or [])]
+            line += [" ".join(str(s) for s in r.seeds or [])]
             for k in AGGREGATED:
                 st = r.stats[k] if r.stats else None
-                line += [_csv(st.std if st else None), st.n if st else ""]
+                line += [_csv(st.std if st else None), st.n if st else "", _csv(st.low if st else None),
+                         _csv(st.high if st else None)]
         line += [_csv(setting_value(r.config, k)) for k in settings]
         line.append(" ".join(r.run_ids))
         writer.writerow(line)
@@ -443,6 +622,8 @@ def to_csv(rows: Sequence[ResultRow]) -> str:
 def _csv(value: Any) -> Any:
     if value is None:
         return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
     if isinstance(value, float):
         return repr(value) if math.isfinite(value) else ""
     if isinstance(value, (dict, list)):
@@ -471,8 +652,9 @@ def _md(text: str) -> str:
 
 
 def row_to_dict(row: ResultRow) -> dict[str, Any]:
-    """A JSON-ready dict: every column, the varied settings, the full settings; non-finite
-    numbers as None. Aggregated rows add n, seeds, names and `<loss>_std` / `<loss>_n`."""
+    """A JSON-ready dict: every column, the statistics (`statistics_fields`), the varied
+    settings, the full settings; non-finite numbers as None. Aggregated rows add seeds, names
+    and `<loss>_std` / `<loss>_n` / `<loss>_ci_low` / `<loss>_ci_high`."""
     d: dict[str, Any] = {
         "suite": row.suite, "name": row.name, "rank": row.rank, "status": row.status,
         "step": row.step, "max_iters": row.max_iters, "final_val": row.final_val,
@@ -481,14 +663,16 @@ def row_to_dict(row: ResultRow) -> dict[str, Any]:
         "delta_ref": row.delta_ref, "wall_s": row.wall_s, "tokens_per_s": row.tokens_per_s,
         "error": row.error, "varied": dict(row.varied), "config": dict(row.config),
     }
+    d.update(statistics_fields(row))
     if row.aggregated:
-        d["n"] = row.n
         d["seeds"] = list(row.seeds or [])
         d["names"] = list(row.names)
         d["run_ids"] = list(row.run_ids)
         for k, st in (row.stats or {}).items():
             d[f"{k}_std"] = st.std
             d[f"{k}_n"] = st.n
+            d[f"{k}_ci_low"] = st.low
+            d[f"{k}_ci_high"] = st.high
     else:
         d["run_id"] = row.run_ids[0] if row.run_ids else None
     return _json_safe(d)

@@ -10,8 +10,11 @@ order of training batches comes from `data_seed`, which replicates share unless 
 lists `data_seeds`. So by default an interval says how much the result moves with the seed,
 not with the data order.
 
-Pure functions on plain numbers; scipy is imported inside them (not at module level) so that
-importing `lab.results` or the TUI never pays for it.
+Pure functions on plain numbers. The distributions come from `scipy.special` (Student t and
+noncentral t), imported inside the functions and only when there is something to test: the
+TUI never pays for it at start-up, and `scipy.special` loads in a fraction of the time
+`scipy.stats` takes (about 0.4 s against 2 s on a busy laptop), which matters on a screen switch.
+The test formulas are the textbook ones; tests/test_stats.py checks them against `scipy.stats`.
 
 Public API (stable; `lab.results`, `lab.claims` and the report build on it):
 
@@ -29,7 +32,6 @@ Public API (stable; `lab.results`, `lab.claims` and the report build on it):
 from __future__ import annotations
 
 import math
-import warnings
 from dataclasses import dataclass
 from typing import Hashable, Sequence
 
@@ -117,9 +119,7 @@ def mean_interval(values: Sequence[float | None], confidence: float = CONFIDENCE
     var = _var(xs)
     if var == 0.0:
         return MeanInterval(mean, 0.0, n, mean, mean)
-    from scipy import stats
-
-    half = float(stats.t.ppf(0.5 + confidence / 2, n - 1)) * math.sqrt(var / n)
+    half = _t_quantile(0.5 + confidence / 2, n - 1) * math.sqrt(var / n)
     return MeanInterval(mean, math.sqrt(var), n, mean - half, mean + half)
 
 
@@ -162,14 +162,11 @@ def welch_test(a: Sequence[float | None], b: Sequence[float | None], confidence:
     diff = _mean(xa) - _mean(xb)
     if va == 0.0 and vb == 0.0:
         return Comparison(diff, None, None, None, None, len(xa), len(xb), NO_VARIANCE, 0.0)
-    from scipy import stats
-
-    with warnings.catch_warnings():  # near-constant sides: the statistic is still right, scipy warns
-        warnings.simplefilter("ignore", RuntimeWarning)
-        res = stats.ttest_ind(xa, xb, equal_var=False)
-    ci = res.confidence_interval(confidence)
-    pooled = math.sqrt((va + vb) / 2)
-    return Comparison(diff, float(ci.low), float(ci.high), float(res.pvalue), WELCH, len(xa), len(xb), None, pooled)
+    se2a, se2b = va / len(xa), vb / len(xb)
+    se = math.sqrt(se2a + se2b)
+    df = (se2a + se2b) ** 2 / (se2a ** 2 / (len(xa) - 1) + se2b ** 2 / (len(xb) - 1))  # Welch-Satterthwaite
+    low, high, p = _t_test(diff, se, df, confidence)
+    return Comparison(diff, low, high, p, WELCH, len(xa), len(xb), None, math.sqrt((va + vb) / 2))
 
 
 def paired_test(a: Sequence[float], b: Sequence[float], confidence: float = CONFIDENCE) -> Comparison:
@@ -187,14 +184,9 @@ def paired_test(a: Sequence[float], b: Sequence[float], confidence: float = CONF
     diff = _mean(d)
     if _var(d) == 0.0:
         return Comparison(diff, None, None, None, None, len(xa), len(xb), NO_VARIANCE, 0.0)
-    from scipy import stats
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        res = stats.ttest_rel(xa, xb)
-    ci = res.confidence_interval(confidence)
-    return Comparison(diff, float(ci.low), float(ci.high), float(res.pvalue), PAIRED, len(xa), len(xb), None,
-                      math.sqrt(_var(d)))
+    sd = math.sqrt(_var(d))
+    low, high, p = _t_test(diff, sd / math.sqrt(len(d)), len(d) - 1, confidence)
+    return Comparison(diff, low, high, p, PAIRED, len(xa), len(xb), None, sd)
 
 
 def compare(a: Sequence[float | None], b: Sequence[float | None], keys_a: Sequence[Hashable] | None = None,
@@ -218,6 +210,21 @@ def _untestable(xa: list[float], xb: list[float]) -> Comparison | None:
     if len(xa) < 2 or len(xb) < 2:
         return Comparison(_mean(xa) - _mean(xb), None, None, None, None, len(xa), len(xb), ONE_SEED)
     return None
+
+
+def _t_quantile(q: float, df: float) -> float:
+    from scipy.special import stdtrit
+
+    return float(stdtrit(df, q))
+
+
+def _t_test(diff: float, se: float, df: float, confidence: float) -> tuple[float, float, float]:
+    """(interval low, high, two-sided p) of a t statistic diff / se with df degrees of freedom."""
+    from scipy.special import stdtr
+
+    half = _t_quantile(0.5 + confidence / 2, df) * se
+    p = min(1.0, 2.0 * float(stdtr(df, -abs(diff) / se)))
+    return diff - half, diff + half, p
 
 
 # -- many comparisons ----------------------------------------------------------------------
@@ -248,16 +255,15 @@ def seeds_needed(diff: float | None, sd: float | None, paired: bool = False, pow
     """
     if diff is None or sd is None or diff == 0.0 or sd <= 0.0 or not math.isfinite(diff) or not math.isfinite(sd):
         return None
-    from scipy import stats
-
     import numpy as np
+    from scipy.special import nctdtr, stdtrit
 
     d = abs(diff) / sd
     n = np.arange(2, limit + 1)
     df = n - 1 if paired else 2 * n - 2
     nc = d * np.sqrt(n if paired else n / 2)
-    crit = stats.t.ppf(1 - alpha / 2, df)
-    achieved = stats.nct.sf(crit, df, nc) + stats.nct.cdf(-crit, df, nc)
+    crit = stdtrit(df, 1 - alpha / 2)
+    achieved = 1.0 - nctdtr(df, nc, crit) + nctdtr(df, nc, -crit)
     enough = np.flatnonzero(achieved >= power)
     if enough.size:
         return int(n[enough[0]])

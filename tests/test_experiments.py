@@ -283,7 +283,7 @@ def test_shipped_experiments_file():
     assert exps.default_suite == "quick"
     counts = {name: len(suite.runs) for name, suite in exps.suites.items()}
     assert counts == {"quick": 2, "paper-attention": 3, "paper-skip1": 5, "paper-skip2": 5,
-                      "paper-skip4": 4, "paper-deep": 14, "paper-depth": 4}
+                      "paper-skip4": 4, "paper-replicated": 42, "paper-deep": 14, "paper-depth": 4}
     quick = {r.name: r.config for r in exps.suites["quick"].runs}
     assert quick["skip1"].skips == ((1, 0.025),) and quick["skip1+skip2"].skips == ((1, 0.025), (2, 0.99))
     assert all(c.n_layer == 2 and c.max_iters == 500 and c.eval_interval == 100 and c.eval_iters == 20 for c in quick.values())
@@ -475,3 +475,86 @@ def test_problem_str_and_missing_file(tmp_path):
     assert str(Problem("f.toml", 2, "", "syntax")) == "f.toml:2: syntax"
     with pytest.raises(ExperimentsError, match="file not found"):
         load_experiments(tmp_path / "nope.toml")
+
+
+# -- issue 14: claims and tolerance --------------------------------------------------------------
+
+
+def test_claims_and_tolerance_are_read(tmp_path):
+    exps = load(tmp_path, """
+        [suites.s]
+        tolerance = 0.05
+        grid = { dropout = [0.0, 0.2] }
+        seeds = [1, 2]
+        claims = [ { better = "dropout=0.2", than = "dropout=0" },
+                   { better = "dropout=0", than = "t/x", metric = "final_val" } ]
+        [suites.t]
+        runs = [{ name = "x" }]
+        """)
+    s = exps.suites["s"]
+    assert s.tolerance == 0.05 and exps.suites["t"].tolerance == 0.03
+    assert [(c.better, c.than, c.metric) for c in s.claims] == [
+        ("dropout=0.2", "dropout=0", "exact_val"), ("dropout=0", "t/x", "final_val")]
+    assert s.claims[1].refers_to("s") == (("s", "dropout=0"), ("t", "x"))
+
+
+def _problems(tmp_path, body: str) -> list[str]:
+    with pytest.raises(ExperimentsError) as exc:
+        load(tmp_path, body)
+    return [str(p) for p in exc.value.problems]
+
+
+def test_claim_problems_are_one_line_each_with_a_fix(tmp_path):
+    problems = _problems(tmp_path, """
+        [suites.s]
+        tolerance = -0.1
+        grid = { dropout = [0.0, 0.2] }
+        claims = [ { better = "dropout=0.3", than = "dropout=0" },
+                   { better = "dropout=0", than = "nope/x" },
+                   { better = "dropout=0", than = "t/y" },
+                   { better = "dropout=0", than = "dropout=0" },
+                   { better = "dropout=0", than = "dropout=0.2", metric = "loss", by = 1 },
+                   { better = "dropout=0#1", than = "dropout=0.2" },
+                   "x>y" ]
+        [suites.t]
+        runs = [{ name = "x" }]
+        """)
+    text = "\n".join(problems)
+    assert all("\n" not in p for p in problems)
+    assert "suites.s.tolerance: tolerance must be a non-negative number" in text
+    assert "suites.s.claims[0].better: claim names 'dropout=0.3', which matches no run in suite 's'; did you mean 'dropout=0.2'?" in text
+    assert "suites.s.claims[1].than: claim names 'nope/x', but there is no suite named 'nope'" in text
+    assert "suites.s.claims[2].than: claim names 't/y', which matches no run in suite 't'; run names are: x" in text
+    assert "suites.s.claims[3].than: a claim compares two runs" in text
+    assert "suites.s.claims[4].metric: metric must be one of exact_val, final_val, best_val" in text
+    assert "suites.s.claims[4].by: unknown key 'by' in a claim" in text
+    assert "suites.s.claims[5].better: claim names the replicate 'dropout=0#1'; name the run without its seed" in text
+    assert "suites.s.claims[6]: each claim must be a table" in text
+    assert len(problems) == 9
+
+
+def test_the_form_validator_uses_the_same_rules(tmp_path):
+    from lab.experiments_fields import claim_problems, field_problem
+
+    assert field_problem("tolerance", "-1").startswith("tolerance must be a non-negative number")
+    assert field_problem("tolerance", "0.05") is None
+    assert claim_problems({"better": "a", "than": "a"}) == [("than", "a claim compares two runs; better and than both name 'a'")]
+
+
+def test_shipped_claims():
+    exps = load_experiments(REPO / "experiments.toml")
+    claims = {name: [(c.better, c.than) for c in suite.claims] for name, suite in exps.suites.items()}
+    assert claims["paper-attention"] == [("dropout=0.2", "dropout=0"), ("dropout=0.2", "dropout=0.5")]
+    assert claims["paper-skip1"][0] == ("skips.1=0.025", "skips.1=0.05") and len(claims["paper-skip1"]) == 4
+    assert ("skips.2=0.99", "skips.2=0") in claims["paper-skip2"]
+    assert ("skips.2=0.99", "paper-skip1/skips.1=0.025") in claims["paper-skip2"]
+    rep = exps.suites["paper-replicated"]
+    assert len(claims["paper-replicated"]) == 7
+    bases = list(dict.fromkeys(r.base_name for r in rep.runs))
+    assert len(bases) == 14 and all(r.config.n_layer == 4 and r.config.max_iters == 50_000 for r in rep.runs)
+    assert sorted({r.config.seed for r in rep.runs}) == [1337, 1338, 1339]
+    assert len(rep.references) == 14
+    # the same settings as the single-seed paper suites, run for run
+    single = {r.name: r.config for s in ("paper-skip1", "paper-skip2", "paper-skip4") for r in exps.suites[s].runs}
+    for r in rep.runs:
+        assert r.config.to_dict() == {**single[r.base_name].to_dict(), "seed": r.config.seed}

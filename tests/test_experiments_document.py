@@ -460,3 +460,44 @@ def test_deleting_suites_moves_the_default_and_refuses_the_last_one(path: Path) 
     assert (target, new_default) == (Target("suite", "tables"), None)
     model.check()
     assert model.problems == []
+
+
+# -- issue 14: claims follow renamed runs and suites -------------------------------------------
+
+CLAIMS_TEXT = textwrap.dedent("""\
+    default_suite = "a"
+
+    [suites.a]
+    runs = [{ name = "x", dropout = 0.1 }, { name = "y", dropout = 0.2 }]
+    claims = [ { better = "x", than = "y" },  # x beats y
+               { better = "x", than = "b/z", metric = "final_val" } ]
+
+    [suites.b]
+    runs = [{ name = "z" }, { name = "x" }]
+    claims = [ { better = "a/x", than = "z" }, { better = "x", than = "z" } ]
+""")
+
+
+def test_renaming_a_run_or_suite_rewrites_the_claims_that_name_it_in_every_suite(tmp_path: Path) -> None:
+    path = tmp_path / "experiments.toml"
+    path.write_text(CLAIMS_TEXT, encoding="utf-8")
+    model = opened(path)
+    model.rename(Target("run", "a", 0), "x2")
+    model.rename(Target("run", "b", 0), "z2")
+    model.check()
+    assert tomllib.loads(tomlkit.dumps(model.doc))
+    assert model.problems == []
+    claims = {s: model.table(("suites", s, "claims")).unwrap() for s in ("a", "b")}
+    assert claims["a"] == [{"better": "x2", "than": "y"}, {"better": "x2", "than": "b/z2", "metric": "final_val"}]
+    # b's own run "x" is another run: only "a/x" follows the rename.
+    assert claims["b"] == [{"better": "a/x2", "than": "z2"}, {"better": "x", "than": "z2"}]
+    assert "# x beats y" in tomlkit.dumps(model.doc)
+    model.rename_suite("b", "bee")
+    assert model.table(("suites", "a", "claims")).unwrap()[1]["than"] == "bee/z2"
+    assert model.table(("suites", "bee", "claims")).unwrap()[1] == {"better": "x", "than": "z2"}
+    model.rename_suite("a", "A")
+    assert model.table(("suites", "bee", "claims")).unwrap()[0]["better"] == "A/x2"
+    assert model.table(("suites", "A", "claims")).unwrap()[0] == {"better": "x2", "than": "y"}
+    model.check()
+    assert tomllib.loads(tomlkit.dumps(model.doc))
+    assert model.problems == []

@@ -155,3 +155,17 @@ def test_spellings():
     assert fmt_interval(1.548, 1.5612, signed=False) == "[1.5480, 1.5612]"
     assert fmt_comparison(0.0041, -0.0012, 0.0094, 0.1234, "n.s.") == "+0.0041 [-0.0012, +0.0094] p=0.12 n.s."
     assert fmt_comparison(-0.1, None, None, None, "no variance") == "-0.1000 no variance"
+
+
+def test_welch_and_paired_agree_with_scipy_stats():
+    w = welch_test(A, B)
+    ref = sp.ttest_ind(A, B, equal_var=False)
+    ci = ref.confidence_interval(0.95)
+    assert (w.p, w.low, w.high) == (pytest.approx(ref.pvalue, rel=1e-9), pytest.approx(ci.low, rel=1e-9),
+                                    pytest.approx(ci.high, rel=1e-9))
+    a, b = A, B[:3]
+    pr = paired_test(a, b)
+    ref = sp.ttest_rel(a, b)
+    ci = ref.confidence_interval(0.95)
+    assert (pr.p, pr.low, pr.high) == (pytest.approx(ref.pvalue, rel=1e-9), pytest.approx(ci.low, rel=1e-9),
+                                       pytest.approx(ci.high, rel=1e-9))
