@@ -29,6 +29,7 @@ max_iters = 40
 seeds = [1, 2]
 grid = {{ "skips.1" = [0.0, 0.1] }}
 references = {{ "skips.1=0" = 2.3 }}
+claims = [ {{ better = "skips.1=0", than = "skips.1=0.1" }}, {{ better = "skips.1=0.1", than = "skips.1=0", metric = "final_val" }} ]
 
 [suites.untrained]
 runs = [ {{ name = "x" }} ]
@@ -84,6 +85,12 @@ def test_report_writes_every_figure_and_a_report_naming_every_run(trained: Path)
     for row in ("skips.1=0", "skips.1=0.1"):
         assert f"| {row} |" in text  # the results table's rows
     assert "Two skip-1 rates, two seeds each" in text and "data_seed" in text
+    claims = text[text.index("### Claims"):text.index("### Figures")]
+    for claim in ("| skips.1=0 < skips.1=0.1 | exact_val |", "| skips.1=0.1 < skips.1=0 | final_val |"):
+        line = next(line for line in claims.splitlines() if line.startswith(claim))
+        assert any(f"| {verdict} |" in line for verdict in ("supported", "contradicted", "inconclusive")), line
+    assert "Holm" in claims
+    assert "vs best (exact val)" in text and "exact 95% CI" in text  # the statistics columns
     assert "nats per character" in text
 
 

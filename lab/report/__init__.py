@@ -35,8 +35,8 @@ def write_report(store_dir: Path, suites: Sequence[str] | None, output: Path, fm
                  experiments_file: Path | None = None) -> Written:
     """Write report.md and the figures of `suites` (None: every suite in the store) into `output`.
 
-    `experiments_file` (optional) gives suite descriptions and tells a suite defined there but
-    not yet trained from a misspelt one. Raises ReportError with one line for a user's mistake.
+    `experiments_file` (optional) gives suite descriptions, tolerances and the claims to test,
+    and tells a suite defined there but not yet trained from a misspelt one. Raises ReportError with one line for a user's mistake.
     """
     from lab import __version__
 
@@ -45,8 +45,7 @@ def write_report(store_dir: Path, suites: Sequence[str] | None, output: Path, fm
 
     if fmt not in FORMATS:
         raise ReportError(f"--format {fmt}: use one of {', '.join(FORMATS)}")
-    known, descriptions = _suites_defined(experiments_file)
-    data = read_suites(store_dir, suites, known, descriptions)
+    data = read_suites(store_dir, suites, _experiments(experiments_file))
     folder = _writable_folder(output)
     figures: list[Path] = []
     try:
@@ -61,18 +60,17 @@ def write_report(store_dir: Path, suites: Sequence[str] | None, output: Path, fm
     return Written(markdown.resolve(), [p.resolve() for p in figures], [d.suite for d in data])
 
 
-def _suites_defined(path: Path | None) -> tuple[list[str], dict[str, str]]:
-    """Suite names and descriptions from the experiments file; none when there is no file."""
+def _experiments(path: Path | None):
+    """The experiments file (descriptions, tolerances, claims), or None when there is none."""
     if path is None or not path.is_file():
-        return [], {}
+        return None
     from lab.experiments import ExperimentsError, load_experiments
 
     try:
-        experiments = load_experiments(path)
+        return load_experiments(path)
     except ExperimentsError as exc:
         first = exc.problems[0] if exc.problems else exc
         raise ReportError(f"{first} (`dropres-lab validate --file {path}` lists every problem)") from None
-    return list(experiments.suites), {n: s.description for n, s in experiments.suites.items()}
 
 
 def _writable_folder(output: Path) -> Path:

@@ -10,12 +10,15 @@ the 95 % interval of that mean where two or more replicates reached the step.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 from lab.results import ResultRow, result_rows, setting_value, varied_settings
 from lab.store import RunRow, Store
+
+if TYPE_CHECKING:
+    from lab.claims import ClaimResult
 
 
 class ReportError(Exception):
@@ -63,6 +66,7 @@ class SuiteData:
     labels: list[str]  # how each row is named in legends and on axes (unique within the suite)
     curves: list[Band]  # each row's validation curve
     per_run: list[list[RunRow]]  # each row's runs
+    claims: list[ClaimResult] = field(default_factory=list)  # the suite's claims, tested (`lab.claims`)
 
     def axis(self) -> SweptAxis:
         """Where the swept-setting figures put each row (see `SweptAxis`)."""
@@ -82,30 +86,40 @@ class SuiteData:
         return next((k for k, run in enumerate(self.runs) if run.run_id in ids), len(self.runs))
 
 
-def read_suites(store_dir: Path, suites: Sequence[str] | None, known: Sequence[str] = (),
-                descriptions: dict[str, str] | None = None) -> list[SuiteData]:
-    """The named suites (None or empty: every suite in the store) with their curves.
+def read_suites(store_dir: Path, suites: Sequence[str] | None, experiments: Any = None) -> list[SuiteData]:
+    """The named suites (None or empty: every suite in the store) with their curves and claims.
 
-    `known` are the suites the experiments file defines: a suite named there but without runs
-    gets "has no runs in the store", any other unknown name "no suite" with the close matches.
+    `experiments` (a `lab.experiments.Experiments`, optional) gives descriptions, tolerances
+    and claims, and tells a suite defined there but not trained yet ("has no runs in the
+    store") from a misspelt one ("no suite", with the close matches). Claims may name runs of
+    other suites, so every run in the store is read to test them.
     """
+    from lab.claims import evaluate_claims, suite_claims
     from lab.store import DB_NAME
 
     if not (store_dir / DB_NAME).is_file():
         raise ReportError(f"no runs yet at {store_dir}; run `dropres-lab run --headless` first")
+    defined = experiments.suites if experiments is not None else {}
     with Store.open(store_dir) as store:
-        present = store.suites()
+        everything = store.runs()
+        present = list(dict.fromkeys(r.suite for r in everything))
         names = list(dict.fromkeys(suites or present))
         if not names:
             raise ReportError(f"no runs yet at {store_dir}; run `dropres-lab run --headless` first")
         for name in names:
             if name not in present:
-                raise ReportError(_missing_suite(name, present, known, store_dir))
-        out = []
-        for name in names:
-            runs = store.runs(name)
-            curves = {r.run_id: [(step, loss) for step, _, loss, _ in store.metrics(r.run_id, "val")] for r in runs}
-            out.append(_suite_data(name, (descriptions or {}).get(name, ""), runs, curves))
+                raise ReportError(_missing_suite(name, present, list(defined), store_dir))
+        chosen = [r for r in everything if r.suite in names]
+        curves = {r.run_id: [(step, loss) for step, _, loss, _ in store.metrics(r.run_id, "val")] for r in chosen}
+    tolerances = {name: suite.tolerance for name, suite in defined.items()}
+    rows = result_rows(everything, replicates=True, tolerances=tolerances)
+    claims = evaluate_claims(suite_claims(experiments, names), rows)
+    out = []
+    for name in names:
+        runs = [r for r in chosen if r.suite == name]
+        suite_rows = [r for r in rows if r.suite == name]
+        description = defined[name].description if name in defined else ""
+        out.append(_suite_data(name, description, runs, suite_rows, curves, claims.get(name, [])))
     return out
 
 
@@ -119,12 +133,12 @@ def _missing_suite(name: str, present: Sequence[str], known: Sequence[str], stor
     return f"no suite {name!r} in the store at {store_dir}; {hint}suites with runs: {', '.join(present)}"
 
 
-def _suite_data(suite: str, description: str, runs: list[RunRow], curves: dict[str, list[tuple[int, float]]]) -> SuiteData:
-    rows = result_rows(runs, replicates=True)
+def _suite_data(suite: str, description: str, runs: list[RunRow], rows: list[ResultRow],
+                curves: dict[str, list[tuple[int, float]]], claims: list) -> SuiteData:
     by_id = {r.run_id: r for r in runs}
     per_run = [[by_id[i] for i in row.run_ids] for row in rows]
     return SuiteData(suite, description, runs, rows, row_labels(rows),
-                     [mean_band([curves[r.run_id] for r in members]) for members in per_run], per_run)
+                     [mean_band([curves[r.run_id] for r in members]) for members in per_run], per_run, claims)
 
 
 def row_labels(rows: Sequence[ResultRow]) -> list[str]:
@@ -139,7 +153,10 @@ def row_labels(rows: Sequence[ResultRow]) -> list[str]:
             labels.append(row.name)
             continue
         keys = varied_settings([r.config for r in same])
-        labels.append(f"{row.name} ({', '.join(f'{k}={fmt_setting(setting_value(row.config, k))}' for k in keys)})")
+        differs = [f"{k}={fmt_setting(setting_value(row.config, k))}" for k in keys]
+        if len({r.dtype_used for r in same}) > 1:  # replicates are split by the dtype they trained in
+            differs.append(row.dtype_used or "not started")
+        labels.append(f"{row.name} ({', '.join(differs)})")
     return labels
 
 

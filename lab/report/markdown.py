@@ -59,13 +59,34 @@ def suite_section(data: SuiteData, fmt: str) -> list[str]:
     lines += [f"| {_md(key)} | {_md(fmt_setting(value))} |" for key, value in shared.items()]
     lines += ["", "### Results", ""]
     table = to_markdown(data.rows).split("\n", 2)[2]  # without its "### suite" heading
-    lines += [table.rstrip(), ""]
+    lines += [table.rstrip(), "", RESULTS_NOTE.format(tolerance=fmt_setting(_tolerance(data))), ""]
+    lines += ["### Claims", ""]
+    if data.claims:
+        from lab.claims import claims_markdown
+
+        lines += [claims_markdown(data.suite, data.claims).split("\n", 2)[2].rstrip(), ""]
+    else:
+        lines += ["No claims stated for this suite (`claims = [...]` in experiments.toml).", ""]
     lines += ["### Figures", ""]
     for stem, what in FIGURES:
         name = figure_name(data.suite, stem, fmt)
         lines += [f"![{data.suite}: {what}]({name})", "", f"*{what.capitalize()}.*", ""]
     lines += provenance_section(data)
     return lines
+
+
+#: How to read the statistics columns of the results table.
+RESULTS_NOTE = (
+    "*exact 95% CI*: the interval of the mean exact val. *vs best*: the row's mean exact val minus that of the "
+    "best row it may be compared with (same settings apart from what the suite varies, same dtype used; "
+    "*set* numbers these sets when there are several), its 95 % interval and two-sided p-value (Welch's "
+    "test, or the paired test where both rows have the same seeds), then `worse` (p < 0.05) or `n.s.`. "
+    "*Δ ref*: mean final val minus the published value, ✓ within the tolerance of ±{tolerance}."
+)
+
+
+def _tolerance(data: SuiteData) -> float:
+    return data.rows[0].tolerance if data.rows else 0.03
 
 
 def provenance_section(data: SuiteData) -> list[str]:
