@@ -34,6 +34,10 @@ CURVES_SIZE = (12.0, 6.0)
 SWEPT_SIZE = (8.0, 5.0)
 
 LOSS_UNIT = "nats/character"
+#: The least y range of the swept-setting figures (nats/character): about twice the scatter
+#: of one evaluation (DESIGN.md section 1), so single runs a few thousandths apart do not
+#: look far apart.
+MIN_SPAN = 0.02
 #: (file stem, what it shows): the figures of every suite, in the order report.md embeds them.
 FIGURES = (
     ("val-loss", "validation loss against iteration (right: the last half)"),
@@ -218,6 +222,10 @@ def _swept(data: SuiteData, key: str, ylabel: str, title: str, references: bool)
     ax.set_xlim(-0.6, len(xs) - 0.4)
     if limits is not None:
         ax.set_ylim(*limits)
+    low, high = ax.get_ylim()
+    if high - low < MIN_SPAN:  # never magnify differences below an evaluation's scatter into a gulf
+        middle = (low + high) / 2
+        ax.set_ylim(middle - MIN_SPAN / 2, middle + MIN_SPAN / 2)
     ax.set_ylabel(ylabel)
     ax.grid(True, axis="y", alpha=0.3)
     ax.set_title(_title(data, title), fontsize="medium")

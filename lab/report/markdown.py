@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Sequence
 
 from lab.formatting import counted
-from lab.results import common_settings, fmt_setting, to_markdown
+from lab.results import columns, common_settings, fmt_setting, to_markdown
 
 from .data import SuiteData
 from .figures import FIGURES, figure_name
@@ -59,7 +59,9 @@ def suite_section(data: SuiteData, fmt: str) -> list[str]:
     lines += [f"| {_md(key)} | {_md(fmt_setting(value))} |" for key, value in shared.items()]
     lines += ["", "### Results", ""]
     table = to_markdown(data.rows).split("\n", 2)[2]  # without its "### suite" heading
-    lines += [table.rstrip(), "", RESULTS_NOTE.format(tolerance=fmt_setting(_tolerance(data))), ""]
+    lines += [table.rstrip(), ""]
+    note = results_note(data)
+    lines += [note, ""] if note else []
     lines += ["### Claims", ""]
     if data.claims:
         from lab.claims import claims_markdown
@@ -75,14 +77,23 @@ def suite_section(data: SuiteData, fmt: str) -> list[str]:
     return lines
 
 
-#: How to read the statistics columns of the results table.
-RESULTS_NOTE = (
-    "*exact 95% CI*: the interval of the mean exact val. *vs best*: the row's mean exact val minus that of the "
-    "best row it may be compared with (same settings apart from what the suite varies, same dtype used; "
-    "*set* numbers these sets when there are several), its 95 % interval and two-sided p-value (Welch's "
-    "test, or the paired test where both rows have the same seeds), then `worse` (p < 0.05) or `n.s.`. "
-    "*Δ ref*: mean final val minus the published value, ✓ within the tolerance of ±{tolerance}."
-)
+def results_note(data: SuiteData) -> str:
+    """How to read the statistics columns the suite's table has (and only those)."""
+    headers = [c.header for c in columns(data.rows)]
+    parts = []
+    if "exact 95% CI" in headers:
+        parts.append("*exact 95% CI*: the interval of the mean exact val.")
+    if "vs best (exact val)" in headers:
+        parts.append(
+            "*vs best*: the row's mean exact val minus that of the best row it may be compared with (same "
+            "settings apart from what the suite varies, same dtype used"
+            + ("; *set* numbers these sets" if "set" in headers else "")
+            + "), its 95 % interval and two-sided p-value (Welch's test, or the paired test where both rows "
+              "have the same seeds), then `worse` (p < 0.05) or `n.s.`; \"1 seed\": no test.")
+    if any(h.startswith("Δ ref") for h in headers):
+        parts.append(f"*Δ ref*: mean final val minus the published value, ✓ within the tolerance of "
+                     f"±{fmt_setting(_tolerance(data))}, ✗ outside it.")
+    return " ".join(parts)
 
 
 def _tolerance(data: SuiteData) -> float:
