@@ -147,4 +147,5 @@ def test_the_results_screen_writes_the_report_of_its_suite(trained: Path, monkey
 
     messages = asyncio.run(go())
     assert any(f"report of pair written to {report}" in m for m in messages), messages
-    assert "skips.1=0.1#2" in report.read_text()
+    text = report.read_text()
+    assert "skips.1=0.1#2" in text and "| skips.1=0 < skips.1=0.1 |" in text  # the lab's experiments file: claims

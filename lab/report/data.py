@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
-from lab.results import ResultRow, result_rows, setting_value, varied_settings
+from lab.results import ResultRow, fmt_setting, result_rows, setting_value, varied_settings
 from lab.store import RunRow, Store
 
 if TYPE_CHECKING:
@@ -76,8 +76,6 @@ class SuiteData:
             values = [setting_value(r.config, keys[0]) for r in self.rows]
             if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
                 order = sorted(by_store_order, key=lambda i: values[i])
-                from lab.results import fmt_setting
-
                 return SweptAxis(keys[0], tuple(order), tuple(fmt_setting(values[i]) for i in order))
         return SweptAxis(None, tuple(by_store_order), tuple(self.labels[i] for i in by_store_order))
 
@@ -144,8 +142,6 @@ def _suite_data(suite: str, description: str, runs: list[RunRow], rows: list[Res
 def row_labels(rows: Sequence[ResultRow]) -> list[str]:
     """Each row's name as the results table shows it; rows sharing a name (a `--max-iters` copy
     beside the full runs) get the settings that tell them apart, e.g. "skip1 (max_iters=1000)"."""
-    from lab.results import fmt_setting
-
     labels = []
     for row in rows:
         same = [r for r in rows if r.name == row.name]

@@ -264,14 +264,12 @@ class ResultsScreen(RunListScreen):
 
     @work(thread=True, exclusive=True, group="report")
     def _write_report(self, suite: str, output: Path) -> None:
-        """Off the UI thread: matplotlib and the store read take a second or more. The screen
-        does not know the app, so the experiments file (descriptions, claims) is asked for by name."""
+        """Off the UI thread: matplotlib and the store read take a second or more."""
         from lab.report import ReportError, write_report
         from lab.store import StoreError
 
-        experiments = getattr(self.app, "experiments_path", None)
         try:
-            written = write_report(self.state.store_dir, [suite], output, "png", experiments)
+            written = write_report(self.state.store_dir, [suite], output, "png", self.state.experiments_path)
             message, severity = written.summary(), "information"
         except (ReportError, StoreError) as exc:
             message, severity = f"no report: {exc}", "error"
