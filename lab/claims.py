@@ -27,28 +27,25 @@ import json
 from dataclasses import dataclass
 from typing import Any, Iterable, Mapping, Sequence
 
+from rich import box
 from rich.table import Table
 from rich.text import Text
 
 from lab.experiments import Claim
-from lab.formatting import counted, fmt_interval, fmt_p
-from lab.results import ResultRow
+from lab.formatting import counted, fmt_interval, fmt_p, verdict_style
+from lab.results import ResultRow, render_rich_tables, result_rows, to_markdown
 from lab.stats import (
-    CONTRADICTED,
     INCONCLUSIVE,
     NO_VARIANCE,
     ONE_SEED,
     PAIRED,
-    SUPPORTED,
     Comparison,
     claim_verdict,
     compare,
     holm,
     seeds_needed,
 )
-
-#: The Rich style of each verdict (the TUI's cells are Rich Text too).
-VERDICT_STYLE = {SUPPORTED: "green", CONTRADICTED: "red", INCONCLUSIVE: "yellow"}
+from lab.store import RunRow
 
 #: Settings a cross-suite claim may differ in: the rates the paper varies, and seeds.
 _RATES = ("embd_dropout", "attn_dropout", "attn_out_dropout", "mlp_dropout", "skips", "seed")
@@ -164,14 +161,14 @@ def _cells(r: ClaimResult) -> dict[str, str]:
 def claims_table(suite: str, results: Sequence[ClaimResult]) -> Table:
     """A Rich table of one suite's claims and verdicts, its caption naming the correction."""
     table = Table(title=f"{suite}: claims", title_justify="left", title_style="bold",
-                  caption=holm_note(results), caption_justify="left")
+                  caption=holm_note(results), caption_justify="left", box=box.SIMPLE_HEAD)
     headers = list(_cells(results[0]))
     for h in headers:
         table.add_column(h, justify="left" if h in ("claim", "metric", "test", "verdict", "note", "Δ [95% CI]") else "right",
                          no_wrap=h in ("claim", "Δ [95% CI]"))
     for r in results:
         cells: list[Any] = list(_cells(r).values())
-        cells[headers.index("verdict")] = Text(r.verdict, style=VERDICT_STYLE.get(r.verdict, ""))
+        cells[headers.index("verdict")] = Text(r.verdict, style=verdict_style(r.verdict))
         table.add_row(*cells)
     return table
 
@@ -197,8 +194,57 @@ def claim_to_dict(r: ClaimResult) -> dict[str, Any]:
     }
 
 
-def suite_claims(experiments: Any, suites: Iterable[str]) -> dict[str, list[Claim]]:
-    """The claims of `suites` in an `Experiments` (None: no claims known)."""
+# -- for the views: which runs to read, claims beside the results tables ---------------------
+
+
+def suite_tolerances(experiments: Any) -> dict[str, float]:
+    """Each suite's reproduction tolerance in an `Experiments` (None: none known)."""
+    return {} if experiments is None else {n: s.tolerance for n, s in experiments.suites.items()}
+
+
+def referenced_suites(experiments: Any, suites: Iterable[str]) -> list[str]:
+    """`suites` and every suite their claims name ("other/run"): the runs to read to test them."""
+    out = list(dict.fromkeys(suites))
+    if experiments is None:
+        return out
+    for suite in list(out):
+        for claim in getattr(experiments.suites.get(suite), "claims", []):
+            for target, _ in claim.refers_to(suite):
+                if target not in out:
+                    out.append(target)
+    return out
+
+
+def claim_results(experiments: Any, runs: Sequence[RunRow], suites: Iterable[str]) -> dict[str, list[ClaimResult]]:
+    """The claims of `suites` tested on `runs` (which hold every suite `referenced_suites`
+    names); {} without an experiments file."""
     if experiments is None:
         return {}
-    return {s: list(experiments.suites[s].claims) for s in suites if s in experiments.suites}
+    claims = {s: list(experiments.suites[s].claims) for s in suites if s in experiments.suites}
+    if not any(claims.values()):
+        return {}
+    rows = result_rows(runs, replicates=True, tolerances=suite_tolerances(experiments))
+    return evaluate_claims(claims, rows)
+
+
+def tables_with_claims(rows: Sequence[ResultRow], claims: Mapping[str, Sequence[ClaimResult]],
+                       titles: dict[str, str] | None = None) -> list[Table]:
+    """Each suite's results table (`render_rich_tables`), followed by its claims table."""
+    out = []
+    by_suite = {s: [r for r in rows if r.suite == s] for s in dict.fromkeys(r.suite for r in rows)}
+    for suite, table in zip(by_suite, render_rich_tables(rows, titles)):
+        out.append(table)
+        if claims.get(suite):
+            out.append(claims_table(suite, claims[suite]))
+    return out
+
+
+def markdown_with_claims(rows: Sequence[ResultRow], claims: Mapping[str, Sequence[ClaimResult]],
+                         titles: dict[str, str] | None = None) -> str:
+    """`to_markdown` per suite, each followed by its claims."""
+    parts = []
+    for suite in dict.fromkeys(r.suite for r in rows):
+        parts.append(to_markdown([r for r in rows if r.suite == suite], titles))
+        if claims.get(suite):
+            parts.append(claims_markdown(suite, claims[suite]))
+    return "\n".join(parts)

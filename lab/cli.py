@@ -236,10 +236,10 @@ def run(
     with user_errors():
         if not headless:
             raise UserError("add --headless to train in this terminal (plain `dropres-lab` opens the interactive lab)")
-        specs = load_experiments(file).select(suites or None, only)
-        specs = override_specs(specs, max_iters, data)
+        experiments = load_experiments(file)
+        specs = override_specs(experiments.select(suites or None, only), max_iters, data)
         opts = HeadlessOptions(store=store, device=device, workers=workers, group_size=group_size, fresh=fresh)
-        code = run_headless(specs, opts, out)
+        code = run_headless(specs, opts, out, experiments)
     raise typer.Exit(code)
 
 
@@ -493,38 +493,59 @@ def validate(
               f"(default suite: {experiments.default_suite})", markup=False)
 
 
+def _experiments_for_claims(file: Path):
+    """The experiments file for claims and tolerances, or None: results read the store, so a
+    missing file or one with problems only leaves the claims out (said once, on stderr)."""
+    from .experiments import ExperimentsError, load_experiments
+
+    if not file.is_file():
+        return None
+    try:
+        return load_experiments(file)
+    except ExperimentsError as exc:
+        err.print(f"{file} has {counted(len(exc.problems), 'problem')} (dropres-lab validate lists them); "
+                  "claims and tolerances are left out", markup=False, highlight=False, soft_wrap=True)
+        return None
+
+
 @app.command()
 def results(
     suite: Optional[str] = typer.Argument(None, metavar="SUITE", help="Suite to compare; omit for every suite in the store."),
     store: Optional[Path] = typer.Option(None, "--store", help=_STORE_HELP),
     fmt: OutputFormat = typer.Option(OutputFormat.table, "--format", help="table (for reading), or csv, json, markdown (for other tools; JSON writes non-finite numbers as null)."),
-    replicates: bool = typer.Option(False, "--replicates", help="Merge runs that differ only in seed (name#seed) into one row: mean ± sample std and n."),
+    replicates: bool = typer.Option(False, "--replicates", help="Merge runs that differ only in seed (name#seed) into one row: mean ± sample std, its 95 % interval and n."),
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write to this file (atomically) instead of the terminal."),
+    file: Path = typer.Option(DEFAULT_FILE, "--file", "-f", help="Experiments file: the suites' claims and reproduction tolerances (left out if it is absent or has problems)."),
 ) -> None:
-    """Compare runs from the store, ranked by best validation loss within each suite.
+    """Compare runs from the store, ranked by best validation loss within each suite, and test the suites' claims.
 
-    Columns: the settings that differ between the suite's runs, status and step, best val and its distance to the suite's best, final val and train with their gap, the exact val loss over the whole validation split, the published reference and final val minus it, tokens/s and wall time. Reads the store only; safe while a driver is training.
+    Columns: the settings that differ between the suite's runs, status and step, best val and its distance to the suite's best, final val and train with their gap, the exact val loss over the whole validation split with its 95 % interval over seeds, the test against the best run it is comparable with (same settings but those the suite varies, same dtype), the published reference and final val minus it (✓ within the suite's tolerance), tokens/s and wall time. Table and Markdown add each suite's claims (supported, contradicted, inconclusive; Holm-corrected). Reads the store only; safe while a driver is training.
     """
-    from .results import render_rich_tables, render_text, result_rows
+    from .claims import claim_results, markdown_with_claims, referenced_suites, suite_tolerances, tables_with_claims
+    from .results import render_text, result_rows
 
     with user_errors():
+        experiments = _experiments_for_claims(file)
         st = _open_store(store)
         try:
             rows = st.runs(suite)
             if not rows:
                 raise _unknown_suite(st, suite) if suite else UserError(
                     f"no runs yet at {st.dir}; run `dropres-lab run --headless` first")
+            shown = list(dict.fromkeys(r.suite for r in rows))
+            claim_runs = list(rows) + [r for s in referenced_suites(experiments, shown) if s not in shown for r in st.runs(s)]
         finally:
             st.close()
-        table_rows = result_rows(rows, replicates=replicates)
+        table_rows = result_rows(rows, replicates=replicates, tolerances=suite_tolerances(experiments))
+        claims = claim_results(experiments, claim_runs, shown) if fmt in (OutputFormat.table, OutputFormat.markdown) else {}
         if fmt is OutputFormat.table:
-            tables = render_rich_tables(table_rows)
+            tables = tables_with_claims(table_rows, claims)
             if output is None:
                 print_tables(tables)
                 return
             text = _tables_as_text(tables)
         else:
-            text = render_text(table_rows, fmt.value)
+            text = markdown_with_claims(table_rows, claims) if fmt is OutputFormat.markdown else render_text(table_rows, fmt.value)
             if output is None:
                 sys.stdout.write(text)
                 sys.stdout.flush()

@@ -15,8 +15,8 @@ from __future__ import annotations
 import math
 from typing import Iterable, Literal
 
-__all__ = ["STATUS_STYLE", "counted", "fmt_comparison", "fmt_duration", "fmt_interval", "fmt_loss", "fmt_p", "fmt_rate",
-           "sparkline", "status_style"]
+__all__ = ["STATUS_STYLE", "VERDICT_STYLE", "counted", "fmt_comparison", "fmt_duration", "fmt_interval", "fmt_loss", "fmt_p", "fmt_rate",
+           "sparkline", "status_style", "verdict_style"]
 
 
 def _finite(x: float | None) -> bool:
@@ -129,6 +129,26 @@ def sparkline(values: Iterable[float | None], width: int = 16) -> str:
 
 
 # -- statistics ----------------------------------------------------------------------------
+
+#: The Rich style of each verdict: a row against its comparable set's best ("best", "worse",
+#: "n.s.", "1 seed", "no variance") and a claim ("supported", "contradicted", "inconclusive").
+VERDICT_STYLE: dict[str, str] = {
+    "best": "bold green",
+    "worse": "red",
+    "better": "green",
+    "n.s.": "",
+    "1 seed": "dim",
+    "no variance": "dim",
+    "supported": "bold green",
+    "contradicted": "bold red",
+    "inconclusive": "yellow",
+}
+
+
+def verdict_style(verdict: str) -> str:
+    """The Rich style for a verdict word; plain for one this lab does not know."""
+    return VERDICT_STYLE.get(verdict, "")
+
 
 
 def fmt_p(p: float | None) -> str:

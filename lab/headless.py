@@ -25,10 +25,10 @@ from rich.text import Text
 
 from .core import events as ev
 from .core.config import check_config
-from .experiments import RunSpec, resolve_data
+from .experiments import Experiments, RunSpec, resolve_data
 from .formatting import counted, fmt_duration, fmt_loss, fmt_rate, sparkline, status_style
 from .launch import check_corpora, enqueue_specs
-from .store import RunRow, resolve_store_dir
+from .store import RunRow, Store, resolve_store_dir
 from .workers.scheduler import check_device, cuda_device_count
 from .workers.settings import DriverSettings
 from .workers.startup import DriverSession, StopSignals
@@ -200,8 +200,11 @@ class HeadlessOptions:
         return DriverSettings(self.device, self.workers, self.group_size, linger_s=0.0)
 
 
-def run_headless(specs: list[RunSpec], opts: HeadlessOptions, console: Console) -> int:
-    """Train `specs` to the end; returns the exit code (0 all finished, 1 any not finished)."""
+def run_headless(specs: list[RunSpec], opts: HeadlessOptions, console: Console, experiments: Experiments | None = None) -> int:
+    """Train `specs` to the end; returns the exit code (0 all finished, 1 any not finished).
+
+    `experiments` (the file the specs come from) gives the final table its suites' claims and
+    reproduction tolerances."""
     if opts.workers is not None and opts.workers < 1:
         raise HeadlessError(f"--workers {opts.workers}: give at least 1 worker")
     if opts.group_size is not None and opts.group_size < 1:
@@ -214,11 +217,11 @@ def run_headless(specs: list[RunSpec], opts: HeadlessOptions, console: Console) 
     say = partial(console.print, markup=False, highlight=False)
     with DriverSession(resolve_store_dir(opts.store), opts.settings, cuda, kind="headless", say=say) as session:
         rows = enqueue_specs(session.store, specs, shas, fresh=opts.fresh)
-        return _drive(session, rows, console)
+        return _drive(session, rows, console, experiments)
 
 
-def _drive(session: DriverSession, rows: list[RunRow], console: Console) -> int:
-    from .results import print_tables, render_rich_tables, result_rows
+def _drive(session: DriverSession, rows: list[RunRow], console: Console, experiments: Experiments | None = None) -> int:
+    from .results import print_tables
 
     store = session.store
     todo = [r for r in rows if r.status == "queued"]
@@ -245,5 +248,20 @@ def _drive(session: DriverSession, rows: list[RunRow], console: Console) -> int:
                     view.mark(row.run_id, row.status, row.error or "")
     final = [store.get(r.run_id) for r in rows]
     final = [r for r in final if r is not None]
-    print_tables(render_rich_tables(result_rows(final)), console)
+    print_tables(final_tables(store, final, experiments), console)
     return 0 if all(r.status == "finished" for r in final) else 1
+
+
+def final_tables(store: Store, final: list[RunRow], experiments: Experiments | None) -> list:
+    """The end-of-run tables: this session's runs (replicates merged into mean, interval and
+    n where there are any), each suite followed by its claims tested on them (a claim naming
+    another suite's run reads that suite's runs from the store)."""
+    from .claims import claim_results, referenced_suites, suite_tolerances, tables_with_claims
+    from .results import result_rows
+
+    suites = list(dict.fromkeys(r.suite for r in final))
+    replicates = any(r.base_name and r.base_name != r.name for r in final)
+    others = [r for s in referenced_suites(experiments, suites) if s not in suites for r in store.runs(s)]
+    claims = claim_results(experiments, final + others, suites)
+    rows = result_rows(final, replicates=replicates, tolerances=suite_tolerances(experiments))
+    return tables_with_claims(rows, claims)

@@ -436,6 +436,20 @@ def reference_cell(row: ResultRow) -> str:
     return f"{fmt_delta(row.delta_ref)} {'✓' if row.within_tolerance else '✗'}"
 
 
+def table_note(rows: Sequence[ResultRow]) -> str:
+    """What the statistics columns mean, in one line under a table: the interval, the test,
+    the tolerance behind ✓/✗ (empty when no row has any of them)."""
+    parts = []
+    if any(interval_cell(r) for r in rows):
+        parts.append("95% CI: Student t over seeds")
+    if any(r.vs_best is not None for r in rows):
+        parts.append("vs best: exact val minus the best comparable row's, Welch's t-test (paired where seeds match)")
+    tolerances = sorted({r.tolerance for r in rows if r.delta_ref is not None})
+    if tolerances:
+        parts.append(f"Δ ref ✓: within ±{'/'.join(fmt_setting(t) for t in tolerances)} of the reference")
+    return "; ".join(parts)
+
+
 def _by_suite(rows: Sequence[ResultRow]) -> dict[str, list[ResultRow]]:
     out: dict[str, list[ResultRow]] = {}
     for r in rows:
@@ -481,11 +495,9 @@ def columns(rows: Sequence[ResultRow], with_suite: bool = False) -> list[Column]
     ]
     cols += statistics_columns(rows)
     if any(r.reference is not None for r in rows):
-        tolerances = {r.tolerance for r in rows if r.reference is not None}
-        header = f"Δ ref (±{fmt_setting(tolerances.pop())})" if len(tolerances) == 1 else "Δ ref"
         cols += [
             Column("reference", lambda r: fmt_loss(r.reference)),
-            Column(header, reference_cell),
+            Column("Δ ref", reference_cell),
         ]
     cols += [
         Column("tok/s", lambda r: fmt_rate(r.tokens_per_s)),
@@ -520,7 +532,9 @@ def render_rich_table(rows: Sequence[ResultRow], title: str | None = None) -> Ta
     with_suite = len(suites) > 1
     if title is None:
         title = suites[0] if len(suites) == 1 else "results"
-    table = Table(title=title, title_justify="left", title_style="bold")
+    note = table_note(rows)
+    table = Table(title=title, title_justify="left", title_style="bold", caption=note or None,
+                  caption_justify="left")
     cols = columns(rows, with_suite)
     for c in cols:
         table.add_column(c.header, justify=c.justify, no_wrap=c.header in ("run", "best val", "final val"))
@@ -642,7 +656,8 @@ def to_markdown(rows: Sequence[ResultRow], titles: dict[str, str] | None = None)
         lines.append("|" + "|".join("---:" if c.justify == "right" else "---" for c in cols) + "|")
         for r in rs:
             lines.append("| " + " | ".join(_md(c.cell(r)) for c in cols) + " |")
-        parts.append("\n".join(lines) + "\n")
+        note = table_note(rs)
+        parts.append("\n".join(lines + ([f"\n{note}."] if note else [])) + "\n")
     return "\n".join(parts)
 
 

@@ -124,3 +124,14 @@ def test_screens_and_widgets_use_only_textuals_app_api(path: Path) -> None:
                and node.value.attr == "app" and isinstance(node.value.value, ast.Name)
                and node.value.value.id == "self" and not hasattr(App, node.attr)]
     assert foreign == []
+
+
+def test_the_lab_and_the_results_load_neither_scipy_nor_matplotlib():
+    """scipy and matplotlib are imported where a statistic or a figure is computed, never at
+    import: opening the lab and switching screens does not pay for them (issue 14)."""
+    probe = ("import sys, lab.tui.app, lab.results, lab.claims, lab.stats, lab.formatting\n"
+             "print(sorted({m.split('.')[0] for m in sys.modules if m.split('.')[0] in ('scipy', 'matplotlib')}))")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=env, cwd=ROOT, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().splitlines()[-1] == "[]"

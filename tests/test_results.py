@@ -339,10 +339,10 @@ def test_results_missing_store_is_one_line(tmp_path):
     assert not (tmp_path / "absent").exists()  # reading never creates a store
 
 
-def test_validate_shipped_file_lists_37_runs():
+def test_validate_shipped_file_lists_79_runs():
     res = _cli("validate", "--file", str(REPO / "experiments.toml"))
     assert res.exit_code == 0, res.output
-    assert "37 runs in 7 suites" in res.stdout
+    assert "79 runs in 8 suites" in res.stdout
     assert "skips.2=0.99" in res.stdout and "1.5531" in res.stdout
 
 

@@ -211,3 +211,51 @@ def test_detail_draws_a_first_evaluation_as_a_point(tmp_path: Path) -> None:
             await wait_for(pilot, lambda: POINT in app.export_screenshot(), timeout=30, what="a point")
 
     asyncio.run(go())
+
+
+# -- issue 14: intervals, verdicts and claims --------------------------------------------------
+
+
+def _claims_lab(tmp_path: Path) -> LabApp:
+    from test_claims import EXPERIMENTS, make_claims_store
+
+    store = make_claims_store(tmp_path / "runs")
+    (tmp_path / "experiments.toml").write_text(EXPERIMENTS, encoding="utf-8")
+    return LabApp(store, start_mode="results", experiments_path=tmp_path / "experiments.toml")
+
+
+def test_results_merge_replicates_and_list_the_suites_claims(tmp_path: Path) -> None:
+    async def go() -> None:
+        app = _claims_lab(tmp_path)
+        async with app.run_test(size=(200, 40)) as pilot:
+            await pilot.pause()
+            screen = app.screen
+            screen.query_one("#suite-filter", Select).value = "c"
+            await pilot.pause()
+            assert {"n", "exact 95% CI", "vs best (exact val)", "set"} <= set(screen._headers)
+            names = [r.name for r in screen.shown]
+            assert "good" in names and "good#1" not in names  # replicates merged
+            good = next(r for r in screen.shown if r.name == "good")
+            assert good.n == 3 and good.stats["exact_val"].low is not None
+            assert screen.query_one("#results-claims", Static).display
+            shown = {f"{r.claim.better} < {r.claim.than}": r for r in screen.claims_shown["c"]}
+            assert [r.verdict for r in shown.values()] == ["supported", "contradicted", "inconclusive",
+                                                          "inconclusive", "supported"]
+            assert shown["single < good"].reason == "single has 1 seed; add seeds = [...] to test the claim"
+            screen.query_one("#suite-filter", Select).value = "d"  # a suite without claims: no panel
+            await pilot.pause()
+            assert not screen.query_one("#results-claims", Static).display
+
+    asyncio.run(go())
+
+
+def test_snapshot_results_with_intervals_and_verdicts(tmp_path: Path, snap_compare) -> None:
+    """Results of suite c: replicates merged with their 95 % intervals, each row's test against
+    its comparable set's best, the --max-iters copy in a set of its own, and the claims."""
+    app = _claims_lab(tmp_path)
+
+    async def pick_suite(pilot) -> None:
+        app.screen.query_one("#suite-filter", Select).value = "c"
+        await pilot.pause()
+
+    assert snap_compare(app, terminal_size=(230, 36), run_before=pick_suite)

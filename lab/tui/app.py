@@ -138,7 +138,7 @@ class LabApp(App[str | None]):
         self._experiments: ExperimentsScreen | None = None  # once shown: its edits are asked about on quit
         self.add_mode("experiments", self._experiments_screen)
         self.add_mode("runs", lambda: RunsScreen(self.state))
-        self.add_mode("results", lambda: ResultsScreen(self.state))
+        self.add_mode("results", lambda: ResultsScreen(self.state, self.experiments_path))
         self.add_mode("detail", lambda: DetailScreen(self.state))
 
     @property

@@ -1,4 +1,9 @@
-"""Results: the comparative table of `lab.results`, with the same cells as `dropres-lab results`."""
+"""Results: the comparative table of `lab.results`, with the same cells as `dropres-lab results`.
+
+Replicated runs are shown merged (mean ± sd, the 95 % interval, the test against the best
+comparable run), and the shown suite's claims (from the experiments file) are listed with
+their verdicts below the table, as `dropres-lab results` prints them.
+"""
 
 from __future__ import annotations
 
@@ -12,7 +17,7 @@ from textual.binding import Binding
 from textual.containers import Horizontal
 from textual.widgets import DataTable, Header, Label, Select, Static
 
-from lab.formatting import counted, status_style
+from lab.formatting import counted, status_style, verdict_style
 from lab.results import ResultRow, columns, result_rows, setting_value, to_csv, to_markdown
 from lab.store import STATUSES
 
@@ -46,8 +51,18 @@ def sort_cycle(headers: list[str]) -> list[str]:
 
 
 def sort_value(row: ResultRow, header: str) -> Any:
+    if header in STAT_SORT:
+        return STAT_SORT[header](row)
     field = SORT_FIELDS.get(header)
     return getattr(row, field) if field else setting_value(row.config, header)
+
+
+#: The statistics columns (`lab.results.statistics_columns`) sort by a number, not their text.
+STAT_SORT = {
+    "set": lambda r: r.comparable or None,
+    "exact 95% CI": lambda r: r.stats["exact_val"].low if r.stats else None,
+    "vs best (exact val)": lambda r: 0.0 if r.verdict == "best" else (r.vs_best.diff if r.vs_best else None),
+}
 
 
 def sort_rows(rows: list[ResultRow], header: str | None, reverse: bool) -> list[ResultRow]:
@@ -82,8 +97,11 @@ class ResultsScreen(RunListScreen):
 
     AUTO_FOCUS = "#results-table"
 
-    def __init__(self, state: LabState) -> None:
+    def __init__(self, state: LabState, experiments_path: Path | None = None) -> None:
         super().__init__(state)
+        self.experiments_path = experiments_path
+        self._experiments: tuple[float, Any] | None = None  # (mtime, Experiments or None)
+        self.claims_shown: dict[str, list] = {}  # suite -> its ClaimResults, as listed under the table
         self.sort_header: str | None = None  # None: ranked by best val, as `results` prints
         self.reverse = False
         self.shown: list[ResultRow] = []
@@ -105,6 +123,7 @@ class ResultsScreen(RunListScreen):
                          allow_blank=False, value=ALL)
             yield Static(id="results-note", classes="summary")
         yield SyncedTable(id="results-table")
+        yield Static(id="results-claims")
         yield LabFooter(compact=True, show_command_palette=False)
 
     # -- data ----------------------------------------------------------------------------------
@@ -149,8 +168,13 @@ class ResultsScreen(RunListScreen):
 
     def _fill(self) -> None:
         suite, status = self.selection()
-        runs = [live.row for live in self.state.live.values() if suite is None or live.row.suite == suite]
-        ranked = result_rows(runs)  # ranked over the whole suite, then filtered
+        every = [live.row for live in self.state.live.values()]
+        runs = [r for r in every if suite is None or r.suite == suite]
+        experiments = self.experiments()
+        from lab.claims import suite_tolerances
+
+        replicates = any(r.base_name and r.base_name != r.name for r in runs)
+        ranked = result_rows(runs, replicates=replicates, tolerances=suite_tolerances(experiments))  # then filtered
         rows = [r for r in ranked if status is None or r.status == status]
         rows = sort_rows(rows, self.sort_header, self.reverse)
         with_suite = len({r.suite for r in ranked}) > 1
@@ -170,7 +194,41 @@ class ResultsScreen(RunListScreen):
             for r in rows
         ])
         self.shown = rows
-        self.query_one("#results-note", Static).update(f"{len(rows)} of {counted(len(ranked), 'run')} · {self._order_text()}")
+        noun = ("row", "rows") if replicates else ("run", "runs")
+        self.query_one("#results-note", Static).update(f"{len(rows)} of {counted(len(ranked), *noun)} · {self._order_text()}")
+        self._fill_claims(experiments, every, [s for s in dict.fromkeys(r.suite for r in ranked)])
+
+    def experiments(self) -> Any:
+        """The experiments file (claims, tolerances), read again when it changes; None when
+        there is none or it has problems (the Experiments screen shows those)."""
+        if self.experiments_path is None:
+            return None
+        try:
+            mtime = self.experiments_path.stat().st_mtime
+        except OSError:
+            return None
+        if self._experiments is None or self._experiments[0] != mtime:
+            from lab.experiments import ExperimentsError, load_experiments
+
+            try:
+                loaded = load_experiments(self.experiments_path)
+            except ExperimentsError:
+                loaded = None
+            self._experiments = (mtime, loaded)
+        return self._experiments[1]
+
+    def _fill_claims(self, experiments: Any, runs: list, suites: list[str]) -> None:
+        """The shown suites' claims and verdicts under the table (hidden when there are none)."""
+        from lab.claims import claim_results, claims_table
+
+        results = claim_results(experiments, runs, suites) if experiments is not None else {}
+        self.claims_shown = results
+        panel = self.query_one("#results-claims", Static)
+        panel.display = bool(results)
+        if results:
+            from rich.console import Group
+
+            panel.update(Group(*(claims_table(s, rs) for s, rs in results.items())))
 
     def _order_text(self) -> str:
         """How the rows are ordered, as the note under the filters and the sort keys say it."""
@@ -181,6 +239,8 @@ class ResultsScreen(RunListScreen):
     @staticmethod
     def _cell(text: str, justify: str, header: str, row: ResultRow) -> Text:
         style = status_style(row.status) if header == "status" else ""
+        if header.startswith("vs best"):
+            style = verdict_style(row.verdict)
         if row.rank == 1 and row.best_val is not None:  # as `dropres-lab results` prints it
             style = f"bold {style}".strip()
         return cell(text, justify, style)
