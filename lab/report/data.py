@@ -90,28 +90,28 @@ def read_suites(store_dir: Path, suites: Sequence[str] | None, experiments: Any 
     `experiments` (a `lab.experiments.Experiments`, optional) gives descriptions, tolerances
     and claims, and tells a suite defined there but not trained yet ("has no runs in the
     store") from a misspelt one ("no suite", with the close matches). Claims may name runs of
-    other suites, so every run in the store is read to test them.
+    other suites ("suite/name"): those suites' runs are read too, to test them.
     """
-    from lab.claims import evaluate_claims, suite_claims
+    from lab.claims import claim_results, referenced_suites, suite_tolerances
     from lab.store import DB_NAME
 
     if not (store_dir / DB_NAME).is_file():
         raise ReportError(f"no runs yet at {store_dir}; run `dropres-lab run --headless` first")
     defined = experiments.suites if experiments is not None else {}
     with Store.open(store_dir) as store:
-        everything = store.runs()
-        present = list(dict.fromkeys(r.suite for r in everything))
+        present = store.suites()
         names = list(dict.fromkeys(suites or present))
         if not names:
             raise ReportError(f"no runs yet at {store_dir}; run `dropres-lab run --headless` first")
         for name in names:
             if name not in present:
                 raise ReportError(_missing_suite(name, present, list(defined), store_dir))
+        wanted = referenced_suites(experiments, names)  # the claims' other suites too
+        everything = [r for r in store.runs() if r.suite in wanted]
         chosen = [r for r in everything if r.suite in names]
         curves = {r.run_id: [(step, loss) for step, _, loss, _ in store.metrics(r.run_id, "val")] for r in chosen}
-    tolerances = {name: suite.tolerance for name, suite in defined.items()}
-    rows = result_rows(everything, replicates=True, tolerances=tolerances)
-    claims = evaluate_claims(suite_claims(experiments, names), rows)
+    rows = result_rows(chosen, replicates=True, tolerances=suite_tolerances(experiments))
+    claims = claim_results(experiments, everything, names)
     out = []
     for name in names:
         runs = [r for r in chosen if r.suite == name]

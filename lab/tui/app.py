@@ -126,7 +126,7 @@ class LabApp(App[str | None]):
         self.experiments_path = Path(experiments_path)
         self.driver_settings = driver_settings
         self.poll_interval = poll_interval
-        self.state = LabState(self.store_dir, experiments_path=self.experiments_path)
+        self.state = LabState(self.store_dir)
         self._start_mode = start_mode
         self._previous_mode = "runs"
         self._pending = Pending()

@@ -22,9 +22,6 @@ class LabState:
     """The runs in the store as last polled, the driver, the marks and Detail's runs."""
 
     store_dir: Path
-    #: The experiments file the lab edits: a report written from Results takes its suite
-    #: descriptions, tolerances and claims from it (None: none known).
-    experiments_path: Path | None = None
     live: dict[str, LiveRun] = field(default_factory=dict)  # run id -> run, in store order
     marked: set[str] = field(default_factory=set)  # runs marked (space) for comparison
     driver: DriverInfo | None = None

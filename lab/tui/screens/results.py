@@ -329,7 +329,7 @@ class ResultsScreen(RunListScreen):
         from lab.store import StoreError
 
         try:
-            written = write_report(self.state.store_dir, [suite], output, "png", self.state.experiments_path)
+            written = write_report(self.state.store_dir, [suite], output, "png", self.experiments_path)
             message, severity = written.summary(), "information"
         except (ReportError, StoreError) as exc:
             message, severity = f"no report: {exc}", "error"
