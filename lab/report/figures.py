@@ -121,6 +121,9 @@ def draw_curves(data: SuiteData) -> "Figure":
                 low = [lo for lo in band.low if lo is not None]
                 high = [hi for hi in band.high if hi is not None]
                 ax.fill_between(steps, low, high, color=palette[k], alpha=0.2, linewidth=0)
+    if not any(band.steps for band in data.curves):
+        for ax in (full, zoom):
+            ax.text(0.5, 0.5, "no evaluations recorded yet", transform=ax.transAxes, ha="center", color="grey")
     full.set_title("whole run")
     zoom.set_title("last half")
     for ax in (full, zoom):
@@ -182,7 +185,9 @@ def _swept(data: SuiteData, key: str, ylabel: str, title: str, references: bool)
     limits = _scale_without_outliers(intervals, [data.rows[k].reference if references else None for k in axis.order])
     shown_interval = shown_single = shown_ref = shown_off = False
     for x, k, interval in zip(xs, axis.order, intervals):
-        if interval.mean is None:
+        if interval.mean is None:  # say why the slot is empty: queued, running, diverged, ...
+            ax.text(x, 0.03, f"no value\n({data.rows[k].status})", transform=ax.get_xaxis_transform(),
+                    ha="center", va="bottom", fontsize="small", color="grey")
             continue
         mean = interval.mean
         if limits is not None and not limits[0] <= mean <= limits[1]:
