@@ -79,9 +79,13 @@ def test_report_writes_every_figure_and_a_report_naming_every_run(trained: Path)
     text = markdown.read_text()
     for path in figures:
         assert f"]({path.name})" in text  # embedded beside report.md
+    from lab.launch import git_commit
+
+    commit = git_commit() or "unknown"  # this checkout's commit, as the launch recorded it
     for run in RUNS:  # every run in the provenance, with what it ran on
         line = next(line for line in text.splitlines() if line.startswith(f"| {run} |"))
-        assert "| cpu |" in line and "2." in line  # device; the torch version
+        assert "| cpu |" in line and f"| {commit} |" in line and "| 0.1.0 |" in line
+        assert "| bfloat16 |" in line or "| float32 |" in line  # the dtype actually used
     for row in ("skips.1=0", "skips.1=0.1"):
         assert f"| {row} |" in text  # the results table's rows
     assert "Two skip-1 rates, two seeds each" in text and "data_seed" in text
