@@ -205,23 +205,23 @@ def test_results_with_a_broken_experiments_file_leaves_claims_out_in_one_line(cl
     assert res.stderr.strip().count("\n") == 0 and "claims and tolerances are left out" in res.stderr
 
 
-def test_headless_final_table_merges_replicates_and_tests_the_claims(tmp_path):
-    from conftest import TINY_DEFAULTS, cli, write_corpus
+def test_headless_final_table_merges_replicates_and_tests_the_claims(claims_store, experiments_file):
+    """What `run --headless` prints at the end (`lab.headless.final_tables`): the session's runs
+    with replicates merged, then the suite's claims (a cross-suite one reads suite d's runs
+    from the store)."""
+    from rich.console import Console
 
-    corpus = write_corpus(tmp_path / "corpus.txt")
-    (tmp_path / "experiments.toml").write_text('default_suite = "rep"\n' + TINY_DEFAULTS.format(corpus=corpus) + """
-[suites.rep]
-max_iters = 20
-seeds = [1, 2]
-grid = { "skips.1" = [0.0, 0.5] }
-references = { "skips.1=0" = 3.0 }
-claims = [ { better = "skips.1=0", than = "skips.1=0.5" } ]
-""", encoding="utf-8")
-    res = cli(tmp_path, "run", "--headless", "rep")
-    assert res.returncode == 0, res.stderr
-    table = res.stdout[res.stdout.index("┏"):]  # the final table
-    assert "skips.1=0#1" not in table  # replicates merged: mean, interval, n
-    assert "exact 95% CI" in table and "vs best (exact val)" in table and "within ±0.03 of the reference" in table
-    assert "rep: claims" in table and "skips.1=0 < skips.1=0.5" in table
-    assert "Holm-corrected over the suite's 1 test" in table
-    assert any(v in table for v in ("supported", "contradicted", "inconclusive"))
+    from lab.headless import final_tables
+
+    with Store.open(claims_store) as st:
+        final = [r for r in st.runs("c") if r.max_iters == 40]
+        tables = final_tables(st, final, load_experiments(experiments_file))
+    console = Console(file=io.StringIO(), width=300, no_color=True)
+    for t in tables:
+        console.print(t)
+    text = console.file.getvalue()
+    assert "good#1" not in text  # replicates merged: mean, interval, n
+    assert "exact 95% CI" in text and "vs best (exact val)" in text and "within ±0.05 of the reference" in text
+    assert "c: claims" in text and "good < d/other" in text
+    assert "Holm-corrected over the suite's 4 tests" in text
+    assert text.count("supported ") == 2 and "contradicted " in text  # (the caption says "supported/contradicted")

@@ -216,17 +216,18 @@ def test_detail_draws_a_first_evaluation_as_a_point(tmp_path: Path) -> None:
 # -- issue 14: intervals, verdicts and claims --------------------------------------------------
 
 
-def _claims_lab(tmp_path: Path) -> LabApp:
+def _claims_lab(tmp_path: Path, monkeypatch) -> LabApp:
     from test_claims import EXPERIMENTS, make_claims_store
 
-    store = make_claims_store(tmp_path / "runs")
+    monkeypatch.chdir(tmp_path)  # the header shows the store's path: "runs", as in every snapshot
+    make_claims_store(tmp_path / "runs")
     (tmp_path / "experiments.toml").write_text(EXPERIMENTS, encoding="utf-8")
-    return LabApp(store, start_mode="results", experiments_path=tmp_path / "experiments.toml")
+    return LabApp(Path("runs"), start_mode="results", experiments_path=Path("experiments.toml"))
 
 
-def test_results_merge_replicates_and_list_the_suites_claims(tmp_path: Path) -> None:
+def test_results_merge_replicates_and_list_the_suites_claims(tmp_path: Path, monkeypatch) -> None:
     async def go() -> None:
-        app = _claims_lab(tmp_path)
+        app = _claims_lab(tmp_path, monkeypatch)
         async with app.run_test(size=(200, 40)) as pilot:
             await pilot.pause()
             screen = app.screen
@@ -249,10 +250,10 @@ def test_results_merge_replicates_and_list_the_suites_claims(tmp_path: Path) -> 
     asyncio.run(go())
 
 
-def test_snapshot_results_with_intervals_and_verdicts(tmp_path: Path, snap_compare) -> None:
+def test_snapshot_results_with_intervals_and_verdicts(tmp_path: Path, monkeypatch, snap_compare) -> None:
     """Results of suite c: replicates merged with their 95 % intervals, each row's test against
     its comparable set's best, the --max-iters copy in a set of its own, and the claims."""
-    app = _claims_lab(tmp_path)
+    app = _claims_lab(tmp_path, monkeypatch)
 
     async def pick_suite(pilot) -> None:
         app.screen.query_one("#suite-filter", Select).value = "c"
