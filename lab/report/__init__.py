@@ -36,7 +36,8 @@ def write_report(store_dir: Path, suites: Sequence[str] | None, output: Path, fm
     """Write report.md and the figures of `suites` (None: every suite in the store) into `output`.
 
     `experiments_file` (optional) gives suite descriptions, tolerances and the claims to test,
-    and tells a suite defined there but not yet trained from a misspelt one. Raises ReportError with one line for a user's mistake.
+    and tells a suite defined there but not yet trained from a misspelt one. Raises
+    ReportError with one line for a user's mistake.
     """
     from lab import __version__
 

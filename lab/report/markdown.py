@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Sequence
 
 from lab.formatting import counted
-from lab.results import columns, common_settings, fmt_setting, to_markdown
+from lab.results import _md, columns, common_settings, fmt_setting, to_markdown
 
 from .data import SuiteData
 from .figures import FIGURES, figure_name
@@ -113,7 +113,3 @@ def provenance_section(data: SuiteData) -> list[str]:
                  p.get("python"), run.device or p.get("device"), run.dtype or p.get("dtype"), sha]
         lines.append("| " + " | ".join(_md("" if c is None else str(c)) for c in cells) + " |")
     return lines + [""]
-
-
-def _md(text: str) -> str:
-    return str(text).replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ")
