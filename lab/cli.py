@@ -678,6 +678,36 @@ def _export(st: "Store", suite: Optional[str], fmt: str, replicates: bool, outpu
     out.print(str(Path(os.path.realpath(target))), markup=False, highlight=False, soft_wrap=True)
 
 
+class FigureFormat(str, Enum):
+    """`report --format`: the figures' file format."""
+
+    png = "png"
+    svg = "svg"
+
+
+@app.command()
+def report(
+    suites: Optional[List[str]] = typer.Argument(None, metavar="[SUITE]...", help="Suites to report on (default: every suite in the store)."),
+    output: Path = typer.Option(Path("report"), "--output", "-o", help="Folder for report.md and the figures (created if need be)."),
+    fmt: FigureFormat = typer.Option(FigureFormat.png, "--format", help="Figure files: png (150 dpi) or svg."),
+    store: Optional[Path] = typer.Option(None, "--store", help=_STORE_HELP),
+    file: Path = typer.Option(DEFAULT_FILE, "--file", "-f", help="Experiments file: suite descriptions and the claims to check (optional)."),
+) -> None:
+    """Write a reproduction report: report.md with the settings, results, claims and provenance of each suite, and its figures.
+
+    Per suite: validation loss against iteration (the whole run and its last half; replicates as the mean with a shaded 95 % band), the exact validation loss against the swept setting with 95 % intervals and the published values, and the train-val gap against the swept setting. Reads the store only; safe while a driver is training.
+    """
+    from .report import ReportError, write_report
+    from .store import resolve_store_dir
+
+    with user_errors():
+        try:
+            written = write_report(resolve_store_dir(store), suites or None, output, fmt.value, file)
+        except ReportError as exc:
+            raise UserError(str(exc)) from None
+    out.print(written.summary(), markup=False, highlight=False, soft_wrap=True)
+
+
 @app.command()
 def sample(
     run: str = typer.Argument(..., metavar="SUITE/RUN", help="The run to sample from, e.g. quick/skip1 (a replicate: quick/skip1#1338)."),

@@ -7,6 +7,7 @@ never trains, also starts a detached background driver when no driver holds the 
 
 from __future__ import annotations
 
+import functools
 import importlib.metadata
 import os
 import platform
@@ -46,8 +47,30 @@ def provenance(corpus_sha: str) -> dict:
         torch_version = importlib.metadata.version("torch")
     except importlib.metadata.PackageNotFoundError:  # pragma: no cover
         torch_version = "unknown"
-    return {"lab": __version__, "torch": torch_version, "python": platform.python_version(),
-            "corpus_sha256": corpus_sha}
+    values = {"lab": __version__, "torch": torch_version, "python": platform.python_version(),
+              "corpus_sha256": corpus_sha}
+    commit = git_commit()
+    if commit:
+        values["git_commit"] = commit
+    return values
+
+
+@functools.lru_cache(maxsize=1)
+def git_commit() -> str | None:
+    """The commit of the lab's own source when it runs from a git checkout ("+dirty" when
+    tracked files differ from it), else None: a report can then name the code of every run.
+    Asked once per process (two quick git calls), never an error."""
+    folder = Path(__file__).resolve().parent
+    try:
+        head = subprocess.run(["git", "-C", str(folder), "rev-parse", "--short=12", "HEAD"], capture_output=True,
+                              text=True, timeout=5)
+        if head.returncode != 0:
+            return None
+        dirty = subprocess.run(["git", "-C", str(folder), "diff", "--quiet", "HEAD", "--", "."], capture_output=True,
+                               timeout=5).returncode == 1
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return head.stdout.strip() + ("+dirty" if dirty else "")
 
 
 def enqueue_specs(store: Store, specs: list[RunSpec], corpus_shas: dict[str, str], fresh: bool = False) -> list[RunRow]:

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from rich.text import Text
+from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal
@@ -90,6 +91,7 @@ class ResultsScreen(RunListScreen):
         Binding("s", "sort_next", "Sort"),
         Binding("S", "sort_reverse", "Reverse"),
         Binding("e", "export", "Export"),
+        Binding("w", "write_report", "Write report"),
         Binding("d", "open_detail", "Detail", show=False),
     ]
 
@@ -311,3 +313,29 @@ class ResultsScreen(RunListScreen):
         text = to_csv(self.shown) if fmt == "csv" else to_markdown(self.shown)
         message, severity = write_export(path, text, len(self.shown))
         self.notify(message, severity=severity, timeout=8)
+
+    def action_write_report(self) -> None:
+        """Write `dropres-lab report SUITE` for the suite shown (with every suite shown: the
+        highlighted row's) into report/ of the working folder, as the command would, and say where."""
+        suite, _ = self.selection()
+        if suite is None:
+            row = self._current()
+            suite = row.suite if row is not None else None
+        if suite is None:
+            self.notify("no report to write: the table is empty", severity="warning")
+            return
+        self.notify(f"writing the report of {suite} ...", timeout=3)
+        self._write_report(suite, Path("report").resolve())
+
+    @work(thread=True, exclusive=True, group="report")
+    def _write_report(self, suite: str, output: Path) -> None:
+        """Off the UI thread: matplotlib and the store read take a second or more."""
+        from lab.report import ReportError, write_report
+        from lab.store import StoreError
+
+        try:
+            written = write_report(self.state.store_dir, [suite], output, "png", self.experiments_path)
+            message, severity = written.summary(), "information"
+        except (ReportError, StoreError) as exc:
+            message, severity = f"no report: {exc}", "error"
+        self.app.call_from_thread(self.notify, message, severity=severity, timeout=10)
