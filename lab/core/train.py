@@ -385,8 +385,8 @@ class GroupTrainer:
                     raise EvaluationStopped()  # between steps: the same way out as from an evaluation
                 lr = lr_at(cfg, self.step)
                 pending.append(self.train_step(lr))
+                self.report_saves()  # each step: the store learns of a durable checkpoint at once
                 if self.step % self.options.log_interval == 0 or self.step == cfg.max_iters:
-                    self.report_saves()
                     self.flush_logs(pending, lr)
                     pending = []
                     if not any(self.active):
