@@ -338,17 +338,14 @@ def measure_groups(groups: dict[tuple, list[RunConfig]], executor: Executor, *,
 
 
 def choose_dtypes(configs: Sequence[RunConfig], workers: Sequence[WorkerSpec]) -> dict[tuple[str, str], "DtypeChoice"]:
-    """Resolve dtype "auto" for every model shape on every CPU worker's device, here, before
-    any worker starts (a measurement beside training workers would be slowed by them and
-    cached wrong): (shape text, device) -> choice. GPU workers decide for themselves."""
-    from .core.precision import choose_dtype
+    """Resolve dtype "auto" for every model shape on every worker's device, here, before any
+    worker starts (`choice_before_workers`): (shape text, device) -> choice."""
+    from .core.precision import choice_before_workers
 
     out: dict[tuple[str, str], DtypeChoice] = {}
     for cfg in configs:
-        for device in sorted({w.device for w in workers if w.device == "cpu"}):
-            key = (shape_text(cfg), device)
-            if cfg.dtype == "auto" and key not in out:
-                out[key] = choose_dtype("auto", device, cfg)
+        for device in sorted({w.device for w in workers}):
+            choice_before_workers(out, cfg, device)
     return out
 
 

@@ -159,6 +159,20 @@ def choose_dtype(setting: str, device: "str | torch.device", cfg: "RunConfig | N
                        found.fp32_s, found.bf16_s, shape, cached)
 
 
+def choice_before_workers(choices: dict[tuple[str, str], DtypeChoice], cfg: "RunConfig", device: str, *,
+                          cache_result: bool = True) -> DtypeChoice | None:
+    """What dtype "auto" means for `cfg`'s shape on a CPU `device`, decided once per (shape,
+    device) into `choices` by whoever starts the workers (the driver, `bench`): a measurement
+    beside training workers would be slowed by them and cached wrong. None where the worker
+    decides itself: a dtype set explicitly, or a GPU (bf16 where supported, no measuring)."""
+    if cfg.dtype != "auto" or not device.startswith("cpu"):
+        return None
+    key = (shape_text(cfg), device)
+    if key not in choices:
+        choices[key] = choose_dtype("auto", device, cfg, cache_result=cache_result)
+    return choices[key]
+
+
 def resolve_dtype(setting: str, device: "str | torch.device", cfg: "RunConfig | None" = None,
                   threads: int | None = None) -> str:
     """The precision a run with dtype `setting` trains in on `device`: "float32" or "bfloat16".

@@ -16,7 +16,7 @@ from typing import Callable, Iterable
 
 from ..core import events as ev
 from ..core.config import RunConfig, TrainOptions
-from ..core.precision import DtypeChoice, choose_dtype, shape_text
+from ..core.precision import DtypeChoice, choice_before_workers
 from ..store import RunRow, Store
 from .executor import Executor, GroupTask, TaskDone, WorkerDied, WorkerReady
 from .scheduler import plan_groups, spread_groups
@@ -153,17 +153,10 @@ class Driver:
         self.executor.submit(slot, task)
 
     def _dtype_choice(self, cfg: RunConfig, device: str, workers_busy: bool) -> DtypeChoice | None:
-        """What dtype "auto" means for `cfg`'s shape on a CPU `device`, measured here, once.
-
+        """What dtype "auto" means for `cfg`'s shape on `device` (`choice_before_workers`).
         A shape first queued while workers train is measured under their load: the answer
-        serves this driver but is not cached. On a GPU the worker decides (no measuring).
-        """
-        if cfg.dtype != "auto" or not device.startswith("cpu"):
-            return None
-        key = (shape_text(cfg), device)
-        if key not in self.dtype_choices:
-            self.dtype_choices[key] = choose_dtype(cfg.dtype, device, cfg, cache_result=not workers_busy)
-        return self.dtype_choices[key]
+        serves this driver but is not cached."""
+        return choice_before_workers(self.dtype_choices, cfg, device, cache_result=not workers_busy)
 
     def _absorb(self, items: list[tuple[int, str, object]]) -> None:
         batch: list = []  # core events to write, in order
