@@ -12,7 +12,6 @@ from __future__ import annotations
 import dataclasses
 import os
 import signal
-import threading
 import time
 from dataclasses import dataclass, field
 from functools import partial
@@ -281,11 +280,10 @@ def _drive(session: DriverSession, rows: list[RunRow], console: Console, experim
         recorded_vals = {r.run_id: [loss for step, _, loss, _ in store.metrics(r.run_id, "val") if step <= r.step]
                          for r in todo if r.step > 0}  # resumed runs: their curve up to the checkpoint
         with ProgressView(console, todo, plain, recorded_vals) as view:
-            ctrl_c = StopSignals((signal.SIGINT,), kill_on_repeat=True, say=view.line,
+            ctrl_c = StopSignals((signal.SIGINT,), kill_on_repeat=True, ignore_after=True, say=view.line,
                                  graceful_note="stopping: workers checkpoint and exit (Ctrl-C again to stop at once)",
                                  immediate_note="stopping now")
             session.drive(plan, ctrl_c, scope=[r.run_id for r in todo], on_event=view.on_event, executor=executor)
-            _ignore_late_ctrl_c()
             ended: dict[tuple[str, str], list[str]] = {}  # (status, note) -> runs the driver ended without an event
             for run_id, status, error in store.outcomes(("failed", "stopped")):
                 if run_id in view.runs and view.runs[run_id].status not in ("failed", "stopped"):
@@ -304,13 +302,6 @@ def _drive(session: DriverSession, rows: list[RunRow], console: Console, experim
     return 0 if all(r.status == "finished" for r in final) else 1
 
 
-def _ignore_late_ctrl_c() -> None:
-    """Once the driver has ended there is nothing left to stop: a Ctrl-C from then on (usually
-    the second of a quick pair, after a graceful stop that finished at once) must not kill the
-    process before or after its final table, nor change its exit code. `run --headless` is
-    this process's whole job, so it stays ignored until the process exits."""
-    if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def final_tables(store: Store, final: list[RunRow], experiments: Experiments | None) -> list:

@@ -54,10 +54,15 @@ class StopSignals:
     stay resumable. With `kill_on_repeat`, each further one stops at once (runs resume from
     their last checkpoint); without it, repeats are the same graceful request. `say` hears
     `graceful_note` or `immediate_note` (when not empty) as each signal arrives.
+    `ignore_after`: once the driver has ended, the signals are ignored rather than handed back
+    to their previous handlers, for a process whose whole job was this drive (`run
+    --headless`): a late Ctrl-C, usually the second of a quick pair after a graceful stop that
+    finished at once, has nothing left to stop and must not kill it or change its exit code.
     """
 
     signals: tuple[signal.Signals, ...]
     kill_on_repeat: bool = False
+    ignore_after: bool = False
     say: Callable[[str], None] | None = None
     graceful_note: str = ""
     immediate_note: str = ""
@@ -121,7 +126,7 @@ class DriverSession:
         while the driver lingers (`settings.linger_s`). `on_event` hears every event the
         store records. `executor`: one the caller made (and may have started) to describe it
         first; by default `executor(plan)`. The previous handlers of `stop.signals` are
-        restored on the way out.
+        restored on the way out (or the signals ignored: `stop.ignore_after`).
         """
         driver = Driver(self.store, executor or self.executor(plan), group_size=plan.group_size,
                         options=TrainOptions(), kind=self.kind, scope=scope, linger_s=self.settings.linger_s, on_event=on_event,
@@ -132,7 +137,7 @@ class DriverSession:
             driver.run()
         finally:
             for sig, handler in previous.items():
-                signal.signal(sig, handler)
+                signal.signal(sig, signal.SIG_IGN if stop.ignore_after else handler)
         return driver
 
 
