@@ -55,7 +55,6 @@ from benchmarks.measure import matmul_peak, timed_headless  # noqa: E402
 from benchmarks.report import emit_report  # noqa: E402
 from lab.core.config import RunConfig  # noqa: E402
 from lab.core.data import get_corpus  # noqa: E402
-from lab.core.precision import resolve_dtype  # noqa: E402
 from lab.core.throughput import train_flop_per_token  # noqa: E402
 from lab.experiments import load_experiments  # noqa: E402
 from lab.headless import override_specs  # noqa: E402
@@ -192,11 +191,13 @@ def main() -> None:
             configs = series_configs(file, s.suite, s.only, s.iters)
             s.flop = sum(model_flop(c, corpus.vocab_size) for _, c in configs)
             print(f"[{s.label}] lab: {len(configs)} configurations x {s.iters} iterations ...", flush=True)
-            s.lab_dtype = resolve_dtype(configs[0][1].dtype, torch.device("cpu"))  # what the workers do
-            if s.suite == "paper-skip1" and s.lab_dtype == "float32":
-                s.target = 2.0  # issue 12: 2x where the lab trains in fp32 like the baseline
             s.load_before = load_average()
             s.lab_wall, rows = run_lab(s.suite, s.only, s.iters, file, tmp / f"store{k}")
+            # what the workers trained in, from the store: "auto" is decided (and cached) by the
+            # lab's driver, and deciding it again here could measure differently
+            s.lab_dtype = "/".join(sorted({r["dtype"] for r in rows.values() if r.get("dtype")})) or "?"
+            if s.suite == "paper-skip1" and s.lab_dtype == "float32":
+                s.target = 2.0  # issue 12: 2x where the lab trains in fp32 like the baseline
             s.lab_val = {n: r["final_val"] for n, r in rows.items()}
             s.lab_exact = {n: r["exact_val"] for n, r in rows.items()}
             print(f"[{s.label}] lab wall {fmt_s(s.lab_wall)} ({s.lab_dtype})", flush=True)
