@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from lab.core.config import RunConfig
-from lab.core.model import Decoder, Rates, config_losses, count_params, skip_path, skip_paths
+from lab.core.model import Decoder, Rates, add_skip, config_losses, count_params, dropout, skip_path, skip_paths
 
 V = 11
 
@@ -95,6 +95,42 @@ def test_inverted_skip_dropout_scales_in_training_and_is_identity_in_eval():
     torch.testing.assert_close(trained[kept], s[kept] / 0.7)
     assert 0.65 < kept.float().mean() < 0.75
     assert torch.equal(skip_path(s, rates, "inverted", training=False), s)
+
+
+def reference_mask(shape: tuple[int, ...], rates: Rates, factor: list[float]) -> torch.Tensor:
+    """The masks' definition, drawn from the global generator: per element 16 random bits (four
+    int16 lanes of one int64 draw, in order), kept iff <= the configuration's threshold."""
+    n = 1
+    for d in shape:
+        n *= d
+    bits = torch.empty((n + 3) // 4, dtype=torch.int64).random_(-(2**63), None)
+    lanes = bits.view(torch.int16)[:n].view(shape).to(torch.int32)
+    out = torch.zeros(shape)
+    for i, f in enumerate(factor):
+        out[i] = (lanes[i] <= int(rates.threshold[i])).float() * f
+    return out
+
+
+@pytest.mark.parametrize("convention", ["paper", "inverted"])
+def test_masks_for_a_seed_are_those_of_their_definition_and_skips_add_bit_for_bit(convention):
+    """Speed work on the dropout path must not change which elements a seed drops: a run
+    resumed or repeated with a newer version keeps its masks."""
+    rates = Rates([0.025, 0.5, 1.0])
+    h, s = torch.randn(3, 40, 8), torch.randn(3, 40, 8)
+    torch.manual_seed(5)
+    expected = reference_mask((3, 40, 8), rates, rates.inverse.tolist())
+    torch.manual_seed(5)
+    assert torch.equal(dropout(s, rates, training=True), s * expected)
+    factor = rates.present if convention == "paper" else rates.inverse
+    torch.manual_seed(6)
+    mask = reference_mask((3, 40, 8), rates, factor.tolist())
+    torch.manual_seed(6)
+    got = add_skip(h.clone(), s, rates, convention, training=True)
+    if convention == "paper":
+        assert torch.equal(got, h + s * mask)  # the mask is 0 or 1: no rounding to differ
+    else:
+        torch.testing.assert_close(got, h + s * mask, rtol=1e-6, atol=1e-6)
+    assert torch.equal(add_skip(h, s, rates, convention, training=False), h + skip_path(s, rates, convention, False))
 
 
 def test_each_configuration_in_a_group_uses_its_own_skip_rate():

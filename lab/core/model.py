@@ -48,6 +48,7 @@ class Rates(nn.Module):
         self.register_buffer("present", torch.tensor([1.0 if k > 0 else 0.0 for k in keep]), persistent=False)
         self.uniform = self.values[0] if len(set(self.values)) == 1 else None
         self.any = any(r > 0 for r in self.values)
+        self.removes_all = any(k <= 0 for k in keep)  # some configuration has rate 1 (mask all 0)
 
     def per_config(self, values: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         """A per-configuration buffer shaped [N, 1, ...] to broadcast over x [N, ...]."""
@@ -58,8 +59,9 @@ class Rates(nn.Module):
         return self.per_config(self.keep, x).to(x.dtype)
 
 
-def keep_mask(x: torch.Tensor, rates: Rates, factor: torch.Tensor) -> torch.Tensor:
-    """A dropout mask for x [N, ...] in x's dtype: factor[n] where kept, 0 where dropped.
+def keep_mask(x: torch.Tensor, rates: Rates, factor: torch.Tensor | None) -> torch.Tensor:
+    """A dropout mask for x [N, ...] in x's dtype: factor[n] where kept (1 if factor is None),
+    0 where dropped.
 
     Why not F.dropout or `rand_like(x) < keep`: on CPU those draw one 32-bit random number per
     element and make a float of it, which took a quarter of a bf16 training step. Here one
@@ -70,6 +72,8 @@ def keep_mask(x: torch.Tensor, rates: Rates, factor: torch.Tensor) -> torch.Tens
     bits = torch.empty((n + 3) // 4, dtype=torch.int64, device=x.device).random_(-(2**63), None)
     lanes = bits.view(torch.int16)[:n].view(x.shape)
     kept = (lanes <= rates.per_config(rates.threshold, x)).view(torch.uint8)
+    if factor is None:
+        return kept.to(x.dtype)
     factor = rates.per_config(factor, x).to(x.dtype)
     if x.dtype == torch.bfloat16:  # uint8 * bf16 is vectorised; uint8 * fp32 is 50x slower (torch 2.13 CPU)
         return kept * factor
@@ -94,10 +98,30 @@ def skip_path(s: torch.Tensor, rates: Rates, convention: str, training: bool) ->
     if convention == "paper":
         if not training:
             return s * rates.keep_view(s)
-        return s * keep_mask(s, rates, rates.present)
+        return s * keep_mask(s, rates, unscaled(rates))
     if not training:
         return s
     return s * keep_mask(s, rates, rates.inverse)
+
+
+def unscaled(rates: Rates) -> torch.Tensor | None:
+    """The paper convention's mask factor: 1 where kept (None, nothing to multiply), unless a
+    configuration has rate 1 and must drop every element (then 1 or 0 per configuration)."""
+    return rates.present if rates.removes_all else None
+
+
+def add_skip(h: torch.Tensor, s: torch.Tensor, rates: Rates, convention: str, training: bool) -> torch.Tensor:
+    """h + S_k(s), adding into h in place when a mask is drawn.
+
+    `h.addcmul_(s, mask)` reads h, s and the mask once and writes h, where `h + s * mask` makes
+    and reads back a temporary the size of the stream. In the paper convention the mask is 0
+    or 1, so the sum is bit-for-bit the same; h is always a fresh sub-layer output that
+    autograd has not saved. Without a mask (evaluation, rate 0) it is the plain sum.
+    """
+    if not training or not rates.any:
+        return h + skip_path(s, rates, convention, training)
+    factor = unscaled(rates) if convention == "paper" else rates.inverse
+    return h.addcmul_(s, keep_mask(s, rates, factor))
 
 
 # -- layers -------------------------------------------------------------------------------------
@@ -147,8 +171,8 @@ class CausalSelfAttention(nn.Module):
     def forward(self, u: torch.Tensor, B: int, T: int) -> torch.Tensor:
         N, _, C = u.shape
         H = self.n_head
-        q, k, v = self.c_attn(u).split(C, dim=2)  # each [N, B*T, C]
-        q, k, v = (t.reshape(N * B, T, H, C // H).transpose(1, 2) for t in (q, k, v))  # [N*B, H, T, D]
+        # one copy lays q, k and v out by head: [N, B*T, 3C] -> 3 x [N*B, H, T, D], each contiguous
+        q, k, v = self.c_attn(u).view(N * B, T, 3, H, C // H).permute(2, 0, 3, 1, 4).contiguous()
         rates = self.attn_rates
         dropping = self.training and rates.any
         if u.is_cuda and (not dropping or rates.uniform is not None):
@@ -271,7 +295,7 @@ class Decoder(nn.Module):
             sources.append(u if stream else h)
             out = layer.f(u, B, T)
             for k in self.skips_into[i]:
-                out = out + skip_path(sources[i + 1 - k], self.skip_rates[str(k)], self.cfg.skip_dropout, self.training)
+                out = add_skip(out, sources[i + 1 - k], self.skip_rates[str(k)], self.cfg.skip_dropout, self.training)
             h = out
         h = self.ln_f(h)
         logits = torch.bmm(h, self.wte.transpose(1, 2))  # [N, B*T, V]
