@@ -16,7 +16,8 @@ no poll reads or formats every run:
 * whole rows are read only for the runs a view holds (`ViewRequests`): the Runs table's window
   (a page of the store, filtered, counted and paged in SQL), the Results screen's best rows per
   suite (`Store.best_runs`; read again after a change at most once per a few times the read
-  took, more rarely while Results is not shown), the marked runs and Detail's. Of
+  took, more rarely while Results is not shown, at once when it is shown or asked for more
+  rows), the marked runs and Detail's. Of
   those, only rows that changed are read again, and only for rows in the Runs window are new
   evaluation metrics fetched (`since_step`), so a poll costs a few small queries, not a reread
   of every curve. A run no view holds any more is `dropped` (it is still in the store);
@@ -273,6 +274,7 @@ class StorePoller:
         self._results: ResultsPage | None = None
         self._results_state: tuple[int | None, int] | None = None  # (data version, limit) last read
         self._results_at = self._results_took = 0.0  # when Results were last read, and how long it took
+        self._results_shown = False  # whether Results was shown at the last poll
         self._driver: DriverInfo | None = None
         self._driver_known = False
         self._driver_checked = 0.0
@@ -303,7 +305,9 @@ class StorePoller:
             self._read_window(update, window)
         read: dict[str, RunRow] = {}
         due = self._results_at + self._results_took * (RESULTS_THROTTLE if results_active else RESULTS_THROTTLE_HIDDEN)
-        if force or (self._results_state != (self._version, results_limit) and now >= due):
+        asked = (results_active and not self._results_shown) or results_limit != (self._results_state or (0, 0))[1]
+        self._results_shown = results_active
+        if force or (self._results_state != (self._version, results_limit) and (asked or now >= due)):
             read = self._read_results(update, results_limit)
         held = dict.fromkeys(self._window.run_ids)
         if self._results is not None:
