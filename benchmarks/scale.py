@@ -15,6 +15,12 @@ seeds for 100,000), 2 blocks and a long first evaluation, then measures, in a te
                 a finished result in the store (wall seconds, peak memory)
 * tui           the lab opened on the store under Textual's pilot: seconds to the first
                 frame of Runs, then one key (down) on Runs and on Results
+* lab           (`--only lab`) the lab on a store built directly through `Store.enqueue_many`
+                and `Store.apply_many` (60 % finished, 16 running, the rest queued; no
+                experiments file): the first frame of Runs (wall and CPU seconds), down and
+                page-down on Runs, ctrl+end to the last run (a new window read in SQL), a
+                filter ("running"), opening Results (the best 100 of the suite ranked) and
+                `m` (100 more), each until the screen shows it
 
 A step that runs past --limit seconds is killed and reported as "> LIMIT". Run it under
 `nice -n -15` on a shared machine; the load average is printed beside the numbers.
@@ -216,6 +222,122 @@ asyncio.run(main())
     return first, runs_key, results_key
 
 
+def build_lab_store(store: Path, n: int) -> float:
+    """A store of n runs of one suite, written as a driver would (no training): 60 % finished
+    with a result, 16 running with an evaluation, the rest queued. Returns seconds taken."""
+    from lab.core import events as ev
+    from lab.core.config import RunConfig
+    from lab.store import ENQUEUE_BATCH, NewRun, Store
+
+    t0 = time.perf_counter()
+    rng = random.Random(0)
+    base = RunConfig.from_dict(dict(n_layer=2, n_embd=32, n_head=2, block_size=32, batch_size=8,
+                                    max_iters=1000, eval_interval=100, eval_iters=20))
+    with Store.open(store) as st:
+        ids = [r.run_id for r in st.enqueue_many([NewRun("big", f"r{i}", f"r{i}", base.with_seed(i), None)
+                                                  for i in range(n)])]
+        done = ids[: n * 6 // 10]
+        for start in range(0, len(done), ENQUEUE_BATCH):
+            st.apply_many([ev.Finished(rid, 1000, v + 0.01, v, v - 0.1, v + 0.005, 12.5, 3000.0)
+                           for rid in done[start:start + ENQUEUE_BATCH] for v in [2.0 + rng.random()]])
+        running = ids[len(done):len(done) + 16]
+        st.apply_many([ev.Started(rid, 0, 1000, 10000, "cpu", "float32", 16) for rid in running]
+                      + [ev.Evaluated(rid, 100, 2.5, 2.6 + i / 100, 1e-3) for i, rid in enumerate(running)])
+    return time.perf_counter() - t0
+
+
+#: Run in a subprocess (a fresh interpreter, as `dropres-lab` starts): prints one JSON object.
+LAB_PROBE = """
+import asyncio, json, sys, time
+sys.path.insert(0, ROOT)
+from benchmarks.keys import timed_press
+from lab.tui.app import LabApp
+from lab.tui.screens.runs import RunFilter
+from lab.tui.widgets.runs_table import RunsTable
+from lab.tui.widgets.synced_table import SyncedTable
+
+
+async def until(predicate, limit=120.0):
+    t0 = time.perf_counter()
+    while not predicate():
+        if time.perf_counter() - t0 > limit:
+            raise TimeoutError
+        await asyncio.sleep(0.002)
+
+
+async def main():
+    out = {}
+    t0, c0 = time.perf_counter(), time.process_time()
+    app = LabApp(STORE, "no-experiments.toml", start_mode="runs")
+    async with app.run_test(size=(120, 36)) as pilot:
+        await pilot._wait_for_screen()
+        out["first"], out["first_cpu"] = time.perf_counter() - t0, time.process_time() - c0
+        table = app.screen.query_one(RunsTable)
+        out["rows"], out["total"] = table.row_count, table.list_total
+        await pilot.pause(0.5)
+        out["down"] = (await timed_press(pilot, "down"))[0]
+        out["pagedown"] = (await timed_press(pilot, "pagedown"))[0]
+        t = time.perf_counter()
+        await timed_press(pilot, "ctrl+end")
+        await until(lambda: table.list_total and table.place == table.list_total - 1)
+        out["end"] = time.perf_counter() - t
+        t = time.perf_counter()
+        app.screen.query_one(RunFilter).value = "running"
+        await until(lambda: table.list_total == 16 and table.row_count == 16)
+        out["filter"] = time.perf_counter() - t
+        t = time.perf_counter()
+        await timed_press(pilot, "f4")
+        results = app.screen.query_one(SyncedTable)
+        await until(lambda: results.row_count > 0)
+        out["results"] = time.perf_counter() - t
+        shown = results.row_count
+        out["results_down"] = (await timed_press(pilot, "down"))[0]
+        t = time.perf_counter()
+        await timed_press(pilot, "m")
+        await until(lambda: results.row_count > shown)
+        out["more"] = time.perf_counter() - t
+        out["cpu"] = time.process_time() - c0
+        await pilot.press("ctrl+q")
+    print(json.dumps(out))
+
+
+asyncio.run(main())
+"""
+
+
+def lab_timings(store: Path, limit: float) -> dict[str, float] | None:
+    """The lab's timings on `store` (see LAB_PROBE), or None past `limit` seconds."""
+    import json
+
+    code = LAB_PROBE.replace("ROOT", repr(str(ROOT))).replace("STORE", repr(str(store)))
+    try:
+        proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=limit)
+    except subprocess.TimeoutExpired:
+        return None
+    if proc.returncode != 0:
+        raise RuntimeError(proc.stderr[-2000:])
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def measure_lab(n: int, limit: float) -> dict[str, str]:
+    """The `lab` rows for a store of n runs built directly (see the module docstring)."""
+    with tempfile.TemporaryDirectory(prefix="dropres-scale-lab-") as tmp:
+        built = build_lab_store(Path(tmp) / "store", n)
+        got = lab_timings(Path(tmp) / "store", limit)
+    if got is None:
+        return {"lab: first frame of Runs": fmt(None, limit)}
+    return {
+        "lab: store built (enqueue_many + apply_many)": f"{built:.1f} s",
+        "lab: first frame of Runs": f"{got['first']:.2f} s (CPU {got['first_cpu']:.2f} s), {got['rows']} of {got['total']:,} rows held",
+        "lab: down / page-down on Runs": f"{got['down'] * 1000:.0f} ms / {got['pagedown'] * 1000:.0f} ms",
+        "lab: ctrl+end to the last run (new window)": f"{got['end'] * 1000:.0f} ms",
+        "lab: filter \"running\" (16 of N)": f"{got['filter'] * 1000:.0f} ms",
+        "lab: open Results (best 100 ranked)": f"{got['results'] * 1000:.0f} ms",
+        "lab: down on Results / m (100 more)": f"{got['results_down'] * 1000:.0f} ms / {got['more'] * 1000:.0f} ms",
+        "lab: CPU seconds of the whole session": f"{got['cpu']:.2f} s",
+    }
+
+
 def fmt(x: float | None, limit: float, unit: str = "s") -> str:
     if x is None:
         return f"> {limit:g} {unit}"
@@ -261,13 +383,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 10000, 100000])
     parser.add_argument("--limit", type=float, default=120.0, help="seconds before a step is killed")
     parser.add_argument("--skip", nargs="*", default=[], help="steps to leave out: validate headless store (enqueue, plan, poll, results) tui")
+    parser.add_argument("--only", choices=["lab"], help="lab: only the lab on a store built directly (fast to build)")
     parser.add_argument("--label", default="")
     args = parser.parse_args(argv)
     os.environ.setdefault("DROPRES_DATA", str(ROOT / "tinyshakespeare.txt"))
     table: dict[int, dict[str, str]] = {}
     load0 = os.getloadavg()
     for n in args.sizes:
-        table[n] = measure(n, args.limit, set(args.skip))
+        table[n] = measure_lab(n, args.limit) if args.only == "lab" else measure(n, args.limit, set(args.skip))
         print(f"{n}: {table[n]}", flush=True)
     load1 = os.getloadavg()
     steps = list(dict.fromkeys(k for row in table.values() for k in row))

@@ -326,6 +326,10 @@ _MIGRATIONS: list[Migration] = [
         SELECT id, run_id, kind, created_at, acked_at FROM requests;
     DROP TABLE requests;
     ALTER TABLE requests_v2 RENAME TO requests""",
+    # -> next: the lab's paged reads (`run_states`, `page_ids`) walk these instead of sorting
+    # or scanning every run at each poll of a 100,000-run store.
+    """CREATE INDEX IF NOT EXISTS runs_by_created ON runs (created_at);
+    CREATE INDEX IF NOT EXISTS runs_by_updated ON runs (updated_at)""",
 ]
 
 #: The schema this code writes; a store of a higher version was made by a newer dropres-lab.
@@ -820,6 +824,38 @@ class Store:
         rows = self._read("SELECT suite, min(rowid) AS first FROM runs GROUP BY suite ORDER BY first")
         return [r["suite"] for r in rows]
 
+    # -- paged reads for views (the lab on a 100,000-run store) -------------------------------
+    # A view polls what changed and reads whole rows only for what it shows; counting,
+    # filtering and paging happen here, in SQL, never in Python over every run.
+
+    def run_states(self, since: float | None = None) -> list[tuple[str, str, float | None, int]]:
+        """(run id, status, updated time, step) of every run in store order, or of the runs
+        updated at or after `since`: what tells a poller which rows changed without reading them."""
+        if since is None:
+            rows = self._read("SELECT run_id, status, updated_at, step FROM runs ORDER BY created_at, rowid")
+        else:
+            rows = self._read("""SELECT run_id, status, updated_at, step FROM runs WHERE updated_at >= ?
+                                 ORDER BY created_at, rowid""", (since,))
+        return [(r[0], r[1], r[2], int(r[3])) for r in rows]
+
+    def count_runs(self, text: str = "") -> int:
+        """How many runs match the filter `text` (`view_filter`; "" counts every run)."""
+        where, args = view_filter(text)
+        return int(self._read(f"SELECT count(*) FROM runs WHERE {where}", args)[0][0])
+
+    def page_ids(self, text: str = "", offset: int = 0, limit: int = 200) -> list[str]:
+        """The ids of `limit` runs from `offset` of those matching `text`, in store order."""
+        where, args = view_filter(text)
+        rows = self._read(f"SELECT run_id FROM runs WHERE {where} ORDER BY created_at, rowid LIMIT ? OFFSET ?",
+                          [*args, max(0, limit), max(0, offset)])
+        return [r[0] for r in rows]
+
+    def replicated_suites(self) -> list[str]:
+        """Suites with a replicate (a run whose name is not its base name), in first-seen order."""
+        rows = self._read("""SELECT suite, min(rowid) AS first FROM runs WHERE base_name != name
+                             GROUP BY suite ORDER BY first""")
+        return [r[0] for r in rows]
+
     def set_provenance(self, run_id: str, values: dict[str, Any]) -> None:
         """Merge provenance (lab/torch/python versions, device, dtype, corpus sha256) into a run's.
 
@@ -1170,6 +1206,23 @@ class Store:
 
 #: What a run left "running" by a driver that died says (`mark_interrupted`, `as_interrupted`).
 INTERRUPTED_NOTE = "interrupted: the driver running it exited; resumable from its last checkpoint"
+
+
+def view_filter(text: str) -> tuple[str, list[Any]]:
+    """A view's filter as an SQL condition: each word is a status ("running failed": either)
+    or a piece of "suite/name" (case-insensitive); every non-status word must match."""
+    statuses, pieces = [], []
+    for word in text.split():
+        (statuses if word.lower() in STATUSES else pieces).append(word)
+    where, args = ["1"], []
+    if statuses:
+        where.append(f"status IN ({', '.join('?' * len(statuses))})")
+        args += [w.lower() for w in statuses]
+    for piece in pieces:
+        escaped = piece.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        where.append("(suite || '/' || name) LIKE ? ESCAPE '\\'")
+        args.append(f"%{escaped}%")
+    return " AND ".join(where), args
 
 
 def as_interrupted(row: RunRow) -> RunRow:

@@ -1000,6 +1000,7 @@ async def test_a_launch_longer_than_a_day_is_confirmed_deliberately(toml_path):
 def lab_state_with(path: Path, statuses: dict[str, str]):
     """The lab's view of a store where these runs (by SUITE/RUN) have these statuses."""
     import dataclasses
+    from collections import Counter
 
     from lab.tui.poller import LiveRun
     from lab.tui.state import LabState
@@ -1010,6 +1011,8 @@ def lab_state_with(path: Path, statuses: dict[str, str]):
             if spec.run_key in statuses:
                 row = store.enqueue(spec.suite, spec.name, spec.base_name, spec.config, spec.reference)
                 state.live[row.run_id] = LiveRun(dataclasses.replace(row, status=statuses[spec.run_key]))
+                state.statuses[row.run_id] = statuses[spec.run_key]
+    state.counts = dict(Counter(state.statuses.values()))
     return state
 
 

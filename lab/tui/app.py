@@ -3,9 +3,11 @@
 `LabApp` wires the screens together and owns the lab's state as the views see it
 (`lab.tui.state.LabState`, handed to each screen when it is made):
 
-* `live`: every run in the store (`LiveRun`: its row and bounded loss histories), kept up to
-  date by one polling thread (`lab.tui.poller`) that posts one `StoreUpdated` message per
-  batch of changes; the active screen redraws only the runs that changed;
+* `live`: the runs the views hold (`LiveRun`: its row and bounded loss histories), and every
+  run's status and the counts per status, kept up to date by one polling thread
+  (`lab.tui.poller`) that posts one `StoreUpdated` message per batch of changes; the active
+  screen redraws only the runs that changed. The Runs table asks for its window of the store
+  and Results for its best rows (`ViewRequests`), so a 100,000-run store opens in seconds;
 * `marked`: runs marked (space) in Runs or Results for comparison;
 * what the user asks for (launch, cancel, resume, restart, stop) becomes writes to the store:
   runs enqueued with `lab.launch`, requests the driver acts on, and a detached background
@@ -47,7 +49,7 @@ from lab.store import DriverInfo, DriverLock, Store, StoreError, resolve_store_d
 from lab.workers.settings import DriverSettings
 
 from .read_only import READ_ONLY_NOTE, WritesOffWhenReadOnly
-from .poller import LiveRun, Pending, StorePoller, StoreUpdated, Update
+from .poller import LiveRun, Pending, StorePoller, StoreUpdated, Update, ViewRequests
 from .screens.detail import DetailScreen
 from .screens.experiments import ExperimentsScreen
 from .screens.help import HelpScreen
@@ -127,15 +129,17 @@ class LabApp(WritesOffWhenReadOnly, App[str | None]):
         super().__init__()
         self.store_dir = resolve_store_dir(store_dir)
         self.store = Store.open(self.store_dir)
-        self._poller = StorePoller(self.store_dir)
         self.experiments_path = Path(experiments_path)
+        self._wake = threading.Event()
+        requests = ViewRequests(wake=self._wake.set)
+        requests.set_results(active=start_mode == "results")  # (the first read has Results either way)
+        self._poller = StorePoller(self.store_dir, requests=requests, experiments_path=self.experiments_path)
         self.driver_settings = driver_settings
         self.poll_interval = poll_interval
-        self.state = LabState(self.store_dir, read_only=read_only)
+        self.state = LabState(self.store_dir, read_only=read_only, requests=requests)
         self._start_mode = start_mode
         self._previous_mode = "runs"
         self._pending = Pending()
-        self._wake = threading.Event()
         self._stopping = False
         self._want_driver = False
         self._driver_started_at = 0.0
@@ -148,7 +152,8 @@ class LabApp(WritesOffWhenReadOnly, App[str | None]):
 
     @property
     def live(self) -> dict[str, LiveRun]:
-        """Every run in the store as last polled (run id -> run), in store order."""
+        """The runs the views hold as last polled (run id -> run): every run of a store that
+        fits the Runs window."""
         return self.state.live
 
     @property
@@ -165,8 +170,8 @@ class LabApp(WritesOffWhenReadOnly, App[str | None]):
             self.notify(str(failed.error), severity="error", timeout=10)
         mode = self._start_mode
         if mode is None:  # edits a lab left unsaved are offered first (the Experiments screen asks)
-            mode = "runs" if self.live and not has_recovery(self.experiments_path) else "experiments"
-        self.switch_mode(mode)
+            mode = "runs" if self.state.statuses and not has_recovery(self.experiments_path) else "experiments"
+        self._switch(mode)
         self._poll_store()
         if any(live.row.base_name and live.row.base_name != live.row.name for live in self.live.values()):
             self.set_timer(1.0, self._warm_statistics)
@@ -226,10 +231,10 @@ class LabApp(WritesOffWhenReadOnly, App[str | None]):
         self.state.apply(update)
         self._show_status()
         self._keep_driver()
-        if update.changed or update.removed or update.driver_changed:
+        if update:
             refresh = getattr(self.screen, "refresh_live", None)
             if refresh is not None and self.screen.is_mounted:
-                refresh(set(update.changed) | update.removed)
+                refresh(set(update.changed) | update.removed | update.dropped)
 
     # -- the driver ------------------------------------------------------------------------------
 
@@ -265,9 +270,9 @@ class LabApp(WritesOffWhenReadOnly, App[str | None]):
         queued), start one again, a few times at most."""
         if not self._want_driver:
             return
-        statuses = {live.row.status for live in self.live.values()}
-        if "queued" not in statuses:
-            if "running" not in statuses:
+        counts = self.state.counts
+        if not counts.get("queued"):
+            if not counts.get("running"):
                 self._want_driver = False
             return
         if self.driver_alive:
@@ -511,7 +516,12 @@ class LabApp(WritesOffWhenReadOnly, App[str | None]):
         if mode != self.current_mode:
             if self.current_mode in ("experiments", "runs", "results"):
                 self._previous_mode = self.current_mode
-            self.switch_mode(mode)
+            self._switch(mode)
+
+    def _switch(self, mode: str) -> None:
+        """Show a mode; the poller ranks Results again promptly only while it is shown."""
+        self.state.requests.set_results(active=mode == "results")
+        self.switch_mode(mode)
 
     def _list_selection(self) -> list[str]:
         current = getattr(self.screen, "current_run_ids", None)
@@ -519,7 +529,7 @@ class LabApp(WritesOffWhenReadOnly, App[str | None]):
 
     def open_detail(self, run_ids: Iterable[str]) -> None:
         """Show these runs in Detail (one in detail, several overlaid)."""
-        self.state.detail_ids = [i for i in run_ids if i in self.live]
+        self.state.show_in_detail(list(run_ids))
         if self.current_mode == "detail":
             self.screen.on_screen_resume()  # type: ignore[attr-defined]
         else:
@@ -604,8 +614,8 @@ class LabApp(WritesOffWhenReadOnly, App[str | None]):
 
     def _quit_unless_runs_in_flight(self) -> None:
         """Quit, or ask what becomes of the runs a driver is training."""
-        running = sum(live.row.status == "running" for live in self.live.values())
-        queued = sum(live.row.status == "queued" for live in self.live.values())
+        running = self.state.counts.get("running", 0)
+        queued = self.state.counts.get("queued", 0)
         if self.state.read_only or not (running or queued) or not DriverLock.is_held(self.store.dir):
             self.exit()
             return

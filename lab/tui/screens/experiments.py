@@ -519,11 +519,10 @@ class ExperimentsScreen(WritesOffWhenReadOnly, Screen):
     def _to_train(self, specs: list[RunSpec], fresh: bool) -> list[RunSpec]:
         """The runs a launch will actually train: not those with results (unless fresh) or
         training now, as far as the app's view of the store knows."""
-        live = self.state.live
+        known = self.state.statuses
         todo = []
         for spec in specs:
-            known = live.get(spec.run_id)
-            status = known.row.status if known is not None else None
+            status = known.get(spec.run_id)
             if status == "running" or (status in ("finished", "diverged") and not fresh):
                 continue
             todo.append(spec)
@@ -531,8 +530,8 @@ class ExperimentsScreen(WritesOffWhenReadOnly, Screen):
 
     def _nothing_to_train(self, specs: list[RunSpec], fresh_offered: bool) -> str:
         """Why a launch of `specs` would train nothing: what they are, and what would train them."""
-        live = self.state.live
-        statuses = [live[s.run_id].row.status for s in specs if s.run_id in live]
+        known = self.state.statuses
+        statuses = [known[s.run_id] for s in specs if s.run_id in known]
         running = statuses.count("running")
         done = len(statuses) - running
         parts = []
@@ -545,8 +544,7 @@ class ExperimentsScreen(WritesOffWhenReadOnly, Screen):
 
     def _busy(self) -> str | None:
         """Why not to measure now: runs training would slow the measuring and be slowed by it."""
-        live = self.state.live
-        if self.state.driver_alive and any(r.row.status == "running" for r in live.values()):
+        if self.state.driver_alive and self.state.counts.get("running"):
             return ("Not measured now: runs are training, and measuring beside them would slow them and read "
                     "slow (run `dropres-lab bench` when the machine is idle).")
         return None

@@ -3,10 +3,16 @@
 Replicated runs are shown merged (mean ± sd, the 95 % interval, the test against the best
 comparable run), and the shown suite's claims (from the experiments file) are listed with
 their verdicts below the table, as `dropres-lab results` prints them.
+
+The rows are read as `dropres-lab results` reads them at scale: the best `RESULTS_PAGE` runs of
+each suite, picked in SQL by the poller (every run of a suite with replicates, which are merged
+first), with the statistics computed over those; the note says how many more there are, and
+`m` shows more. A 100,000-run store is never ranked or drawn whole.
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -18,9 +24,11 @@ from textual.containers import Horizontal
 from textual.widgets import DataTable, Header, Label, Select, Static
 
 from lab.formatting import counted, status_style, verdict_style
-from lab.results import ResultRow, columns, result_rows, setting_value, to_csv, to_markdown
+from lab.results import ResultRow, best_rows, columns, result_rows, setting_value, to_csv, to_markdown
 from lab.store import STATUSES
 
+from ..experiments_file import ExperimentsFile
+from ..poller import RESULTS_PAGE
 from ..state import LabState
 
 from ..widgets.footer import LabFooter
@@ -93,6 +101,7 @@ class ResultsScreen(RunListScreen):
         Binding("e", "export", "Export"),
         Binding("w", "write_report", "Write report"),
         Binding("d", "open_detail", "Detail", show=False),
+        Binding("m", "more_rows", "More rows", show=False),
     ]
 
     WRITES = frozenset({"export"})  # writes a file next to the store
@@ -102,7 +111,7 @@ class ResultsScreen(RunListScreen):
     def __init__(self, state: LabState, experiments_path: Path | None = None) -> None:
         super().__init__(state)
         self.experiments_path = experiments_path
-        self._experiments: tuple[float, Any] | None = None  # (mtime, Experiments or None)
+        self._experiments = ExperimentsFile(experiments_path)
         self.claims_shown: dict[str, list] = {}  # suite -> its ClaimResults, as listed under the table
         self.sort_header: str | None = None  # None: ranked by best val, as `results` prints
         self.reverse = False
@@ -150,7 +159,7 @@ class ResultsScreen(RunListScreen):
         change by itself. While the chosen suite is absent the newest one is shown, and the
         choice returns with it; a suite launched later never takes its place.
         """
-        suites = list(dict.fromkeys(live.row.suite for live in self.state.live.values()))
+        suites = list(self.state.suites)
         if suites == self._suites:
             return
         self._suites = suites
@@ -170,13 +179,19 @@ class ResultsScreen(RunListScreen):
 
     def _fill(self) -> None:
         suite, status = self.selection()
-        every = [live.row for live in self.state.live.values()]
+        page, live = self.state.results, self.state.live
+        every = [live[i].row for i in page.run_ids if i in live] if page is not None else []
         runs = [r for r in every if suite is None or r.suite == suite]
         experiments = self.experiments()
         from lab.claims import suite_tolerances
 
-        replicates = any(r.base_name and r.base_name != r.name for r in runs)
+        replicated = {r.suite for r in runs if r.base_name and r.base_name != r.name}
+        replicates = bool(replicated)
         ranked = result_rows(runs, replicates=replicates, tolerances=suite_tolerances(experiments))  # then filtered
+        in_suite = Counter(r.suite for r in ranked)  # rows per suite, then how many the store has
+        total = sum(n if s in replicated or page is None else page.totals.get(s, n) for s, n in in_suite.items())
+        if replicates and page is not None:  # merged rows are cut after ranking, as `results` cuts them
+            ranked, _ = best_rows(ranked, page.limit)
         rows = [r for r in ranked if status is None or r.status == status]
         rows = sort_rows(rows, self.sort_header, self.reverse)
         with_suite = len({r.suite for r in ranked}) > 1
@@ -197,27 +212,17 @@ class ResultsScreen(RunListScreen):
         ])
         self.shown = rows
         noun = ("row", "rows") if replicates else ("run", "runs")
-        self.query_one("#results-note", Static).update(f"{len(rows)} of {counted(len(ranked), *noun)} · {self._order_text()}")
-        self._fill_claims(experiments, every, [s for s in dict.fromkeys(r.suite for r in ranked)])
+        note = f"{len(rows)} of {counted(total, *noun)} · {self._order_text()}"
+        if total > len(ranked):
+            note += f" · the best {page.limit:,} of each suite: {total - len(ranked):,} more (m shows {RESULTS_PAGE} more)"
+        self.query_one("#results-note", Static).update(note)
+        claim_rows = [live[i].row for i in page.claim_ids if i in live] if page is not None else []
+        self._fill_claims(experiments, claim_rows, [s for s in dict.fromkeys(r.suite for r in ranked)])
 
     def experiments(self) -> Any:
         """The experiments file (claims, tolerances), read again when it changes; None when
         there is none or it has problems (the Experiments screen shows those)."""
-        if self.experiments_path is None:
-            return None
-        try:
-            mtime = self.experiments_path.stat().st_mtime
-        except OSError:
-            return None
-        if self._experiments is None or self._experiments[0] != mtime:
-            from lab.experiments import ExperimentsError, load_experiments
-
-            try:
-                loaded = load_experiments(self.experiments_path)
-            except ExperimentsError:
-                loaded = None
-            self._experiments = (mtime, loaded)
-        return self._experiments[1]
+        return self._experiments.get()
 
     def _fill_claims(self, experiments: Any, runs: list, suites: list[str]) -> None:
         """The shown suites' claims and verdicts under the table (hidden when there are none)."""
@@ -293,6 +298,14 @@ class ResultsScreen(RunListScreen):
         self.reverse = False
         self._fill()
         self.notify(self._order_text() + " · s: next column, S: reverse", timeout=3)
+
+    def action_more_rows(self) -> None:
+        """Rank and show `RESULTS_PAGE` more runs of each suite (read in SQL by the poller)."""
+        page = self.state.results
+        if page is None or all(page.totals.get(s, 0) <= page.limit for s in page.totals):
+            self.notify("every run is shown", timeout=3)
+            return
+        self.state.requests.set_results(limit=page.limit + RESULTS_PAGE)
 
     def action_sort_reverse(self) -> None:
         self.reverse = not self.reverse

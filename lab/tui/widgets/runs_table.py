@@ -1,12 +1,19 @@
-"""The Runs screen's table: one row per run, updated in place as the store changes."""
+"""The Runs screen's table: one row per run, updated in place as the store changes.
+
+The table holds a window of the store's runs (`lab.tui.poller.WINDOW` of them, read in SQL),
+not all of them: a 100,000-run store would take minutes to format. The cursor keys move
+through the whole list: a move past either end of the window asks for the window around its
+target (`WindowWanted`), and the cursor lands there once the poller has read it.
+"""
 
 from __future__ import annotations
 
 from rich.text import Text
+from textual.message import Message
 
 from lab.formatting import fmt_duration, fmt_loss, fmt_rate, sparkline, status_style
 
-from ..poller import LiveRun
+from ..poller import WINDOW, LiveRun
 from .synced_table import ColumnSpec, SyncedTable, cell
 
 MARK = "●"
@@ -114,12 +121,22 @@ def run_cells(live: LiveRun, marked: bool, run_width: int = RUN_WIDTH) -> dict[s
 
 
 class RunsTable(SyncedTable):
-    """Every run in the store, in the order runs were first queued, in the columns that fit."""
+    """A window of the store's runs, in the order runs were first queued, in the columns that fit."""
+
+    class WindowWanted(Message):
+        """The cursor is to leave the window: show the runs from `offset` on."""
+
+        def __init__(self, offset: int) -> None:
+            super().__init__()
+            self.offset = offset
 
     def __init__(self, **kwargs) -> None:
         super().__init__(**kwargs)
         self._made: dict[str, tuple[LiveRun, bool, tuple]] = {}  # run id -> (state, marked, cells)
         self._shown: tuple[list[LiveRun], set[str]] = ([], set())
+        self.window_start = 0  # the window's first run, counted in the whole (filtered) list
+        self.list_total = 0  # runs in the whole (filtered) list
+        self._target: int | None = None  # where the cursor goes once the window asked for arrives
 
     def _columns(self) -> tuple[ColumnSpec, ...]:
         width = self.size.width or self.app.size.width
@@ -130,13 +147,14 @@ class RunsTable(SyncedTable):
 
     def on_resize(self) -> None:
         if self._columns() != self._column_specs:
-            self.show(*self._shown)
+            self.show(*self._shown, offset=self.window_start, total=self.list_total)
 
-    def show(self, runs: list[LiveRun], marked: set[str]) -> None:
-        """Show `runs`; cells are formatted again only for runs whose state or mark changed
-        (a `LiveRun` is replaced only when its run changed) or when the columns did, so
-        unchanged rows cost nothing."""
+    def show(self, runs: list[LiveRun], marked: set[str], offset: int = 0, total: int | None = None) -> None:
+        """Show `runs`, the window from `offset` of `total`; cells are formatted again only for
+        runs whose state or mark changed (a `LiveRun` is replaced only when its run changed) or
+        when the columns did, so unchanged rows cost nothing."""
         self._shown = (runs, marked)
+        self.window_start, self.list_total = offset, len(runs) if total is None else total
         if self.set_columns(self._columns()):
             self._made = {}
         specs = self._column_specs
@@ -154,3 +172,52 @@ class RunsTable(SyncedTable):
             rows.append((live.run_id, cells))
         self._made = made
         self.sync(rows)
+        target, self._target = self._target, None
+        if target is not None and 0 <= target - offset < self.row_count:
+            self.move_cursor(row=target - offset, animate=False)
+
+    # -- moving through the whole list, a window at a time -------------------------------------
+
+    @property
+    def place(self) -> int:
+        """The cursor's place in the whole (filtered) list."""
+        return self.window_start + self.cursor_row
+
+    def _page(self) -> int:
+        return max(1, self.scrollable_content_region.height - (self.header_height if self.show_header else 0))
+
+    def _go(self, target: int) -> bool:
+        """Ask for the window around `target` when it lies outside this one; False when it is
+        inside (the table moves its cursor itself)."""
+        if not self.list_total:
+            return False
+        target = max(0, min(self.list_total - 1, target))
+        if self.window_start <= target < self.window_start + self.row_count:
+            return False
+        self._target = target
+        self.post_message(self.WindowWanted(max(0, target - WINDOW // 2)))
+        return True
+
+    def action_cursor_down(self) -> None:
+        if self.cursor_row < self.row_count - 1 or not self._go(self.place + 1):
+            super().action_cursor_down()
+
+    def action_cursor_up(self) -> None:
+        if self.cursor_row > 0 or not self._go(self.place - 1):
+            super().action_cursor_up()
+
+    def action_page_down(self) -> None:
+        if not self._go(self.place + self._page()):
+            super().action_page_down()
+
+    def action_page_up(self) -> None:
+        if not self._go(self.place - self._page()):
+            super().action_page_up()
+
+    def action_scroll_top(self) -> None:
+        if not self._go(0):
+            super().action_scroll_top()
+
+    def action_scroll_bottom(self) -> None:
+        if not self._go(self.list_total - 1):
+            super().action_scroll_bottom()
