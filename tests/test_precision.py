@@ -240,3 +240,48 @@ def test_bench_shows_how_auto_was_decided_and_takes_dtype(auto_lab):
                  "--dtype", "bfloat16", env=env)
     assert forced.returncode == 0, forced.stderr
     assert "dtype auto" not in forced.stdout and re.search(r"│ bfloat16 +│", forced.stdout), forced.stdout
+
+
+def test_a_driver_session_decides_auto_before_it_starts_any_worker(tmp_path, monkeypatch):
+    """A measurement beside workers importing torch would be slowed and cached wrong: the
+    session decides every queued shape first, then starts the workers, and its driver uses
+    those answers."""
+    from types import SimpleNamespace
+
+    from lab.workers.settings import DriverSettings
+    from lab.workers.startup import DriverSession
+
+    order: list[str] = []
+    answer = DtypeChoice("auto", "float32", "measured", 0.01, 0.02, "1 x 16")
+
+    def decide(setting, device, cfg, **kwargs):
+        order.append(f"decided {device}")
+        return answer
+
+    class RecordingExecutor:
+        def start(self) -> None:
+            order.append("workers started")
+
+    monkeypatch.setattr(precision, "choose_dtype", decide)
+    cfg = tiny_config(tmp_path / "corpus.txt", dtype="auto")
+    queued = [SimpleNamespace(config=cfg, checkpoint_step=None)] * 2
+    with DriverSession(tmp_path / "store", DriverSettings(device="cpu", workers=2), 0, kind="headless") as session:
+        monkeypatch.setattr(session, "executor", lambda plan: RecordingExecutor())
+        session.start_workers(session.plan(queued), queued)
+    assert order == ["decided cpu", "workers started"]  # once per shape and device, before any worker
+    assert session.dtype_choices == {(precision.shape_text(cfg), "cpu"): answer}
+
+
+def test_a_measurement_near_the_threshold_or_under_load_serves_its_run_but_is_not_cached(tmp_path, bf16_cpu):
+    """A loaded machine once measured bf16 at 0.87x where it is 1.55x: such an answer, or one a
+    few per cent of noise could flip, is used once and measured again by the next launch."""
+    cache, cfg = tmp_path / "c.json", tiny_config("x", dtype="auto")
+    near = choose_dtype("auto", "cpu", cfg, measure=timings(0.0112, 0.0100), cache_file=cache)
+    assert (near.dtype, near.not_cached) == ("bfloat16", "1.12x is within 5% of the 1.10x threshold")
+    assert near.describe().endswith("; measured now, not cached: 1.12x is within 5% of the 1.10x threshold)")
+    loaded = choose_dtype("auto", "cpu", cfg, measure=timings(0.03, 0.05), cache_file=cache,
+                          busy=lambda: precision.machine_busy(7.3, 2))
+    assert (loaded.dtype, loaded.not_cached) == ("float32", "load 7.3 on 2 cores") and not cache.exists()
+    calm = choose_dtype("auto", "cpu", cfg, measure=timings(0.03, 0.05), cache_file=cache,
+                        busy=lambda: precision.machine_busy(1.9, 2))
+    assert calm.not_cached == "" and choose_dtype("auto", "cpu", cfg, measure=no_measuring, cache_file=cache).cached
