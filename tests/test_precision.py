@@ -285,3 +285,47 @@ def test_a_measurement_near_the_threshold_or_under_load_serves_its_run_but_is_no
     calm = choose_dtype("auto", "cpu", cfg, measure=timings(0.03, 0.05), cache_file=cache,
                         busy=lambda: precision.machine_busy(1.9, 2))
     assert calm.not_cached == "" and choose_dtype("auto", "cpu", cfg, measure=no_measuring, cache_file=cache).cached
+
+
+def test_early_workers_are_adopted_by_the_same_plan_and_ended_otherwise(tmp_path, monkeypatch):
+    """`run --headless` starts its workers before the store is open, so their torch import
+    overlaps the driver's start; never when a shape still needs measuring."""
+    from types import SimpleNamespace
+
+    from lab.workers import scheduler
+    from lab.workers.settings import DriverSettings
+    from lab.workers.startup import DriverSession
+
+    class FakeExecutor:
+        def __init__(self, plan):
+            self.workers, self.started, self.killed = plan.workers, False, False
+
+        def start(self) -> None:
+            self.started = True
+
+        def kill(self) -> None:
+            self.killed = True
+
+    made: list[FakeExecutor] = []
+    monkeypatch.setattr(scheduler, "cpu_count", lambda: 4)
+    session = DriverSession(tmp_path / "store", DriverSettings(device="cpu"), 0, kind="headless")
+    monkeypatch.setattr(session, "executor", lambda plan: made.append(FakeExecutor(plan)) or made[-1])
+    configs = [tiny_config("x"), tiny_config("x", seed=2)]
+    queued = [SimpleNamespace(config=c, checkpoint_step=None) for c in configs]
+
+    with session.early_workers(configs):
+        assert len(made) == 1 and made[0].started  # before the store is open
+        with session:
+            assert session.start_workers(session.plan(queued), queued) is made[0]
+    assert not made[0].killed  # adopted: the driver ends them
+    with session.early_workers(configs):  # one run already finished: one worker with 4 threads
+        with session:
+            assert session.start_workers(session.plan(queued[:1]), queued[:1]) is made[2]
+    assert made[1].killed and made[2].started and not made[2].killed
+    with pytest.raises(RuntimeError), session.early_workers(configs):  # a bad corpus, a locked store
+        raise RuntimeError("nothing reached start_workers")
+    assert made[3].killed
+    monkeypatch.setattr(precision, "cpu_flags", lambda: BF16_CPU)
+    monkeypatch.setenv("DROPRES_DTYPE_CACHE", str(tmp_path / "empty.json"))
+    with session.early_workers([tiny_config("x", dtype="auto")]):
+        assert len(made) == 4  # "auto" still to be measured: no worker before it is
