@@ -340,13 +340,9 @@ def measure_groups(groups: dict[tuple, list[RunConfig]], executor: Executor, *,
 def choose_dtypes(configs: Sequence[RunConfig], workers: Sequence[WorkerSpec]) -> dict[tuple[str, str], "DtypeChoice"]:
     """Resolve dtype "auto" for every model shape on every worker's device, here, before any
     worker starts (`choice_before_workers`): (shape text, device) -> choice."""
-    from .core.precision import choice_before_workers
+    from .core.precision import choices_before_workers
 
-    out: dict[tuple[str, str], DtypeChoice] = {}
-    for cfg in configs:
-        for device in sorted({w.device for w in workers}):
-            choice_before_workers(out, cfg, device)
-    return out
+    return choices_before_workers(configs, (w.device for w in workers))
 
 
 def _cost_for(key: tuple, costs: dict[tuple, GroupCost]) -> GroupCost:

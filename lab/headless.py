@@ -254,11 +254,13 @@ def run_headless(specs: list[RunSpec], opts: HeadlessOptions, console: Console, 
     problem = None if opts.executor == "ray" else check_device(opts.device, cuda)  # a cluster's GPUs are its own
     if problem:
         raise HeadlessError(problem)
-    shas = check_corpora(specs)  # before the store is touched: nothing half-written on a data error
     say = partial(console.print, markup=False, highlight=False)
-    with DriverSession(resolve_store_dir(opts.store), opts.settings, cuda, kind="headless", say=say) as session:
-        rows = enqueue_specs(session.store, specs, shas, fresh=opts.fresh)
-        return _drive(session, rows, console, experiments)
+    session = DriverSession(resolve_store_dir(opts.store), opts.settings, cuda, kind="headless", say=say)
+    with session.early_workers([s.config for s in specs]):  # their imports overlap what follows
+        shas = check_corpora(specs)  # before the store is touched: nothing half-written on a data error
+        with session:
+            rows = enqueue_specs(session.store, specs, shas, fresh=opts.fresh)
+            return _drive(session, rows, console, experiments)
 
 
 def _drive(session: DriverSession, rows: list[RunRow], console: Console, experiments: Experiments | None = None) -> int:
@@ -272,8 +274,7 @@ def _drive(session: DriverSession, rows: list[RunRow], console: Console, experim
                       "skipping them (use --fresh to train again)")
     if todo:
         plan = session.plan(todo)
-        executor = session.executor(plan)
-        executor.start()  # a cluster is joined (or started) here, so the header says what it sees
+        executor = session.start_workers(plan, todo)  # a cluster is joined (or started) here, so the header says what it sees
         console.print(f"training {counted(len(todo), 'run')} in {counted(plan.n_groups, 'group')} with "
                       f"{executor.describe()}; store {store.dir}")
         plain = not console.is_terminal

@@ -44,6 +44,18 @@ def test_any_utf8_text_file_is_a_corpus(tmp_path):
     assert corpus.decode(corpus.encode("café")) == "café"
 
 
+def test_tokens_are_each_characters_index_in_the_sorted_vocabulary(tmp_path):
+    """The tensor tokeniser gives what the plain definition gives, beyond one byte and the BMP."""
+    text = "naïve café, 𝄞 clef; ÄÖÜ ~ tab\t and \U0010FFFF end\n" * 30
+    path = tmp_path / "mixed.txt"
+    path.write_text(text, encoding="utf-8")
+    corpus = load_corpus(locate_corpus(str(path)))
+    chars = sorted(set(text))
+    assert list(corpus.chars) == chars
+    ids = torch.cat([corpus.train, corpus.val])
+    assert ids.dtype == torch.int64 and ids.tolist() == [chars.index(c) for c in text]
+
+
 def test_batches_are_next_character_windows(corpus_file):
     corpus = load_corpus(corpus_file)
     x, y = get_batch(corpus, "train", 4, 16, torch.Generator().manual_seed(0))

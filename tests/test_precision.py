@@ -240,3 +240,92 @@ def test_bench_shows_how_auto_was_decided_and_takes_dtype(auto_lab):
                  "--dtype", "bfloat16", env=env)
     assert forced.returncode == 0, forced.stderr
     assert "dtype auto" not in forced.stdout and re.search(r"│ bfloat16 +│", forced.stdout), forced.stdout
+
+
+def test_a_driver_session_decides_auto_before_it_starts_any_worker(tmp_path, monkeypatch):
+    """A measurement beside workers importing torch would be slowed and cached wrong: the
+    session decides every queued shape first, then starts the workers, and its driver uses
+    those answers."""
+    from types import SimpleNamespace
+
+    from lab.workers.settings import DriverSettings
+    from lab.workers.startup import DriverSession
+
+    order: list[str] = []
+    answer = DtypeChoice("auto", "float32", "measured", 0.01, 0.02, "1 x 16")
+
+    def decide(setting, device, cfg, **kwargs):
+        order.append(f"decided {device}")
+        return answer
+
+    class RecordingExecutor:
+        def start(self) -> None:
+            order.append("workers started")
+
+    monkeypatch.setattr(precision, "choose_dtype", decide)
+    cfg = tiny_config(tmp_path / "corpus.txt", dtype="auto")
+    queued = [SimpleNamespace(config=cfg, checkpoint_step=None)] * 2
+    with DriverSession(tmp_path / "store", DriverSettings(device="cpu", workers=2), 0, kind="headless") as session:
+        monkeypatch.setattr(session, "executor", lambda plan: RecordingExecutor())
+        session.start_workers(session.plan(queued), queued)
+    assert order == ["decided cpu", "workers started"]  # once per shape and device, before any worker
+    assert session.dtype_choices == {(precision.shape_text(cfg), "cpu"): answer}
+
+
+def test_a_measurement_near_the_threshold_or_under_load_serves_its_run_but_is_not_cached(tmp_path, bf16_cpu):
+    """A loaded machine once measured bf16 at 0.87x where it is 1.55x: such an answer, or one a
+    few per cent of noise could flip, is used once and measured again by the next launch."""
+    cache, cfg = tmp_path / "c.json", tiny_config("x", dtype="auto")
+    near = choose_dtype("auto", "cpu", cfg, measure=timings(0.0112, 0.0100), cache_file=cache)
+    assert (near.dtype, near.not_cached) == ("bfloat16", "1.12x is within 5% of the 1.10x threshold")
+    assert near.describe().endswith("; measured now, not cached: 1.12x is within 5% of the 1.10x threshold)")
+    loaded = choose_dtype("auto", "cpu", cfg, measure=timings(0.03, 0.05), cache_file=cache,
+                          busy=lambda: precision.machine_busy(7.3, 2))
+    assert (loaded.dtype, loaded.not_cached) == ("float32", "load 7.3 on 2 cores") and not cache.exists()
+    calm = choose_dtype("auto", "cpu", cfg, measure=timings(0.03, 0.05), cache_file=cache,
+                        busy=lambda: precision.machine_busy(1.9, 2))
+    assert calm.not_cached == "" and choose_dtype("auto", "cpu", cfg, measure=no_measuring, cache_file=cache).cached
+
+
+def test_early_workers_are_adopted_by_the_same_plan_and_ended_otherwise(tmp_path, monkeypatch):
+    """`run --headless` starts its workers before the store is open, so their torch import
+    overlaps the driver's start; never when a shape still needs measuring."""
+    from types import SimpleNamespace
+
+    from lab.workers import scheduler
+    from lab.workers.settings import DriverSettings
+    from lab.workers.startup import DriverSession
+
+    class FakeExecutor:
+        def __init__(self, plan):
+            self.workers, self.started, self.killed = plan.workers, False, False
+
+        def start(self) -> None:
+            self.started = True
+
+        def kill(self) -> None:
+            self.killed = True
+
+    made: list[FakeExecutor] = []
+    monkeypatch.setattr(scheduler, "cpu_count", lambda: 4)
+    session = DriverSession(tmp_path / "store", DriverSettings(device="cpu"), 0, kind="headless")
+    monkeypatch.setattr(session, "executor", lambda plan: made.append(FakeExecutor(plan)) or made[-1])
+    configs = [tiny_config("x"), tiny_config("x", seed=2)]
+    queued = [SimpleNamespace(config=c, checkpoint_step=None) for c in configs]
+
+    with session.early_workers(configs):
+        assert len(made) == 1 and made[0].started  # before the store is open
+        with session:
+            assert session.start_workers(session.plan(queued), queued) is made[0]
+    assert not made[0].killed  # adopted: the driver ends them
+    with session.early_workers(configs):  # one run already finished: one worker with 4 threads
+        with session:
+            assert session.start_workers(session.plan(queued[:1]), queued[:1]) is made[2]
+    assert made[1].killed and made[2].started and not made[2].killed
+    with pytest.raises(RuntimeError), session.early_workers(configs):  # a bad corpus, a locked store
+        raise RuntimeError("nothing reached start_workers")
+    assert made[3].killed
+    monkeypatch.setattr(precision, "cpu_flags", lambda: BF16_CPU)
+    monkeypatch.setenv("DROPRES_DTYPE_CACHE", str(tmp_path / "empty.json"))
+    with session.early_workers([tiny_config("x", dtype="auto")]):
+        assert len(made) == 4  # "auto" still to be measured: no worker before it is

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from types import SimpleNamespace
 
 from lab.core.config import RunConfig
@@ -56,3 +58,30 @@ def test_idle_workers_split_the_largest_groups_in_halves():
     assert [[r.run_id for r in g] for g in spread] == [["x"], ["3", "4"], ["0", "1"], ["2"]]  # 5 -> 3 + 2 -> 2 + 1
     assert scheduler.spread_groups(groups, 2) == groups  # as many groups as workers: unchanged
     assert len(scheduler.spread_groups([[row("a")]], 3)) == 1  # a single run is never split
+
+
+CPU_BUILD = """from typing import Optional
+__version__ = '2.13.0+cpu'
+cuda: Optional[str] = None
+hip: Optional[str] = None
+"""
+
+
+def test_a_cpu_only_torch_is_told_from_its_version_file(tmp_path):
+    """The driver counts CUDA devices without importing torch (1.5 s) on a CPU-only build."""
+    cases = {"cpu": (CPU_BUILD, False), "cuda": (CPU_BUILD.replace("cuda: Optional[str] = None", "cuda = '12.8'"), True),
+             "rocm": (CPU_BUILD.replace("hip: Optional[str] = None", "hip: Optional[str] = '6.3'"), True),
+             "unreadable": ("cuda = (", None), "other form": ("__version__ = '3.0'\n", None)}
+    for name, (text, expected) in cases.items():
+        (tmp_path / name).write_text(text)
+        assert scheduler.torch_build_has_gpu(tmp_path / name) is expected, name
+    assert scheduler.torch_build_has_gpu(tmp_path / "missing") is None
+
+
+def test_counting_cuda_devices_imports_torch_only_for_a_gpu_build():
+    code = ("import sys; from lab.workers.scheduler import cuda_device_count, torch_build_has_gpu; "
+            "n = cuda_device_count(); print(torch_build_has_gpu(), n, 'torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    gpu_build, count, imported = out
+    assert imported == str(gpu_build != "False")
+    assert gpu_build != "False" or count == "0"

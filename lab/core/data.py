@@ -50,9 +50,15 @@ class Corpus:
 
 @lru_cache(maxsize=8)
 def _tokenise(text: CorpusText) -> Corpus:
-    chars = tuple(sorted(set(text.text)))
-    index = {c: i for i, c in enumerate(chars)}
-    ids = torch.tensor([index[c] for c in text.text], dtype=torch.int64)
+    """The characters in code-point order (as `sorted(set(text))`) and every character's index
+    among them, computed on tensors: a Python loop over tinyshakespeare's million characters
+    took 0.15 s of every worker's start, this a few milliseconds."""
+    points = torch.frombuffer(bytearray(text.text.encode("utf-32-le")), dtype=torch.int32).long()
+    present = torch.bincount(points).nonzero().squeeze(1)  # the code points that occur, ascending
+    chars = tuple(chr(c) for c in present.tolist())
+    index = torch.zeros(int(present[-1]) + 1, dtype=torch.int64)
+    index[present] = torch.arange(len(present))
+    ids = index[points]
     n_train = train_size(len(ids))
     return Corpus(text.path, text.sha256, chars, ids[:n_train], ids[n_train:])
 

@@ -23,10 +23,11 @@ started in: a resume takes it from the checkpoint, never from a new resolution.
 from __future__ import annotations
 
 import functools
+import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Callable, Iterable
 
 from . import dtype_cache
 
@@ -40,6 +41,10 @@ BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")
 #: bf16 is used only when a training step is at least this much faster than in fp32: a small
 #: gain is not worth a precision whose losses differ from fp32's.
 BF16_MIN_SPEEDUP = 1.10
+
+#: A measured speed-up within this fraction of BF16_MIN_SPEEDUP is not cached: a few per cent
+#: of noise could have chosen the other precision, so the next launch measures again.
+UNSURE_MARGIN = 0.05
 
 #: (fp32 seconds, bf16 seconds) per training step of a configuration on a device.
 Measure = Callable[["RunConfig", str, "int | None"], "tuple[float, float]"]
@@ -86,6 +91,7 @@ class DtypeChoice:
     bf16_step_s: float | None = None
     shape: str = ""  # the measured model shape
     cached: bool = False  # the timings came from the cache, not from a measurement now
+    not_cached: str = ""  # why a measurement now was not cached ("" when it was, or was not asked to be)
 
     @property
     def bf16_speedup(self) -> float | None:
@@ -101,6 +107,8 @@ class DtypeChoice:
         head = f"dtype {self.setting}: {self.dtype}"
         if self.reason == "measured":
             when = "cached measurement" if self.cached else "measured now"
+            if self.not_cached:
+                when += f", not cached: {self.not_cached}"
             return (f"{head}, bf16 measured {self.bf16_speedup:.2f}x on this CPU (fp32 {self.fp32_step_s * 1000:.1f} ms, "
                     f"bf16 {self.bf16_step_s * 1000:.1f} ms per training step of {self.shape}; {when})")
         if self.reason == "no native bf16":
@@ -123,12 +131,16 @@ def shape_text(cfg: "RunConfig") -> str:
 
 def choose_dtype(setting: str, device: "str | torch.device", cfg: "RunConfig | None" = None, *,
                  threads: int | None = None, measure: Measure | None = None, cache_result: bool = True,
-                 cache_file: Path | None = None, warn: Callable[[str], None] | None = None) -> DtypeChoice:
+                 cache_file: Path | None = None, warn: Callable[[str], None] | None = None,
+                 busy: Callable[[], str | None] | None = None) -> DtypeChoice:
     """Resolve `setting` for a run of `cfg` on `device`, measuring on a CPU when needed.
 
     A measurement (`measure`, by default `dtype_timing.time_training_steps` with `threads`)
     is looked up in the cache first and stored there after, unless `cache_result` is False
-    (measured while other work shared the machine). `warn` gets a damaged cache's one line.
+    (measured while other work shared the machine), `busy()` (asked just before measuring)
+    says the machine is too loaded for a fair measurement (`machine_busy`), or the speed-up
+    is within UNSURE_MARGIN of the threshold. An answer not cached serves this caller only.
+    `warn` gets a damaged cache's one line.
     """
     if setting != "auto":
         return DtypeChoice(setting, setting, "set")
@@ -145,18 +157,45 @@ def choose_dtype(setting: str, device: "str | torch.device", cfg: "RunConfig | N
     machine = dtype_cache.machine_key(kind)
     warn = warn or _warn_stderr
     found = dtype_cache.read_timings(machine, shape, cache_file, warn)
+    not_cached = ""
     if found is None:
         if measure is None:
             from .dtype_timing import time_training_steps as measure
+        loaded = busy() if busy is not None else None
         fp32_s, bf16_s = measure(cfg, kind, threads)
         found = dtype_cache.StepTimings(fp32_s, bf16_s, threads)
         if cache_result:
-            dtype_cache.write_timings(machine, shape, found, cache_file, warn)
+            not_cached = loaded or unsure(fp32_s, bf16_s) or ""
+            if not not_cached:
+                dtype_cache.write_timings(machine, shape, found, cache_file, warn)
         cached = False
     else:
         cached = True
     return DtypeChoice(setting, choose_from_timings(found.fp32_s, found.bf16_s), "measured",
-                       found.fp32_s, found.bf16_s, shape, cached)
+                       found.fp32_s, found.bf16_s, shape, cached, not_cached)
+
+
+def unsure(fp32_step_s: float, bf16_step_s: float) -> str | None:
+    """Why timings are too close to the threshold to keep ("1.12x is within 5% of the 1.10x
+    threshold"), or None."""
+    speedup = fp32_step_s / bf16_step_s
+    if abs(speedup / BF16_MIN_SPEEDUP - 1) < UNSURE_MARGIN:
+        return f"{speedup:.2f}x is within {UNSURE_MARGIN:.0%} of the {BF16_MIN_SPEEDUP:.2f}x threshold"
+    return None
+
+
+def machine_busy(load_1min: float | None = None, cores: int | None = None) -> str | None:
+    """Why a measurement now would not be fair ("load 7.3 on 2 cores": the 1-minute load
+    average above the cores this process may use, so other work shares them), or None.
+    On a loaded 2-core machine a bf16 speed-up of 1.55x once measured as 0.87x (issue 12)."""
+    if load_1min is None:
+        try:
+            load_1min = os.getloadavg()[0]
+        except OSError:  # pragma: no cover - not on this platform
+            return None
+    if cores is None:
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return f"load {load_1min:.1f} on {cores} core{'' if cores == 1 else 's'}" if load_1min > cores else None
 
 
 def choice_before_workers(choices: dict[tuple[str, str], DtypeChoice], cfg: "RunConfig", device: str, *,
@@ -169,8 +208,35 @@ def choice_before_workers(choices: dict[tuple[str, str], DtypeChoice], cfg: "Run
         return None
     key = (shape_text(cfg), device)
     if key not in choices:
-        choices[key] = choose_dtype("auto", device, cfg, cache_result=cache_result)
+        choices[key] = choose_dtype("auto", device, cfg, cache_result=cache_result, busy=machine_busy)
     return choices[key]
+
+
+def needs_measuring(cfg: "RunConfig", device: str) -> bool:
+    """Whether deciding dtype "auto" for `cfg` on `device` would time training steps now (a
+    CPU with native bf16 whose cache has no answer for the shape): then no worker may start
+    before the decision. The same path as `choose_dtype`, with a measurement that only notes
+    it was asked for (and nothing cached or warned)."""
+    asked: list[str] = []
+
+    def note(cfg: "RunConfig", device: str, threads: "int | None") -> tuple[float, float]:
+        asked.append(device)
+        return 1.0, 1.0
+
+    choose_dtype(cfg.dtype, device, cfg, measure=note, cache_result=False, warn=lambda message: None)
+    return bool(asked)
+
+
+def choices_before_workers(configs: "Iterable[RunConfig]", devices: Iterable[str],
+                           choices: dict[tuple[str, str], DtypeChoice] | None = None) -> dict[tuple[str, str], DtypeChoice]:
+    """`choice_before_workers` for every configuration on every device, into `choices` (a new
+    dict by default): what the driver's start-up and `bench` call before any worker exists."""
+    out = {} if choices is None else choices
+    targets = sorted(set(devices))
+    for cfg in configs:
+        for device in targets:
+            choice_before_workers(out, cfg, device)
+    return out
 
 
 def resolve_dtype(setting: str, device: "str | torch.device", cfg: "RunConfig | None" = None,

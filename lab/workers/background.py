@@ -41,9 +41,9 @@ def serve(store_dir: Path, settings: DriverSettings) -> int:
         if session.interrupted:
             n = len(session.interrupted)
             log(f"{counted(n, 'run')} left running by a previous driver {'is' if n == 1 else 'are'} now stopped (resumable)")
-        plan = session.plan(session.store.queued())
-        executor = session.executor(plan)
-        executor.start()
+        queued = session.store.queued()
+        plan = session.plan(queued)
+        executor = session.start_workers(plan, queued)
         log(f"background driver pid {os.getpid()}: {executor.describe()}, groups of up to {plan.group_size}")
         driver = session.drive(plan, GRACEFUL, on_event=_log_event, executor=executor)
         log("asked to make way for another driver while idle: background driver exiting" if driver.exit_requested

@@ -16,7 +16,7 @@ from typing import Callable, Iterable
 
 from ..core import events as ev
 from ..core.config import RunConfig, TrainOptions
-from ..core.precision import DtypeChoice, choice_before_workers
+from ..core.precision import DtypeChoice, choice_before_workers, choices_before_workers
 from ..store import RunRow, Store
 from .executor import Executor, GroupTask, TaskDone, WorkerDied, WorkerReady
 from .scheduler import plan_groups, spread_groups
@@ -36,7 +36,8 @@ class Driver:
 
     def __init__(self, store: Store, executor: Executor, *, group_size: int, options: TrainOptions,
                  kind: str, scope: Iterable[str] | None = None, linger_s: float = 0.0,
-                 on_event: Callable[[object], None] | None = None, devices: Iterable[str] = ()):
+                 on_event: Callable[[object], None] | None = None, devices: Iterable[str] = (),
+                 dtype_choices: dict[tuple[str, str], DtypeChoice] | None = None):
         self.store = store
         self.executor = executor
         self.group_size = group_size
@@ -57,7 +58,8 @@ class Driver:
         self._idle_since: float | None = None
         self.exit_requested = False  # an "exit" request found it idle: it leaves without lingering
         self.devices = list(devices)  # the workers' devices, known before they start
-        self.dtype_choices: dict[tuple[str, str], DtypeChoice] = {}  # (shape, device) -> dtype "auto" there
+        # (shape, device) -> dtype "auto" there; given when decided before the executor started
+        self.dtype_choices: dict[tuple[str, str], DtypeChoice] = dict(dtype_choices or {})
 
     # -- control -------------------------------------------------------------------------------
     def request_stop(self) -> None:
@@ -82,9 +84,9 @@ class Driver:
         self.store.clear_requests()
         # A driver with a fixed scope (headless) trains only its own runs: it takes no new work.
         self.store.set_driver_info(_pid(), accepting=self.scope is None, kind=self.kind)
-        for row in self._queued():  # measured before the workers start: they would slow it
-            for device in sorted(set(self.devices)):
-                self._dtype_choice(row.config, device, workers_busy=False)
+        # Measured before the workers start (they would slow it); a session that started them
+        # already decided every queued shape (`DriverSession.start_workers`).
+        choices_before_workers([r.config for r in self._queued()], self.devices, self.dtype_choices)
         self.executor.start()
         try:
             while True:

@@ -7,8 +7,12 @@ then on). The scheduler only decides; the driver dispatches and the workers trai
 
 from __future__ import annotations
 
+import ast
+import importlib.util
 import os
+import sys
 from dataclasses import dataclass
+from pathlib import Path
 from typing import NamedTuple, Protocol, Sequence, TypeVar
 
 from ..core.config import RunConfig
@@ -154,7 +158,45 @@ def plan_execution(device: str, workers: int | None, group_size: int | None, que
 
 
 def cuda_device_count() -> int:
-    """Visible CUDA devices (imports torch; 0 on a CPU-only build)."""
+    """Visible CUDA devices; 0 on a CPU-only build of torch.
+
+    A CPU-only build is recognised from its version file without importing torch: that import
+    takes 1.5 s, and a driver on a CPU needs torch for nothing else once dtype "auto" is
+    decided (its workers import it for themselves)."""
+    if "torch" not in sys.modules and torch_build_has_gpu() is False:
+        return 0
     import torch
 
     return torch.cuda.device_count() if torch.cuda.is_available() else 0
+
+
+def torch_build_has_gpu(version_file: Path | None = None) -> bool | None:
+    """Whether the installed torch was built for CUDA or ROCm, read from `torch/version.py`
+    (its `cuda` and `hip` values, None in a CPU-only build) without importing torch; None
+    when that cannot be told (no torch, a file of another form): then ask torch itself.
+    `version_file`: another such file to read (the tests')."""
+    path = version_file
+    if path is None:
+        spec = importlib.util.find_spec("torch")
+        if spec is None or not spec.submodule_search_locations:
+            return None
+        path = Path(next(iter(spec.submodule_search_locations))) / "version.py"
+    try:
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+    except (OSError, SyntaxError, ValueError):
+        return None
+    values: dict[str, object] = {}
+    for node in tree.body:
+        if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name) and node.value is not None:
+            name, value = node.target.id, node.value
+        elif isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
+            name, value = node.targets[0].id, node.value
+        else:
+            continue
+        try:
+            values[name] = ast.literal_eval(value)
+        except (ValueError, TypeError, SyntaxError, RecursionError):
+            values[name] = True  # computed, so not the plain None of a CPU-only build
+    if "cuda" not in values or "hip" not in values:
+        return None
+    return bool(values["cuda"] or values["hip"])

@@ -17,13 +17,14 @@ lingers), how they show progress (Rich or a log), and which signals stop them ho
 from __future__ import annotations
 
 import signal
-from contextlib import ExitStack
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
-from typing import Callable, Iterable, Sequence
+from typing import Callable, Iterable, Iterator, NamedTuple, Sequence
 
-from ..core.config import TrainOptions
+from ..core.config import RunConfig, TrainOptions
+from ..core.precision import DtypeChoice, choices_before_workers, needs_measuring, shape_text
 from ..store import Store
 from .driver import Driver
 from .executor import Executor
@@ -86,6 +87,8 @@ class DriverSession:
         self.kind = kind
         self.say = say
         self.interrupted: list[str] = []
+        self.dtype_choices: dict[tuple[str, str], DtypeChoice] = {}  # decided before the workers start
+        self._early: tuple[ExecutionPlan, Executor] | None = None  # started by `early_workers`, not yet adopted
         self._store: Store | None = None
         self._exit = ExitStack()
 
@@ -117,6 +120,52 @@ class DriverSession:
         """The executor for `plan`, as the settings choose (`executor_for`); not started yet."""
         return executor_for(plan.workers, self.settings)
 
+    @contextmanager
+    def early_workers(self, configs: Sequence[RunConfig]) -> Iterator[None]:
+        """Start local workers for the runs about to be queued (`configs`) at once, so their
+        `import torch` (1.5 s each) overlaps the driver's corpus check, lock, store and enqueue.
+
+        Only where nothing is left to measure (dtype "auto" cached, set, or not timed on the
+        device: `needs_measuring`) and the workers are this machine's processes. `start_workers`
+        adopts them when the plan for what was actually queued asks for the same workers (runs
+        already finished can make it smaller); otherwise, and when nothing reaches
+        `start_workers` (an error, every run already done), they are killed on the way out:
+        they hold no task."""
+        if self.settings.executor == "local":
+            runs = [_Planned(c) for c in configs]
+            plan = self.plan(runs)
+            devices = {w.device for w in plan.workers}
+            shapes = {(shape_text(c), c.dtype): c for c in configs}.values()  # a 10,000-run sweep has a few
+            if runs and not any(needs_measuring(c, d) for c in shapes for d in devices):
+                self._early = (plan, self.executor(plan))
+        try:
+            if self._early is not None:
+                self._early[1].start()
+            yield
+        finally:
+            early, self._early = self._early, None
+            if early is not None:
+                early[1].kill()
+
+    def start_workers(self, plan: ExecutionPlan, queued: Sequence[Queued]) -> Executor:
+        """`plan`'s executor, started once dtype "auto" is decided for every queued shape on its
+        devices (`choices_before_workers`; `drive` hands the answers to the driver).
+
+        Deciding comes first because it may measure (only when the cache has no answer): a
+        worker importing torch beside the measurement on 2 cores would slow it, and the wrong
+        answer would be cached. A cached or explicit dtype costs no torch import here, so the
+        workers' own imports start at once. Started before `drive` so a front-end can say
+        what it trains on (a Ray cluster is joined here)."""
+        choices_before_workers([q.config for q in queued], [w.device for w in plan.workers], self.dtype_choices)
+        early, self._early = self._early, None
+        if early is not None:
+            if early[0].workers == plan.workers:
+                return early[1]
+            early[1].kill()  # started for more runs than were left to train; none holds a task
+        executor = self.executor(plan)
+        executor.start()
+        return executor
+
     def drive(self, plan: ExecutionPlan, stop: StopSignals, *, scope: Iterable[str] | None = None,
               on_event: Callable[[object], None] | None = None, executor: Executor | None = None) -> Driver:
         """Train with `plan`'s workers until the driver is done, then end them; the driver,
@@ -124,13 +173,13 @@ class DriverSession:
 
         `scope`: the run ids to train (headless), or None for every queued run and new work
         while the driver lingers (`settings.linger_s`). `on_event` hears every event the
-        store records. `executor`: one the caller made (and may have started) to describe it
-        first; by default `executor(plan)`. The previous handlers of `stop.signals` are
+        store records. `executor`: one the caller started (`start_workers`) to describe it
+        first; by default `executor(plan)`, started by the driver. The previous handlers of `stop.signals` are
         restored on the way out (or the signals ignored: `stop.ignore_after`).
         """
         driver = Driver(self.store, executor or self.executor(plan), group_size=plan.group_size,
                         options=TrainOptions(), kind=self.kind, scope=scope, linger_s=self.settings.linger_s, on_event=on_event,
-                        devices=[w.device for w in plan.workers])
+                        devices=[w.device for w in plan.workers], dtype_choices=self.dtype_choices)
         handler = _stop_handler(driver, stop)
         previous = {sig: signal.signal(sig, handler) for sig in stop.signals}
         try:
@@ -139,6 +188,13 @@ class DriverSession:
             for sig, handler in previous.items():
                 signal.signal(sig, signal.SIG_IGN if stop.ignore_after else handler)
         return driver
+
+
+class _Planned(NamedTuple):
+    """A run as the scheduler sees it before it is queued (`early_workers`)."""
+
+    config: RunConfig
+    checkpoint_step: int | None = None
 
 
 def _stop_handler(driver: Driver, stop: StopSignals) -> Callable[[int, FrameType | None], None]:
