@@ -41,7 +41,7 @@ def serve(store_dir: Path, settings: DriverSettings) -> int:
         if session.interrupted:
             n = len(session.interrupted)
             log(f"{counted(n, 'run')} left running by a previous driver {'is' if n == 1 else 'are'} now stopped (resumable)")
-        plan = session.plan(session.store.queued())
+        plan = session.plan(session.store.queued_runs())
         executor = session.executor(plan)
         executor.start()
         log(f"background driver pid {os.getpid()}: {executor.describe()}, groups of up to {plan.group_size}")

@@ -17,7 +17,7 @@ from typing import Callable, Iterable
 from ..core import events as ev
 from ..core.config import RunConfig, TrainOptions
 from ..core.precision import DtypeChoice, choice_before_workers
-from ..store import RunRow, Store
+from ..store import QueuedRun, RunRow, Store
 from .executor import Executor, GroupTask, TaskDone, WorkerDied, WorkerReady
 from .scheduler import plan_groups, spread_groups
 
@@ -82,7 +82,7 @@ class Driver:
         self.store.clear_requests()
         # A driver with a fixed scope (headless) trains only its own runs: it takes no new work.
         self.store.set_driver_info(_pid(), accepting=self.scope is None, kind=self.kind)
-        for row in self._queued():  # measured before the workers start: they would slow it
+        for row in self._one_run_per_group():  # measured before the workers start: they would slow it
             for device in sorted(set(self.devices)):
                 self._dtype_choice(row.config, device, workers_busy=False)
         self.executor.start()
@@ -103,11 +103,22 @@ class Driver:
                 self.store.mark_interrupted()
                 self.store.clear_driver_info()
 
-    def _queued(self) -> list[RunRow]:
-        rows = self.store.queued()
+    def _queued(self) -> list[QueuedRun]:
+        """The queue in the scheduler's light form (id, group, resume step): a poll or a
+        dispatch reads three columns of the queued runs, never whole rows."""
+        rows = self.store.queued_runs()
         if self.scope is not None:
             rows = [r for r in rows if r.run_id in self.scope]
         return rows
+
+    def _one_run_per_group(self) -> list[RunRow]:
+        """A whole row for the first queued run of each group: the settings that decide what
+        dtype "auto" means are the same for all of a group (they are in its group key)."""
+        firsts: dict[str, str] = {}
+        for r in self._queued():
+            firsts.setdefault(r.group_text, r.run_id)
+        rows = self.store.get_many(list(firsts.values()))
+        return [rows[rid] for rid in firsts.values() if rid in rows]
 
     def _finished(self) -> bool:
         if self.executor.busy():
@@ -133,9 +144,12 @@ class Driver:
         if not waiting:
             return
         # Spread the work: with more idle workers than groups, the largest groups are split.
-        groups = spread_groups(plan_groups(waiting, self.group_size), len(idle))
+        groups = spread_groups(plan_groups(waiting, self.group_size), len(idle))[:len(idle)]
+        rows = self.store.get_many([r.run_id for group in groups for r in group])  # whole rows: these groups only
         for slot, group in zip(idle, groups):
-            self._submit(slot, group)
+            members = [rows[r.run_id] for r in group if r.run_id in rows]  # a run deleted meanwhile is left out
+            if members:
+                self._submit(slot, members)
 
     def _submit(self, slot: int, group: list[RunRow]) -> None:
         task_id = f"g{next(self._ids)}"
