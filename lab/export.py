@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import csv
 import io
-from typing import Callable, Iterator
+from typing import Callable, Iterator, NamedTuple
 
 from .core.config import RunConfig
 from .results import (
@@ -44,6 +44,27 @@ from .results import (
 )
 from .stats import DEFAULT_TOLERANCE
 from .store import Store
+
+
+class _Stored(NamedTuple):
+    """What `single_row` reads of a run besides its settings (a `RunRow` without them)."""
+
+    run_id: str
+    suite: str
+    name: str
+    base_name: str
+    status: str
+    step: int
+    max_iters: int
+    final_val: float | None
+    best_val: float | None
+    final_train: float | None
+    exact_val: float | None
+    reference: float | None
+    wall_s: float | None
+    tokens_per_s: float | None
+    error: str | None
+    dtype: str | None
 
 
 class RankedSuite:
@@ -89,8 +110,9 @@ class RankedSuite:
 
     def rows(self) -> Iterator[ResultRow]:
         """The suite's rows as `result_rows` makes them, in rank order, read as they go."""
-        for at, run in enumerate(self.store.ranked_rows(self.suite)):
-            row = single_row(run)
+        for at, r in enumerate(self.store.ranked(self.suite, _Stored._fields + ("config",))):
+            run = _Stored._make(r[:-1])
+            row = single_row(run, RunConfig.stored_settings(r[-1]))
             place(row, at + 1, self.best, self.varied)
             self.sets.test(row, comparable_key(row.config, self.copy_keys), at)
             within_tolerance(row, self.tolerance)

@@ -118,11 +118,10 @@ class RunConfig:
         without building a RunConfig when they are complete and typed as `to_dict` wrote them
         (every run this version queued): an export of 100,000 runs reads them all, twice."""
         values = json.loads(text)
-        if values.keys() == _FIELD_SET and all(type(values[name]) is float for name in _FLOAT_FIELDS):
+        if values.keys() == _FIELD_SET and set(map(type, map(values.__getitem__, _FLOAT_FIELDS))) == _FLOAT:
             skips = values["skips"]
-            depths = sorted(int(k) for k in skips)
-            if list(skips) == [str(d) for d in depths] and all(type(r) is float for r in skips.values()):
-                return {name: values[name] for name in _FIELD_NAMES}
+            if set(map(type, skips.values())) <= _FLOAT and list(skips) == [str(d) for d in sorted(map(int, skips))]:
+                return dict(zip(_FIELD_NAMES, map(values.__getitem__, _FIELD_NAMES)))
         return cls.from_dict(values).to_dict()
 
     def with_seed(self, seed: int) -> "RunConfig":
@@ -160,6 +159,7 @@ _FIELD_NAMES = tuple(f.name for f in dataclasses.fields(RunConfig))
 _FIELD_SET = frozenset(_FIELD_NAMES)
 _GROUP_FIELDS = tuple(sorted(n for n in _FIELD_NAMES if n not in DROPOUT_SITES + ("seed", "skips")))
 _FLOAT_FIELDS = tuple(f.name for f in dataclasses.fields(RunConfig) if f.type == "float")
+_FLOAT = {float}
 
 
 def normalise_skips(skips: Any) -> tuple[tuple[int, float], ...]:
