@@ -35,14 +35,14 @@ import io
 import json
 import math
 import statistics
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Iterable, Sequence
 
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from lab.core.config import DROPOUT_SITES
+from lab.core.config import DROPOUT_SITES, RunConfig
 from lab.formatting import fmt_comparison, fmt_duration, fmt_interval, fmt_loss, fmt_rate, status_style
 from lab.stats import DEFAULT_TOLERANCE, Comparison, compare, mean_interval, vs_best_verdict
 from lab.store import RunRow
@@ -204,15 +204,15 @@ def replicate_groups(runs: Sequence[RunRow]) -> list[tuple[str, list[RunRow]]]:
     by_base_data: dict[str, set[int]] = {}
     for r in runs:
         by_base_data.setdefault(r.base_name or r.name, set()).add(r.config.data_seed)
-    groups: dict[tuple[str, str, str | None], list[RunRow]] = {}
-    first_dtype: dict[tuple[str, str], str | None] = {}  # (base, settings) -> the dtype of its first set
+    groups: dict[tuple[str, RunConfig, str | None], list[RunRow]] = {}
+    first_dtype: dict[tuple[str, RunConfig], str | None] = {}  # (base, settings) -> the dtype of its first set
     for r in runs:
         base = r.base_name or r.name
-        settings = r.config.to_dict()
-        settings.pop("seed")
+        # The settings but the seed(s), as a RunConfig (hashable, equal field by field) rather
+        # than as JSON: the end of a 100,000-run sweep encoded every run's settings for this.
+        key = r.config.with_seed(0)
         if len(by_base_data[base]) > 1 and base != r.name:
-            settings.pop("data_seed")
-        key = json.dumps(settings, sort_keys=True)
+            key = replace(key, data_seed=0)
         # Looked up, not searched for: after a stop, 100,000 runs not started would each scan every set.
         dtype = r.dtype or first_dtype.get((base, key))
         first_dtype.setdefault((base, key), dtype)
