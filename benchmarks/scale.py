@@ -8,11 +8,15 @@ seeds for 100,000), 2 blocks and a long first evaluation, then measures, in a te
                 (validation, corpus check, enqueue and planning: before the first run starts)
 * stop          Ctrl-C sent 3 s after the first run started (its first evaluation, in groups of
                 16): seconds until the process has exited
-* plan          the driver's planning in-process: read the queue from the store and group it
+* plan          the driver's planning in-process: read the queue from the store (its light
+                read: id, group, resume step) and group it
+* dispatch      one dispatch of the driver in-process to two idle workers with every run queued:
+                plan, then read whole rows of the two groups handed out
+* stop marks    in-process: every queued run marked "stopped before it started" (`stop_runs`)
 * poll          one idle poll of the driver in-process (requests, queue, finished?) with every
                 run finished: must not grow with the finished runs
-* results       `dropres-lab results` (Rich table) and `--format json`, with every run given
-                a finished result in the store (wall seconds, peak memory)
+* results       `dropres-lab results` (Rich table), `--format json` and `--format csv`, with
+                every run given a finished result in the store (wall seconds, peak memory)
 * tui           the lab opened on the store under Textual's pilot: seconds to the first
                 frame of Runs, then one key (down) on Runs and on Results
 * lab           (`--only lab`) the lab on a store built directly through `Store.enqueue_many`
@@ -34,6 +38,7 @@ import argparse
 import asyncio
 import os
 import random
+import resource
 import signal
 import sqlite3
 import subprocess
@@ -74,8 +79,16 @@ def lab(*args: str) -> list[str]:
     return [sys.executable, "-m", "lab", *args]
 
 
+#: GNU time reports the command's own peak memory. The child's ru_maxrss does not: it counts
+#: this process's memory from before the exec (at 100,000 runs, this process holds 380 MB).
+GNU_TIME = "/usr/bin/time"
+
+
 def timed_process(cmd: list[str], limit: float) -> tuple[float | None, float | None, float | None]:
     """(wall seconds, peak RSS in MB, CPU seconds) of a command, or Nones past `limit`."""
+    measured = os.path.exists(GNU_TIME)
+    if measured:
+        cmd = [GNU_TIME, "-f", "peak-kb %M", *cmd]
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = t0 + limit
@@ -86,7 +99,10 @@ def timed_process(cmd: list[str], limit: float) -> tuple[float | None, float | N
             proc.returncode = os.waitstatus_to_exitcode(status)
             if proc.returncode != 0:
                 raise RuntimeError(f"{' '.join(cmd[2:])} exited {proc.returncode}: {proc.stderr.read().decode()[-500:]}")
-            return wall, usage.ru_maxrss / 1024, usage.ru_utime + usage.ru_stime
+            peak = usage.ru_maxrss / 1024
+            if measured:
+                peak = float(proc.stderr.read().decode().rsplit("peak-kb ", 1)[1].split()[0]) / 1024
+            return wall, peak, usage.ru_utime + usage.ru_stime
         if time.perf_counter() > deadline:
             proc.kill()
             proc.wait()
@@ -94,9 +110,22 @@ def timed_process(cmd: list[str], limit: float) -> tuple[float | None, float | N
         time.sleep(0.02)
 
 
-def headless_and_stop(file: Path, store: Path, n: int, limit: float) -> tuple[float | None, float | None]:
-    """(seconds until "training N runs", seconds from Ctrl-C inside the first evaluation to exit)."""
+def cpu_of(pid: int) -> float | None:
+    """CPU seconds (user + system) a live process has used so far, its children aside."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def headless_and_stop(file: Path, store: Path, n: int, limit: float) -> tuple[str, str]:
+    """(seconds until "training N runs", seconds from Ctrl-C inside the first evaluation to
+    exit), each with CPU seconds: the lab's own until the first line, the whole process tree's
+    (workers included) for the stop."""
     cmd = lab("run", "--headless", "-f", str(file), "--store", str(store), "--max-iters", "1")
+    tree0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    enqueue_cpu = None
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
     enqueue = stop = None
@@ -111,6 +140,7 @@ def headless_and_stop(file: Path, store: Path, n: int, limit: float) -> tuple[fl
                 pass
             if enqueue is None and "training " in buf:
                 enqueue = time.perf_counter() - t0
+                enqueue_cpu = cpu_of(proc.pid)
             if started_at is None and " started," in buf:
                 started_at = time.perf_counter()
             if started_at is not None and time.perf_counter() - started_at > 3.0:
@@ -129,7 +159,10 @@ def headless_and_stop(file: Path, store: Path, n: int, limit: float) -> tuple[fl
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
-    return enqueue, stop
+    tree1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    tree_cpu = tree1.ru_utime + tree1.ru_stime - tree0.ru_utime - tree0.ru_stime
+    first = fmt(enqueue, limit) + ("" if enqueue_cpu is None else f" (CPU {enqueue_cpu:.2f} s)")
+    return first, fmt(stop, limit) + ("" if stop is None else f" (whole run's CPU, workers too: {tree_cpu:.1f} s)")
 
 
 def fill_store(file: Path, store: Path) -> tuple[float, float]:
@@ -163,7 +196,44 @@ def plan_seconds(store: Path) -> tuple[float, float]:
 
     with Store.open(store) as st:
         t0, c0 = time.perf_counter(), time.process_time()
-        plan_groups(st.queued(), 16)
+        plan_groups(st.queued_runs(), 16)
+        return time.perf_counter() - t0, time.process_time() - c0
+
+
+def dispatch_seconds(store: Path) -> tuple[float, float]:
+    """One dispatch of a driver to two idle workers, every run queued."""
+    from lab.core.config import TrainOptions
+    from lab.store import Store
+    from lab.workers.driver import Driver
+
+    class TwoIdle:  # an executor with two idle workers that takes what it is handed
+        def idle_slots(self) -> list[int]:
+            return [0, 1]
+
+        def device_of(self, slot: int) -> str:
+            return "cpu"
+
+        def busy(self) -> bool:
+            return False
+
+        def submit(self, slot: int, task) -> None:
+            pass
+
+    with Store.open(store) as st:
+        driver = Driver(st, TwoIdle(), group_size=16, options=TrainOptions(dtype_choice=None), kind="background")
+        driver._dtype_choice = lambda *a, **k: None  # no dtype measurement: the planning is timed
+        t0, c0 = time.perf_counter(), time.process_time()
+        driver._dispatch()
+        return time.perf_counter() - t0, time.process_time() - c0
+
+
+def stop_seconds(store: Path) -> tuple[float, float]:
+    """Mark every queued run stopped, as a graceful stop does."""
+    from lab.store import Store
+
+    with Store.open(store) as st:
+        t0, c0 = time.perf_counter(), time.process_time()
+        st.stop_runs(st.queued_ids(), "stopped before it started")
         return time.perf_counter() - t0, time.process_time() - c0
 
 
@@ -359,16 +429,19 @@ def measure(n: int, limit: float, skip: set[str]) -> dict[str, str]:
             out["validate"] = process_cell(timed_process(lab("validate", "-f", str(file)), limit), limit)
         if "headless" not in skip:
             enqueue, stop = headless_and_stop(file, folder / "headless", n, limit)
-            out["run --headless: to first run"] = fmt(enqueue, limit)
-            out["Ctrl-C in an evaluation"] = fmt(stop, limit)
+            out["run --headless: to first run"] = enqueue
+            out["Ctrl-C in an evaluation"] = stop
         if "store" in skip:
             return out
         store = folder / "store"
         out["enqueue in-process"] = "{:.2f} s (CPU {:.2f} s)".format(*fill_store(file, store))
         out["plan the queue"] = "{:.2f} s (CPU {:.2f} s)".format(*plan_seconds(store))
+        out["driver dispatch (all queued)"] = "{:.2f} s (CPU {:.2f} s)".format(*dispatch_seconds(store))
+        out["stop marks the queue"] = "{:.2f} s (CPU {:.2f} s)".format(*stop_seconds(store))
         finish_all(store)
         out["driver idle poll"] = f"{poll_seconds(store) * 1000:.1f} ms"
-        for label, args in (("results (table)", []), ("results --format json", ["--format", "json"])):
+        for label, args in (("results (table)", []), ("results --format json", ["--format", "json"]),
+                            ("results --format csv", ["--format", "csv"])):
             out[label] = process_cell(timed_process(lab("results", "--store", str(store), *args), limit), limit)
         if "tui" not in skip:
             first, runs_key, results_key = tui_seconds(store, file, limit)

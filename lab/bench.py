@@ -85,6 +85,10 @@ class PlannedRun:
     def config(self) -> RunConfig:
         return self.spec.config
 
+    @property
+    def group_text(self) -> str:
+        return self.spec.config.group_text()
+
 
 @dataclass(frozen=True)
 class Plan:

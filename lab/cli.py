@@ -637,32 +637,16 @@ def results(
 
 
 def _export(st: "Store", suite: Optional[str], fmt: str, replicates: bool, output: Optional[Path]) -> None:
-    """CSV or JSON of every run, written suite by suite as each is read and ranked (a
-    100,000-run store is never one string in memory), to stdout or atomically to `output`."""
+    """CSV or JSON of every run, streamed suite by suite from the store (`lab.export`: a
+    100,000-run store is never in memory at once), to stdout or atomically to `output`."""
     from .core.atomic import atomic_writer
-    from .results import csv_lines, result_rows, stream_text, to_csv
+    from .export import export
 
     suites = [suite] if suite is not None else st.suites()
     if not suites:
         raise UserError(f"no runs yet at {st.dir}; run `dropres-lab run --headless` first")
-    ranked = (result_rows(st.runs(s), replicates=replicates) for s in suites)
-
-    def write_all(write) -> None:
-        if fmt == "json":
-            stream_text(ranked, "json", write)
-        elif replicates or len(suites) == 1:  # one table: the header is known from its rows
-            write(to_csv([r for rows in ranked for r in rows]))
-        else:
-            from .results import setting_keys
-
-            every = RunConfig().to_dict()  # every setting, and every skip depth any run of the store has
-            every["skips"] = {str(d): 0.0 for d in st.skip_depths()}
-            settings = setting_keys([every])
-            for i, rows in enumerate(ranked):
-                write(csv_lines(rows, settings, header=i == 0))
-
     if output is None:
-        write_all(sys.stdout.write)
+        export(st, suites, fmt, replicates, sys.stdout.write)
         sys.stdout.flush()
         return
     target = output.expanduser()
@@ -672,7 +656,7 @@ def _export(st: "Store", suite: Optional[str], fmt: str, replicates: bool, outpu
         raise UserError(f"--output {output}: the folder {target.parent} does not exist; create it first")
     try:
         with atomic_writer(target, binary=False) as fh:
-            write_all(fh.write)
+            export(st, suites, fmt, replicates, fh.write)
     except OSError as e:
         raise UserError(f"cannot write {output}: {e.strerror or e}") from None
     out.print(str(Path(os.path.realpath(target))), markup=False, highlight=False, soft_wrap=True)

@@ -297,8 +297,7 @@ def _drive(session: DriverSession, rows: list[RunRow], console: Console, experim
                 for run_id in ids:  # a stopped 10,000-run sweep: one line, not one per queued run
                     view.mark(run_id, status)
                 view.line(f"{counted(len(ids), 'run')} {status}" + (f": {note}" if note else ""))
-    got = store.get_many([r.run_id for r in rows])
-    final = [got[r.run_id] for r in rows if r.run_id in got]
+    final = store.refresh(rows)
     print_tables(final_tables(store, final, experiments), console)
     return 0 if all(r.status == "finished" for r in final) else 1
 

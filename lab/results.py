@@ -35,14 +35,14 @@ import io
 import json
 import math
 import statistics
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Iterable, Sequence
 
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from lab.core.config import DROPOUT_SITES
+from lab.core.config import DROPOUT_SITES, RunConfig
 from lab.formatting import fmt_comparison, fmt_duration, fmt_interval, fmt_loss, fmt_rate, status_style
 from lab.stats import DEFAULT_TOLERANCE, Comparison, compare, mean_interval, vs_best_verdict
 from lab.store import RunRow
@@ -131,24 +131,28 @@ def result_rows(rows: Iterable[RunRow], replicates: bool = False,
         by_suite.setdefault(row.suite, []).append(row)
     out: list[ResultRow] = []
     for suite, runs in by_suite.items():
-        built = _aggregate(runs) if replicates else [_single(r) for r in runs]
+        built = _aggregate(runs) if replicates else [single_row(r) for r in runs]
         ranked = _rank(built)
         add_statistics(ranked, (tolerances or {}).get(suite, DEFAULT_TOLERANCE))
         out.extend(ranked)
     return out
 
 
-def _single(row: RunRow) -> ResultRow:
+def single_row(row: RunRow, config: dict[str, Any] | None = None) -> ResultRow:
+    """A run as one unaggregated row, before ranking (`place`) and statistics. `config`: its
+    settings as a dict when the caller has them so (`row` then needs only the result fields of
+    a `RunRow`, not its `RunConfig`: an export does not build 100,000 of them)."""
+    config = row.config.to_dict() if config is None else config
     return ResultRow(
         suite=row.suite, name=row.name, rank=0, status=row.status, step=row.step,
         max_iters=row.max_iters, final_val=_num(row.final_val), best_val=_num(row.best_val),
         final_train=_num(row.final_train), gap=None, delta_best=None,
         reference=_num(row.reference), delta_ref=None, exact_val=_num(row.exact_val),
         wall_s=_num(row.wall_s), tokens_per_s=_num(row.tokens_per_s), varied={},
-        config=row.config.to_dict(), run_ids=[row.run_id], names=[row.name], error=row.error,
+        config=config, run_ids=[row.run_id], names=[row.name], error=row.error,
         base_name=row.base_name or row.name, dtype_used=row.dtype,
         values={k: [_num(getattr(row, k))] for k in AGGREGATED},
-        replicate_keys=[(row.config.seed, row.config.data_seed)],
+        replicate_keys=[(config["seed"], config["data_seed"])],
     )
 
 
@@ -200,31 +204,42 @@ def replicate_groups(runs: Sequence[RunRow]) -> list[tuple[str, list[RunRow]]]:
     by_base_data: dict[str, set[int]] = {}
     for r in runs:
         by_base_data.setdefault(r.base_name or r.name, set()).add(r.config.data_seed)
-    groups: dict[tuple[str, str, str | None], list[RunRow]] = {}
+    groups: dict[tuple[str, RunConfig, str | None], list[RunRow]] = {}
+    first_dtype: dict[tuple[str, RunConfig], str | None] = {}  # (base, settings) -> the dtype of its first set
     for r in runs:
         base = r.base_name or r.name
-        settings = r.config.to_dict()
-        settings.pop("seed")
+        # The settings but the seed(s), as a RunConfig (hashable, equal field by field) rather
+        # than as JSON: the end of a 100,000-run sweep encoded every run's settings for this.
+        key = r.config.with_seed(0)
         if len(by_base_data[base]) > 1 and base != r.name:
-            settings.pop("data_seed")
-        key = json.dumps(settings, sort_keys=True)
-        dtype = r.dtype or next((d for b, k, d in groups if (b, k) == (base, key)), None)
+            key = replace(key, data_seed=0)
+        # Looked up, not searched for: after a stop, 100,000 runs not started would each scan every set.
+        dtype = r.dtype or first_dtype.get((base, key))
+        first_dtype.setdefault((base, key), dtype)
         groups.setdefault((base, key, dtype), []).append(r)
     return [(base, members) for (base, _, _), members in groups.items()]
 
 
 def _rank(rows: list[ResultRow]) -> list[ResultRow]:
-    """Sort one suite's rows by best val (missing last, then by name) and fill the derived columns."""
+    """Sort one suite's rows by best val (missing last, then by name) and fill the derived columns.
+
+    `Store.RANK_ORDER` is the same order in SQL, for exports that read a suite already ranked."""
     rows = sorted(rows, key=lambda r: (r.best_val is None, r.best_val if r.best_val is not None else 0.0, r.name))
     best = rows[0].best_val if rows else None
     varied = varied_settings([r.config for r in rows])
     for i, r in enumerate(rows, 1):
-        r.rank = i
-        r.gap = _sub(r.final_val, r.final_train)
-        r.delta_best = _sub(r.best_val, best)
-        r.delta_ref = _sub(r.final_val, r.reference)
-        r.varied = {k: setting_value(r.config, k) for k in varied}
+        place(r, i, best, varied)
     return rows
+
+
+def place(row: ResultRow, rank: int, best: float | None, varied: Sequence[str]) -> None:
+    """Fill a row's rank and the columns derived from its suite: the gap, the distance to the
+    suite's `best` best val and to the reference, and the suite's `varied` settings."""
+    row.rank = rank
+    row.gap = _sub(row.final_val, row.final_train)
+    row.delta_best = _sub(row.best_val, best)
+    row.delta_ref = _sub(row.final_val, row.reference)
+    row.varied = {k: setting_value(row.config, k) for k in varied}
 
 
 # -- statistics: comparable sets, vs best, reference tolerance -----------------------------
@@ -234,57 +249,111 @@ def add_statistics(rows: list[ResultRow], tolerance: float = DEFAULT_TOLERANCE) 
     """Fill one suite's rows' statistics in place: the comparable set of each row, its test
     against that set's best row on exact val, and whether its final val is within the
     reproduction `tolerance` of the published reference."""
-    for number, members in enumerate(comparable_sets(rows), 1):
-        for r in members:
-            r.comparable = number
-        compare_with_best(members)
-    for r in rows:
-        r.tolerance = tolerance
-        r.within_tolerance = None if r.delta_ref is None else abs(r.delta_ref) <= tolerance + 1e-12
+    keys = copy_settings(rows)
+    sets = ComparableSets()
+    for i, r in enumerate(rows):
+        sets.add(comparable_key(r.config, keys), r.dtype_used, i, r.rank, _mean_of(r, COMPARED), r.values[COMPARED],
+                 r.replicate_keys)
+    sets.close()
+    for i, r in enumerate(rows):
+        sets.test(r, comparable_key(r.config, keys), i)
+        within_tolerance(r, tolerance)
+
+
+def within_tolerance(row: ResultRow, tolerance: float) -> None:
+    """Record the suite's reproduction tolerance on a row and whether |delta_ref| is within it."""
+    row.tolerance = tolerance
+    row.within_tolerance = None if row.delta_ref is None else abs(row.delta_ref) <= tolerance + 1e-12
 
 
 def copy_settings(rows: Sequence[ResultRow]) -> list[str]:
     """Settings (flattened) that differ between rows of ONE base name, seeds aside: what a copy
     of a run changed (`--max-iters 1000`, an edited default), as opposed to what the suite
     varies between its runs. Rows differing in these are never compared."""
-    by_base: dict[str, list[dict[str, Any]]] = {}
+    by_base: dict[str, SettingsSpread] = {}
     for r in rows:
-        by_base.setdefault(r.base_name or r.name, []).append(r.config)
+        by_base.setdefault(r.base_name or r.name, SettingsSpread()).add(r.config)
+    return copy_keys(spread.varied() for spread in by_base.values())
+
+
+def copy_keys(varied_per_base: Iterable[Sequence[str]]) -> list[str]:
+    """`copy_settings` from what varies within each base name, bases in first-seen order."""
     keys: list[str] = []
-    for configs in by_base.values():
-        keys.extend(k for k in varied_settings(configs) if k not in keys and k not in ("seed", "data_seed"))
+    for varied in varied_per_base:
+        keys.extend(k for k in varied if k not in keys and k not in ("seed", "data_seed"))
     return keys
 
 
-def comparable_sets(rows: Sequence[ResultRow]) -> list[list[ResultRow]]:
+def comparable_key(config: dict[str, Any], keys: Sequence[str]) -> str:
+    """What rows of one comparable set share: their values of the suite's `copy_settings`."""
+    return json.dumps([setting_value(config, k) for k in keys], default=str) if keys else "[]"
+
+
+@dataclass
+class _Set:
+    first: int  # the position of its first row in the ranked suite
+    best: tuple[float, int] | None = None  # (score, rank) of its best scored row
+    best_at: int = -1  # that row's position
+    best_values: tuple[list, list] = ([], [])  # that row's values of COMPARED and replicate keys
+
+
+class ComparableSets:
     """One suite's rows split into sets that may be compared: equal in every setting the suite
-    does not vary (see `copy_settings`) and in the dtype actually used (a run not started yet
-    joins a set of its settings). In order of first appearance, so the set holding the first
-    (best-ranked) row is set 1."""
-    keys = copy_settings(rows)
-    sets: dict[tuple[str, str | None], list[ResultRow]] = {}
-    for r in sorted(rows, key=lambda r: r.dtype_used is None):  # runs not started join a set last
-        settings = json.dumps([setting_value(r.config, k) for k in keys], default=str)
-        dtype = r.dtype_used or next((d for k, d in sets if k == settings), None)
-        sets.setdefault((settings, dtype), []).append(r)
-    return sorted(sets.values(), key=lambda members: min(rows.index(r) for r in members))
+    does not vary (`copy_settings`, as `comparable_key`) and in the dtype actually used (a run
+    not started yet joins the first set of its settings). Numbered in order of first
+    appearance, so the set holding the first (best-ranked) row is set 1.
 
+    Built a row at a time (`add`, in rank order, then `close`), keeping per set only its first
+    position and its best row (lowest mean exact val, then rank), so an export can number and
+    test 100,000 rows read twice from the store instead of holding them; `test` then fills a
+    row's set and its comparison with that best."""
 
-def compare_with_best(members: Sequence[ResultRow]) -> None:
-    """Test each row of one comparable set against the set's best (lowest mean exact val):
-    Welch's test on exact val, or the paired test where both rows have the same seeds."""
-    scored = [r for r in members if _mean_of(r, COMPARED) is not None]
-    for r in members:
-        r.vs_best, r.verdict = None, ""
-    if not scored:
-        return
-    best = min(scored, key=lambda r: (_mean_of(r, COMPARED), r.rank))
-    for r in scored:
-        if r is best:
-            r.verdict = vs_best_verdict(Comparison(0.0, None, None, None, None, 0, 0), is_best=True)
-            continue
-        r.vs_best = compare(r.values[COMPARED], best.values[COMPARED], r.replicate_keys, best.replicate_keys)
-        r.verdict = vs_best_verdict(r.vs_best)
+    def __init__(self) -> None:
+        self._started: dict[tuple[str, str], _Set] = {}  # (settings, dtype) -> set, first seen first
+        self._waiting: dict[str, _Set] = {}  # runs not started yet, by settings, until `close`
+        self._joined: dict[str, _Set] = {}  # settings -> the set its runs not started joined
+        self._numbers: dict[int, int] = {}  # id(set) -> its number
+
+    def add(self, settings: str, dtype: str | None, at: int, rank: int, score: float | None,
+            values: Sequence[float | None], keys: Sequence[tuple[int, int]]) -> None:
+        """Count the row at position `at` of the ranked suite: its settings (`comparable_key`),
+        dtype used, rank, score (mean exact val; None: none), and for the comparisons its
+        exact vals and replicate keys (kept only while it is its set's best)."""
+        if dtype is None:
+            target = self._waiting.setdefault(settings, _Set(at))
+        else:
+            target = self._started.setdefault((settings, dtype), _Set(at))
+        if score is not None and (target.best is None or (score, rank) < target.best):
+            target.best, target.best_at, target.best_values = (score, rank), at, (list(values), list(keys))
+
+    def close(self) -> None:
+        """Runs not started join the first set of their settings, or make their own; then number."""
+        for settings, waiting in self._waiting.items():
+            target = next((s for (k, _), s in self._started.items() if k == settings), None)
+            if target is None:
+                self._joined[settings] = waiting
+                continue
+            self._joined[settings] = target
+            target.first = min(target.first, waiting.first)
+            if waiting.best is not None and (target.best is None or waiting.best < target.best):
+                target.best, target.best_at, target.best_values = waiting.best, waiting.best_at, waiting.best_values
+        every = list(self._started.values()) + [w for k, w in self._waiting.items() if self._joined[k] is w]
+        self._numbers = {id(s): n for n, s in enumerate(sorted(every, key=lambda s: s.first), 1)}
+
+    def test(self, row: ResultRow, settings: str, at: int) -> None:
+        """Fill a row's set number and its test against the set's best on exact val (Welch's,
+        or paired where both rows have the same seeds); the best row reads "best"."""
+        found = self._joined[settings] if row.dtype_used is None else self._started[(settings, row.dtype_used)]
+        row.comparable = self._numbers[id(found)]
+        row.vs_best, row.verdict = None, ""
+        if _mean_of(row, COMPARED) is None or found.best is None:
+            return
+        if at == found.best_at:
+            row.verdict = vs_best_verdict(Comparison(0.0, None, None, None, None, 0, 0), is_best=True)
+            return
+        values, keys = found.best_values
+        row.vs_best = compare(row.values[COMPARED], values, row.replicate_keys, keys)
+        row.verdict = vs_best_verdict(row.vs_best)
 
 
 def _mean_of(row: ResultRow, key: str) -> float | None:
@@ -304,10 +373,10 @@ def setting_keys(configs: Iterable[dict[str, Any]]) -> list[str]:
     """Every setting of `configs`, flattened, in the order settings are declared: each field,
     with `skips` spread into one "skips.N" per depth that any config has. This is what an
     export carries, so a table read elsewhere has every setting of every run."""
-    keys: list[str] = []
+    spread = SettingsSpread()
     for config in configs:
-        keys.extend(k for k in _flatten(config) if k not in keys)
-    return sorted(keys, key=_setting_order)
+        spread.add(config)
+    return spread.keys()
 
 
 def common_settings(configs: Sequence[dict[str, Any]]) -> dict[str, Any]:
@@ -327,21 +396,80 @@ def varied_settings(configs: Sequence[dict[str, Any]]) -> list[str]:
 
     A skip depth present in some configs and absent in others differs (absent = no path).
     """
-    if len(configs) < 2:
-        return []
-    flats = [_flatten(c) for c in configs]
-    # One "dropout" column instead of four when every config uses one rate at all four sites.
-    if all(len({f.get(s) for s in DROPOUT_SITES}) == 1 for f in flats):
-        for f in flats:
-            rate = f.get(DROPOUT_SITES[0])
-            for s in DROPOUT_SITES:
-                f.pop(s, None)
-            f["dropout"] = rate
-    keys: list[str] = []
-    for f in flats:
-        keys.extend(k for k in f if k not in keys)
-    keys.sort(key=_setting_order)
-    return [k for k in keys if len({_same(f.get(k)) for f in flats}) > 1]
+    spread = SettingsSpread()
+    for config in configs:
+        spread.add(config)
+    return spread.varied()
+
+
+class SettingsSpread:
+    """What a set of settings dicts has and varies, taken in one at a time (`add`), so the
+    100,000 runs of a suite are never held at once: `keys()` is `setting_keys` of every dict
+    added and `varied()` their `varied_settings`. Keeps the first dict (flattened) and, per
+    setting, whether some later dict differs from it there."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self._first: dict[str, Any] = {}
+        self._seen: dict[str, None] = {}  # every flattened setting, first seen first
+        self._same: set[str] = set()  # settings no dict has differed in so far
+        self._differ: set[str] = set()
+        self._one_rate = True  # every dict has one rate at the four dropout sites
+        self._rates_differ = False  # ... and that rate differs between them
+
+    def add(self, config: dict[str, Any]) -> None:
+        flat = _flatten(config)
+        self.count += 1
+        rate = flat.get(DROPOUT_SITES[0])
+        if self._one_rate and len({flat.get(s) for s in DROPOUT_SITES}) != 1:
+            self._one_rate = False
+        if self.count == 1:
+            self._first = flat
+            self._seen = dict.fromkeys(flat)
+            self._same = set(flat)
+            return
+        first = self._first
+        if not self._rates_differ and _differs(rate, first.get(DROPOUT_SITES[0])):
+            self._rates_differ = True
+        if flat.keys() != self._seen.keys():
+            for k in flat:
+                if k not in self._seen:  # absent from every dict so far: differs unless None here too
+                    self._seen[k] = None
+                    self._same.add(k)
+        differ = []
+        for k in self._same:  # inlined `_differs`: this runs for every setting of every run
+            a, b = flat.get(k), first.get(k)
+            if (a != b) if type(a) is type(b) and type(a) in _SCALARS else _same(a) != _same(b):
+                differ.append(k)
+        if differ:
+            self._same.difference_update(differ)
+            self._differ.update(differ)
+
+    def keys(self) -> list[str]:
+        """`setting_keys` of the dicts added."""
+        return sorted(self._seen, key=_setting_order)
+
+    def varied(self) -> list[str]:
+        """`varied_settings` of the dicts added."""
+        if self.count < 2:
+            return []
+        keys, differ = list(self._seen), self._differ
+        if self._one_rate:  # one "dropout" column instead of four
+            keys = [k for k in keys if k not in DROPOUT_SITES] + ["dropout"]
+            differ = differ | ({"dropout"} if self._rates_differ else set())
+        keys.sort(key=_setting_order)
+        return [k for k in keys if k in differ]
+
+
+#: Types whose values are the same setting exactly when they are equal (and of one type).
+_SCALARS = (str, int, float, bool, type(None))
+
+
+def _differs(a: Any, b: Any) -> bool:
+    """Whether two settings values are different settings (`_same`)."""
+    if type(a) is type(b) and type(a) in _SCALARS:
+        return a != b
+    return _same(a) != _same(b)
 
 
 def _same(value: Any) -> Any:
@@ -625,27 +753,37 @@ def to_csv(rows: Sequence[ResultRow]) -> str:
     `<loss>_std` / `<loss>_n` columns.
     """
     aggregated = any(r.aggregated for r in rows)
-    header = list(_CSV_FIELDS) + STAT_FIELDS
-    if aggregated:
-        header += ["seeds"] + [f"{k}_{s}" for k in AGGREGATED for s in ("std", "n", "ci_low", "ci_high")]
-    settings = [k for k in setting_keys(r.config for r in rows) if k not in header]
-    header += settings + ["run_ids"]
+    header, settings = csv_header(aggregated, setting_keys(r.config for r in rows))
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(header)
-    for r in rows:
-        line = [_csv(getattr(r, k)) for k in _CSV_FIELDS]
-        line += [_csv(v) for v in statistics_fields(r).values()]
-        if aggregated:
-            line += [" ".join(str(s) for s in r.seeds or [])]
-            for k in AGGREGATED:
-                st = r.stats[k] if r.stats else None
-                line += [_csv(st.std if st else None), st.n if st else "", _csv(st.low if st else None),
-                         _csv(st.high if st else None)]
-        line += [_csv(setting_value(r.config, k)) for k in settings]
-        line.append(" ".join(r.run_ids))
-        writer.writerow(line)
+    writer.writerows(csv_row(r, aggregated, settings) for r in rows)
     return buf.getvalue()
+
+
+def csv_header(aggregated: bool, every_setting: Sequence[str]) -> tuple[list[str], list[str]]:
+    """`to_csv`'s header, and the settings columns in it, for rows with `every_setting`
+    (`setting_keys`): known before the rows, so an export can write them as they are read."""
+    header = list(_CSV_FIELDS) + STAT_FIELDS
+    if aggregated:
+        header += ["seeds"] + [f"{k}_{s}" for k in AGGREGATED for s in ("std", "n", "ci_low", "ci_high")]
+    settings = [k for k in every_setting if k not in header]
+    return header + settings + ["run_ids"], settings
+
+
+def csv_row(r: ResultRow, aggregated: bool, settings: Sequence[str]) -> list[Any]:
+    """One line of `to_csv` (see `csv_header`)."""
+    line = [_csv(getattr(r, k)) for k in _CSV_FIELDS]
+    line += [_csv(v) for v in statistics_fields(r).values()]
+    if aggregated:
+        line += [" ".join(str(s) for s in r.seeds or [])]
+        for k in AGGREGATED:
+            st = r.stats[k] if r.stats else None
+            line += [_csv(st.std if st else None), st.n if st else "", _csv(st.low if st else None),
+                     _csv(st.high if st else None)]
+    line += [_csv(setting_value(r.config, k)) for k in settings]
+    line.append(" ".join(r.run_ids))
+    return line
 
 
 def _csv(value: Any) -> Any:
@@ -685,6 +823,11 @@ def row_to_dict(row: ResultRow) -> dict[str, Any]:
     """A JSON-ready dict: every column, the statistics (`statistics_fields`), the varied
     settings, the full settings; non-finite numbers as None. Aggregated rows add seeds, names
     and `<loss>_std` / `<loss>_n` / `<loss>_ci_low` / `<loss>_ci_high`."""
+    return _json_safe(_row_fields(row))
+
+
+def _row_fields(row: ResultRow) -> dict[str, Any]:
+    """`row_to_dict` before non-finite numbers become None."""
     d: dict[str, Any] = {
         "suite": row.suite, "name": row.name, "rank": row.rank, "status": row.status,
         "step": row.step, "max_iters": row.max_iters, "final_val": row.final_val,
@@ -705,7 +848,7 @@ def row_to_dict(row: ResultRow) -> dict[str, Any]:
             d[f"{k}_ci_high"] = st.high
     else:
         d["run_id"] = row.run_ids[0] if row.run_ids else None
-    return _json_safe(d)
+    return d
 
 
 def to_json(rows: Sequence[ResultRow]) -> str:
@@ -774,18 +917,24 @@ def stream_text(suites: Iterable[Sequence[ResultRow]], fmt: str, write: Callable
         first = True
         for rows in suites:
             for r in rows:
-                write(("[\n" if first else ",\n") + _indented(row_to_dict(r)))
+                write(("[\n" if first else ",\n") + _indented(r))
                 first = False
         write("[]\n" if first else "\n]\n")
         return
     raise ValueError(f"no streamed format {fmt!r}; write CSV with csv_lines")
 
 
-def _indented(d: dict[str, Any]) -> str:
+def _indented(row: ResultRow) -> str:
     """One object of the streamed list: on one line, indented by 2. The same JSON as
     `to_json` but for whitespace; with an indent, Python's encoder runs in Python rather
-    than C, five times slower, and a 10,000-run export took seconds more for it."""
-    return "  " + json.dumps(d, allow_nan=False)
+    than C, five times slower, and a 10,000-run export took seconds more for it. Encoded
+    as it is first: only a row with a non-finite number (which strict JSON refuses) pays
+    for `row_to_dict`'s walk over every value, a third of a 100,000-run export's time."""
+    fields = _row_fields(row)
+    try:
+        return "  " + json.dumps(fields, allow_nan=False)
+    except ValueError:
+        return "  " + json.dumps(_json_safe(fields), allow_nan=False)
 
 
 def csv_lines(rows: Sequence[ResultRow], settings: Sequence[str], header: bool) -> str:

@@ -324,6 +324,31 @@ def test_results_one_suite_replicates_and_output_file(store_dir, tmp_path):
     assert len(list(csv.DictReader(target.open()))) == 7
 
 
+def test_streamed_exports_are_the_tables_rows_exactly(store_dir):
+    """`results --format json|csv` stream each suite from the store (lab/export.py) but write
+    exactly what `to_json`/`to_csv` of `result_rows` write: ranks, sets, tests, settings."""
+    with Store.open(store_dir) as st:  # copies that differ in more than the seed, in two dtypes
+        _add(st, "s", "b", _cfg(skips={1: 0.1}, max_iters=80), final=(1.62, 1.61, 1.5, 1.63, 9.0, 10.0))
+        copy = _add(st, "s", "a", _cfg(skips={1: 0.025}, max_iters=80), start=False)
+        st.apply_many([ev.Started(copy, 0, 80, 1000, "cpu", "bfloat16", 1),
+                       ev.Finished(copy, 80, 1.55, 1.57, 1.4, 1.56, 9.0, 10.0)])
+        _add(st, "t", "late", _cfg(n_layer=2, dropout=0.1), start=False)
+        _add(st, "u", "one", _cfg(attn_dropout=0.3), final=(2.0, 2.0, 2.0, 2.0, 1.0, 1.0))
+        by_suite = {s: result_rows(st.runs(s)) for s in st.suites()}
+    every = [r for rows in by_suite.values() for r in rows]
+    assert {r.comparable for r in by_suite["s"]} == {1, 2, 3}  # the copies make sets of their own
+    streamed = _cli("results", "--store", str(store_dir), "--format", "json").stdout
+    assert json.dumps(json.loads(streamed)) == json.dumps(json.loads(to_json(every)))  # same keys in the same order
+    for suite, rows in by_suite.items():
+        one = _cli("results", suite, "--store", str(store_dir), "--format", "csv").stdout
+        assert one == to_csv(rows)
+    from lab.results import csv_lines, setting_keys
+
+    settings = setting_keys([{**RunConfig().to_dict(), "skips": {"1": 0.0}}])
+    assert _cli("results", "--store", str(store_dir), "--format", "csv").stdout == "".join(
+        csv_lines(rows, settings, header=i == 0) for i, rows in enumerate(by_suite.values()))
+
+
 def test_results_unknown_suite_lists_suites(store_dir):
     res = _cli("results", "nope", "--store", str(store_dir))
     assert res.exit_code == 2

@@ -8,12 +8,12 @@ from types import SimpleNamespace
 
 from lab.core.config import RunConfig
 from lab.workers import scheduler
-from lab.workers.scheduler import check_device, plan_groups, plan_workers
+from lab.workers.scheduler import check_device, plan_groups, plan_workers, spread_groups
 
 
 def row(name: str, step: int = 0, **settings):
     cfg = RunConfig.from_dict({"n_layer": 2, **settings})
-    return SimpleNamespace(run_id=name, config=cfg, checkpoint_step=step or None)
+    return SimpleNamespace(run_id=name, config=cfg, group_text=cfg.group_text(), checkpoint_step=step or None)
 
 
 def test_runs_differing_only_in_rates_and_seed_share_a_group():
@@ -85,3 +85,39 @@ def test_counting_cuda_devices_imports_torch_only_for_a_gpu_build():
     gpu_build, count, imported = out
     assert imported == str(gpu_build != "False")
     assert gpu_build != "False" or count == "0"
+
+
+class Recording:
+    """An executor with two idle workers that records the groups handed to them."""
+
+    def __init__(self) -> None:
+        self.tasks: list = []
+
+    def idle_slots(self) -> list[int]: return [0, 1]
+    def device_of(self, slot: int) -> str: return "cpu"
+    def busy(self) -> bool: return False
+    def submit(self, slot: int, task) -> None: self.tasks.append(task)
+
+
+def test_the_driver_groups_the_queue_from_its_light_read_as_from_whole_rows(tmp_path):
+    """The driver plans from (id, group, resume step) and reads whole rows only for the groups
+    it dispatches: the same groups, with the same settings, as planning from whole rows."""
+    from lab.core.config import TrainOptions
+    from lab.store import NewRun, Store
+    from lab.workers.driver import Driver
+
+    def cfg(**settings):
+        return RunConfig.from_dict({"n_layer": 1, "n_head": 2, "n_embd": 16, "dtype": "float32", **settings})
+
+    runs = [NewRun("s", f"r{i}", f"r{i}", cfg(skips={1: i / 100}, seed=i), None) for i in range(7)]
+    runs += [NewRun("s", "wide", "wide", cfg(n_embd=32), None), NewRun("s", "deep", "deep", cfg(n_layer=2), None)]
+    runs.insert(3, NewRun("s", "lr", "lr", cfg(lr=3e-4), None))
+    with Store.open(tmp_path / "runs") as store:
+        store.enqueue_many(runs)
+        whole = spread_groups(plan_groups(store.queued(), 4), 2)[:2]
+        executor = Recording()
+        driver = Driver(store, executor, group_size=4, options=TrainOptions(), kind="background")
+        driver._dispatch()
+    assert [task.run_ids for task in executor.tasks] == [[r.run_id for r in g] for g in whole]
+    assert [task.configs for task in executor.tasks] == [[r.config.to_dict() for r in g] for g in whole]
+    assert len(whole[0]) == 4 and len({r.config.group_key() for r in whole[0]}) == 1

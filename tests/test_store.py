@@ -629,6 +629,59 @@ def test_a_schema_1_store_upgrades_to_record_the_drivers_kind_and_exit_requests(
     assert _schema_of(d)[0] == SCHEMA_VERSION == 3  # 3: the lab's paged reads have their indexes
 
 
+    assert _schema_of(d)[0] == SCHEMA_VERSION
+
+
+def test_an_old_store_upgrades_with_each_runs_group_in_its_own_column(tmp_path: Path) -> None:
+    """Schema 3: the scheduler's light read of the queue (id, group, resume step) works on a
+    store written before the column existed, filled from each run's settings."""
+    d = _v1_store(tmp_path)
+    with Store.open(d) as st:
+        queued = st.queued()
+        assert st.queued_runs() == [(r.run_id, r.config.group_text(), r.checkpoint_step) for r in queued]
+        assert {r["run_id"]: r["group_text"] for r in st._read("SELECT run_id, group_text FROM runs")} == {
+            r.run_id: r.config.group_text() for r in st.runs()}
+        new = st.enqueue("quick", "skip2", "skip2", dataclasses.replace(queued[0].config, seed=7), None)
+        assert st.queued_runs()[-1] == (new.run_id, queued[0].config.group_text(), None)
+
+
+def test_enqueued_rows_and_refreshed_rows_are_what_the_store_reads_back(store: Store) -> None:
+    """`enqueue_many` returns the rows it wrote without reading them back, and `refresh`
+    re-reads rows without parsing their settings again: both as `get_many` would read them."""
+    from lab.store import NewRun
+
+    old = store.enqueue("s", "old", "old", CFG, None)
+    store.apply(Finished(old.run_id, 40, 2.0, 1.9, 1.8, 2.0, 1.0, 100.0))
+    runs = [NewRun("s", f"r{i}", "r", dataclasses.replace(CFG, seed=i), 1.5 if i else None) for i in range(3)]
+    rows = store.enqueue_many(runs + [NewRun("s", "old", "old", CFG, 1.2)] + runs[:1],
+                              provenance=[{"lab": "x", "n": i} for i in range(5)])
+    assert rows == [store.get(r.run_id) for r in rows]
+    store.apply(Started(rows[1].run_id, 0, 40, 1000, "cpu", "float32", 1))
+    store.delete([rows[2].run_id])
+    assert store.refresh(rows) == [store.get(r.run_id) for r in rows if r.run_id != rows[2].run_id]
+
+
+def test_a_stop_marks_thousands_of_queued_runs_with_one_log_line_each(store: Store) -> None:
+    from lab.store import NewRun
+
+    rows = store.enqueue_many([NewRun("big", f"r{i}", f"r{i}", dataclasses.replace(CFG, seed=i), None)
+                               for i in range(2000)])
+    ids = [r.run_id for r in rows]
+    store.apply(Started(ids[0], 0, 40, 1000, "cpu", "float32", 1))
+    store.apply(Finished(ids[1], 40, 2.0, 1.9, 1.8, 2.0, 1.0, 100.0))
+    order = ids[::-1]
+    marked = store.stop_runs(order, "stopped before it started")
+    assert marked == [rid for rid in order if rid != ids[1]]  # the finished run keeps its result
+    assert store.stop_runs(ids, "again") == []
+    counts = store._read("SELECT status, error, count(*) FROM runs GROUP BY status, error ORDER BY status")
+    assert [tuple(r) for r in counts] == [("finished", None, 1), ("stopped", "stopped before it started", 1999)]
+    assert store.log(ids[5])[-1][1:] == (None, "stopped: stopped before it started")
+    assert store.log(ids[0])[-1][1:] == (None, "stopped: stopped before it started")  # it was running
+    lines = store._read("SELECT count(*), count(DISTINCT run_id) FROM log WHERE message LIKE 'stopped: %'")
+    assert tuple(lines[0]) == (1999, 1999)  # one line each
+    assert store.fail_runs([ids[2]], "worker died") == []  # already stopped: not queued or running
+
+
 def _tables(d: Path) -> list[str]:
     with contextlib.closing(sqlite3.connect(d / "store.sqlite3")) as conn:
         return sorted(r[0] for r in conn.execute("SELECT sql FROM sqlite_master WHERE sql IS NOT NULL"))

@@ -41,7 +41,7 @@ def serve(store_dir: Path, settings: DriverSettings) -> int:
         if session.interrupted:
             n = len(session.interrupted)
             log(f"{counted(n, 'run')} left running by a previous driver {'is' if n == 1 else 'are'} now stopped (resumable)")
-        queued = session.store.queued()
+        queued = session.store.queued_runs()
         plan = session.plan(queued)
         executor = session.start_workers(plan, queued)
         log(f"background driver pid {os.getpid()}: {executor.describe()}, groups of up to {plan.group_size}")

@@ -17,7 +17,7 @@ from typing import Callable, Iterable
 from ..core import events as ev
 from ..core.config import RunConfig, TrainOptions
 from ..core.precision import DtypeChoice, choice_before_workers, choices_before_workers
-from ..store import RunRow, Store
+from ..store import QueuedRun, RunRow, Store
 from .executor import Executor, GroupTask, TaskDone, WorkerDied, WorkerReady
 from .scheduler import plan_groups, spread_groups
 
@@ -86,7 +86,8 @@ class Driver:
         self.store.set_driver_info(_pid(), accepting=self.scope is None, kind=self.kind)
         # Measured before the workers start (they would slow it); a session that started them
         # already decided every queued shape (`DriverSession.start_workers`).
-        choices_before_workers([r.config for r in self._queued()], self.devices, self.dtype_choices)
+        choices_before_workers([r.config for r in self.store.group_leaders(self._queued())], self.devices,
+                               self.dtype_choices)
         self.executor.start()
         try:
             while True:
@@ -105,8 +106,10 @@ class Driver:
                 self.store.mark_interrupted()
                 self.store.clear_driver_info()
 
-    def _queued(self) -> list[RunRow]:
-        rows = self.store.queued()
+    def _queued(self) -> list[QueuedRun]:
+        """The queue in the scheduler's light form (id, group, resume step): a poll or a
+        dispatch reads three columns of the queued runs, never whole rows."""
+        rows = self.store.queued_runs()
         if self.scope is not None:
             rows = [r for r in rows if r.run_id in self.scope]
         return rows
@@ -135,9 +138,12 @@ class Driver:
         if not waiting:
             return
         # Spread the work: with more idle workers than groups, the largest groups are split.
-        groups = spread_groups(plan_groups(waiting, self.group_size), len(idle))
+        groups = spread_groups(plan_groups(waiting, self.group_size), len(idle))[:len(idle)]
+        rows = self.store.get_many([r.run_id for group in groups for r in group])  # whole rows: these groups only
         for slot, group in zip(idle, groups):
-            self._submit(slot, group)
+            members = [rows[r.run_id] for r in group if r.run_id in rows]  # a run deleted meanwhile is left out
+            if members:
+                self._submit(slot, members)
 
     def _submit(self, slot: int, group: list[RunRow]) -> None:
         task_id = f"g{next(self._ids)}"

@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple, Protocol, Sequence, TypeVar
 
-from ..core.config import RunConfig
 from ..formatting import counted
 
 #: Largest group on a CPU when the user sets none: larger groups keep the matmuls busier,
@@ -33,11 +32,12 @@ class WorkerSpec:
 
 
 class Queued(Protocol):
-    """What the scheduler reads of a queued run: a store row (`RunRow`), or a stand-in for a
-    run not queued yet (`lab.bench` plans a suite before anything is written)."""
+    """What the scheduler reads of a queued run: the store's light queue row (`QueuedRun`, what
+    the driver plans from), a whole row (`RunRow`), or a stand-in for a run not queued yet
+    (`lab.bench` plans a suite before anything is written)."""
 
     @property
-    def config(self) -> RunConfig: ...
+    def group_text(self) -> str: ...
 
     @property
     def checkpoint_step(self) -> int | None: ...
@@ -54,12 +54,13 @@ def resume_step(run: Queued) -> int:
 def plan_groups(runs: Sequence[Q], group_size: int) -> list[list[Q]]:
     """Split runs into compatible groups of at most `group_size`, keeping queue order.
 
-    Compatible means equal `group_key()` and equal resume step. Groups are formed in the order
-    their first run was queued, and each is cut into chunks no larger than `group_size`.
+    Compatible means equal group key (`RunConfig.group_key`, as text: `group_text`) and equal
+    resume step. Groups are formed in the order their first run was queued, and each is cut
+    into chunks no larger than `group_size`.
     """
-    buckets: dict[tuple, list[Q]] = {}
+    buckets: dict[tuple[str, int], list[Q]] = {}
     for run in runs:
-        buckets.setdefault((run.config.group_key(), resume_step(run)), []).append(run)
+        buckets.setdefault((run.group_text, resume_step(run)), []).append(run)
     groups: list[list[Q]] = []
     for members in buckets.values():
         for start in range(0, len(members), max(1, group_size)):

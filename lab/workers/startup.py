@@ -25,7 +25,7 @@ from typing import Callable, Iterable, Iterator, NamedTuple, Sequence
 
 from ..core.config import RunConfig, TrainOptions
 from ..core.precision import DtypeChoice, choices_before_workers, needs_measuring, shape_text
-from ..store import Store
+from ..store import QueuedRun, RunRow, Store
 from .driver import Driver
 from .executor import Executor
 from .handover import take_lock
@@ -147,7 +147,7 @@ class DriverSession:
             if early is not None:
                 early[1].kill()
 
-    def start_workers(self, plan: ExecutionPlan, queued: Sequence[Queued]) -> Executor:
+    def start_workers(self, plan: ExecutionPlan, queued: Sequence[QueuedRun | RunRow]) -> Executor:
         """`plan`'s executor, started once dtype "auto" is decided for every queued shape on its
         devices (`choices_before_workers`; `drive` hands the answers to the driver).
 
@@ -156,7 +156,8 @@ class DriverSession:
         answer would be cached. A cached or explicit dtype costs no torch import here, so the
         workers' own imports start at once. Started before `drive` so a front-end can say
         what it trains on (a Ray cluster is joined here)."""
-        choices_before_workers([q.config for q in queued], [w.device for w in plan.workers], self.dtype_choices)
+        choices_before_workers([r.config for r in self.store.group_leaders(queued)], [w.device for w in plan.workers],
+                               self.dtype_choices)
         early, self._early = self._early, None
         if early is not None:
             if early[0].workers == plan.workers:
