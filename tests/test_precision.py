@@ -264,7 +264,7 @@ def test_a_driver_session_decides_auto_before_it_starts_any_worker(tmp_path, mon
 
     monkeypatch.setattr(precision, "choose_dtype", decide)
     cfg = tiny_config(tmp_path / "corpus.txt", dtype="auto")
-    queued = [SimpleNamespace(config=cfg, checkpoint_step=None)] * 2
+    queued = [SimpleNamespace(config=cfg, checkpoint_step=None, group_text=cfg.group_text())] * 2
     with DriverSession(tmp_path / "store", DriverSettings(device="cpu", workers=2), 0, kind="headless") as session:
         monkeypatch.setattr(session, "executor", lambda plan: RecordingExecutor())
         session.start_workers(session.plan(queued), queued)
@@ -311,7 +311,7 @@ def test_early_workers_are_adopted_by_the_same_plan_and_ended_otherwise(tmp_path
     session = DriverSession(tmp_path / "store", DriverSettings(device="cpu"), 0, kind="headless")
     monkeypatch.setattr(session, "executor", lambda plan: made.append(FakeExecutor(plan)) or made[-1])
     configs = [tiny_config("x"), tiny_config("x", seed=2)]
-    queued = [SimpleNamespace(config=c, checkpoint_step=None) for c in configs]
+    queued = [SimpleNamespace(config=c, checkpoint_step=None, group_text=c.group_text()) for c in configs]
 
     with session.early_workers(configs):
         assert len(made) == 1 and made[0].started  # before the store is open

@@ -626,9 +626,6 @@ def test_a_schema_1_store_upgrades_to_record_the_drivers_kind_and_exit_requests(
         assert [r.kind for r in st.pending_requests()] == ["stop_all", "exit"]
         st.set_driver_info(4243, accepting=True, kind="headless")
         assert st.driver_info().kind == "headless"
-    assert _schema_of(d)[0] == SCHEMA_VERSION == 3  # 3: the lab's paged reads have their indexes
-
-
     assert _schema_of(d)[0] == SCHEMA_VERSION
 
 

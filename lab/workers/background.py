@@ -43,7 +43,7 @@ def serve(store_dir: Path, settings: DriverSettings) -> int:
             log(f"{counted(n, 'run')} left running by a previous driver {'is' if n == 1 else 'are'} now stopped (resumable)")
         queued = session.store.queued_runs()
         plan = session.plan(queued)
-        executor = session.start_workers(plan, queued)
+        executor = session.start_workers(plan, session.store.group_leaders(queued))
         log(f"background driver pid {os.getpid()}: {executor.describe()}, groups of up to {plan.group_size}")
         driver = session.drive(plan, GRACEFUL, on_event=_log_event, executor=executor)
         log("asked to make way for another driver while idle: background driver exiting" if driver.exit_requested

@@ -21,11 +21,11 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
-from typing import Callable, Iterable, Iterator, NamedTuple, Sequence
+from typing import Callable, Iterable, Iterator, NamedTuple, Protocol, Sequence
 
 from ..core.config import RunConfig, TrainOptions
 from ..core.precision import DtypeChoice, choices_before_workers, needs_measuring, shape_text
-from ..store import QueuedRun, RunRow, Store
+from ..store import Store
 from .driver import Driver
 from .executor import Executor
 from .handover import take_lock
@@ -147,17 +147,17 @@ class DriverSession:
             if early is not None:
                 early[1].kill()
 
-    def start_workers(self, plan: ExecutionPlan, queued: Sequence[QueuedRun | RunRow]) -> Executor:
+    def start_workers(self, plan: ExecutionPlan, queued: Sequence[HasConfig]) -> Executor:
         """`plan`'s executor, started once dtype "auto" is decided for every queued shape on its
-        devices (`choices_before_workers`; `drive` hands the answers to the driver).
+        devices (`choices_before_workers`; `drive` hands the answers to the driver). `queued`:
+        whole rows, at least one per group (`Store.group_leaders` of a light queue read).
 
         Deciding comes first because it may measure (only when the cache has no answer): a
         worker importing torch beside the measurement on 2 cores would slow it, and the wrong
         answer would be cached. A cached or explicit dtype costs no torch import here, so the
         workers' own imports start at once. Started before `drive` so a front-end can say
         what it trains on (a Ray cluster is joined here)."""
-        choices_before_workers([r.config for r in self.store.group_leaders(queued)], [w.device for w in plan.workers],
-                               self.dtype_choices)
+        choices_before_workers([r.config for r in queued], [w.device for w in plan.workers], self.dtype_choices)
         early, self._early = self._early, None
         if early is not None:
             if early[0].workers == plan.workers:
@@ -191,11 +191,22 @@ class DriverSession:
         return driver
 
 
+class HasConfig(Protocol):
+    """A run whose settings are at hand: a whole store row, or one not queued yet."""
+
+    @property
+    def config(self) -> RunConfig: ...
+
+
 class _Planned(NamedTuple):
     """A run as the scheduler sees it before it is queued (`early_workers`)."""
 
     config: RunConfig
     checkpoint_step: int | None = None
+
+    @property
+    def group_text(self) -> str:
+        return self.config.group_text()
 
 
 def _stop_handler(driver: Driver, stop: StopSignals) -> Callable[[int, FrameType | None], None]:
