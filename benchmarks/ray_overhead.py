@@ -163,7 +163,7 @@ def main() -> None:
     import ray
 
     t0 = time.perf_counter()
-    ray.init(include_dashboard=False, configure_logging=False, log_to_driver=False, logging_level="ERROR")
+    ray.init(include_dashboard=False, configure_logging=True, log_to_driver=False, logging_level="ERROR")
     print(f"ray.init of a private instance: {time.perf_counter() - t0:.1f} s (cold quick sweep total {cold:.1f} s)")
     record("quick ray, Ray up", sweep("ray", ["quick"], None, tmp, tmp / "s3"))
     record(f"paper-skip1 --max-iters {args.skip1_iters} local", sweep("local", ["paper-skip1"], args.skip1_iters, tmp, tmp / "s4"))

@@ -623,9 +623,12 @@ def test_the_subtitle_names_the_drivers_kind_and_a_dead_drivers_runs_show_interr
         assert [store.get(rid).status for rid in running] == ["running", "running"]  # the lab wrote nothing
 
 
-def test_the_subtitle_names_what_the_drivers_cluster_has_once_the_driver_has_said(synthetic: Path) -> None:
+def test_the_subtitle_names_what_the_drivers_cluster_has_once_the_driver_has_said(tmp_path: Path, monkeypatch) -> None:
     """As the headless header does: "ray: 2 nodes, 0 GPUs, 2 CPUs", read from the driver's record
     in the store; until the driver has said, where this lab's own launches would train."""
+    monkeypatch.chdir(tmp_path)
+    synthetic = tmp_path / "runs"  # an empty store: only the driver's record matters here
+    Store.open(synthetic).close()
     lock = DriverLock(synthetic).acquire()
     cluster = "ray: 2 nodes, 0 GPUs, 2 CPUs; 2 cpu groups at a time"
 

@@ -21,7 +21,6 @@ Ray is imported only here, and this module only when `--executor ray` is chosen.
 from __future__ import annotations
 
 import itertools
-import os
 import threading
 import time
 from dataclasses import dataclass, replace
@@ -51,16 +50,6 @@ def import_ray() -> Any:
     except ImportError:
         raise ExecutorUnavailable(RAY_MISSING) from None
     return ray
-
-
-def ask_for_token_auth() -> None:
-    """Before a private Ray starts: say RAY_AUTH_MODE=token, unless the user chose a mode.
-
-    Ray 2.60 turns token authentication on for a new local instance by itself, and then logs
-    "Token authentication is enabled for this Ray cluster..." on every start, to the driver's
-    terminal. RAY_AUTH_MODE is Ray's documented setting (docs.ray.io, ray-security/token-auth);
-    saying the mode Ray would pick anyway keeps the same protection without the notice."""
-    os.environ.setdefault("RAY_AUTH_MODE", "token")
 
 
 def versions() -> dict[str, str]:
@@ -248,10 +237,9 @@ class RayExecutor(Executor):
         ray = import_ray()
         self._owns_ray = not ray.is_initialized()  # a caller that joined Ray itself keeps it
         if self._owns_ray:
-            if self.address is None and not os.environ.get("RAY_ADDRESS"):  # a new local instance
-                ask_for_token_auth()
-            try:
-                ray.init(address=self.address, include_dashboard=False, configure_logging=False,
+            try:  # the "ray" logger at ERROR (which configure_logging=True applies): Ray's warnings,
+                # such as "Token authentication is enabled..." on every private start, stay off the terminal
+                ray.init(address=self.address, include_dashboard=False, configure_logging=True,
                          log_to_driver=False, logging_level="ERROR")
             except Exception as exc:  # Ray raises plain Exception too (a node that timed out starting)
                 where = self.address or "a new local instance"
