@@ -237,9 +237,12 @@ class RayExecutor(Executor):
         ray = import_ray()
         self._owns_ray = not ray.is_initialized()  # a caller that joined Ray itself keeps it
         if self._owns_ray:
-            try:  # the "ray" logger at ERROR (which configure_logging=True applies): Ray's warnings,
-                # such as "Token authentication is enabled..." on every private start, stay off the terminal
-                ray.init(address=self.address, include_dashboard=False, configure_logging=True,
+            # No address: a new local instance ("local"), never one that `ray start` or another
+            # program left on this machine (Ray joins the newest of those for None). The "ray"
+            # logger at ERROR (applied with configure_logging=True): Ray's warnings, such as
+            # "Token authentication is enabled..." on every private start, stay off the terminal.
+            try:
+                ray.init(address=self.address or "local", include_dashboard=False, configure_logging=True,
                          log_to_driver=False, logging_level="ERROR")
             except Exception as exc:  # Ray raises plain Exception too (a node that timed out starting)
                 where = self.address or "a new local instance"
