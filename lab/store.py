@@ -241,6 +241,7 @@ class DriverInfo:
     accepting: bool
     alive: bool
     kind: str | None = None
+    executor: str | None = None  # what its executor trains on (`Executor.describe`), once it has said
 
 
 # -- schema -----------------------------------------------------------------------------------
@@ -360,6 +361,9 @@ _MIGRATIONS: list[Migration] = [
     # or scanning every run at each poll of a 100,000-run store.
     """CREATE INDEX IF NOT EXISTS runs_by_created ON runs (created_at);
     CREATE INDEX IF NOT EXISTS runs_by_updated ON runs (updated_at)""",
+    # 4 -> 5: the driver records what its executor trains on ("ray: 3 nodes, 8 GPUs, 96 CPUs; ..."), for
+    # the lab's status line (NULL: not said yet, or an older driver)
+    "ALTER TABLE driver ADD COLUMN executor TEXT",
 ]
 
 #: The schema this code writes; a store of a higher version was made by a newer dropres-lab.
@@ -1315,13 +1319,21 @@ class Store:
             raise ValueError(f"driver kind must be one of {', '.join(DRIVER_KINDS)}, got {kind!r}")
         now = time.time()
         with self._write() as c:
-            row = c.execute("SELECT pid, started_at FROM driver WHERE id = 1").fetchone()
-            started = row["started_at"] if row is not None and row["pid"] == pid else now
+            row = c.execute("SELECT pid, started_at, executor FROM driver WHERE id = 1").fetchone()
+            same = row is not None and row["pid"] == pid  # the same driver: it keeps its start and executor
             c.execute(
-                """INSERT OR REPLACE INTO driver (id, pid, started_at, accepting, updated_at, kind)
-                   VALUES (1, ?, ?, ?, ?, ?)""",
-                (pid, started, int(bool(accepting)), now, kind),
+                """INSERT OR REPLACE INTO driver (id, pid, started_at, accepting, updated_at, kind, executor)
+                   VALUES (1, ?, ?, ?, ?, ?, ?)""",
+                (pid, row["started_at"] if same else now, int(bool(accepting)), now, kind,
+                 row["executor"] if same else None),
             )
+
+    def set_driver_executor(self, pid: int, description: str) -> None:
+        """Record what driver `pid`'s executor trains on (`Executor.describe`), so that clients
+        (the lab's status line) can say it; a cluster's changes as nodes join and leave."""
+        with self._write() as c:
+            c.execute("UPDATE driver SET executor = ?, updated_at = ? WHERE id = 1 AND pid = ?",
+                      (description, time.time(), pid))
 
     def clear_driver_info(self) -> None:
         """A driver that exits cleanly removes its record."""
@@ -1331,12 +1343,12 @@ class Store:
     def driver_info(self) -> DriverInfo | None:
         """The last driver's record, with `alive` from its lock (robust against SIGKILL: the OS
         drops the lock when the process dies). None if no driver has written one."""
-        rows = self._read("SELECT pid, started_at, accepting, kind FROM driver WHERE id = 1")
+        rows = self._read("SELECT pid, started_at, accepting, kind, executor FROM driver WHERE id = 1")
         alive = DriverLock.is_held(self.dir)
         if not rows:
             return None
         r = rows[0]
-        return DriverInfo(r["pid"], r["started_at"], bool(r["accepting"]), alive, r["kind"])
+        return DriverInfo(r["pid"], r["started_at"], bool(r["accepting"]), alive, r["kind"], r["executor"])
 
     def driver_alive(self) -> bool:
         """Whether some process holds the driver lock right now."""

@@ -1,5 +1,6 @@
 """`--executor ray` on a small local Ray cluster: same results as local workers, groups spread
-over the nodes, a node removed mid-training costs nothing, stop requests reach the actors.
+over the nodes, a node removed mid-training costs nothing, stop requests reach the actors, a
+node whose lab or torch differs from the driver's is refused.
 
 The cluster is two nodes of one CPU on loopback only (`RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0`
 makes Ray bind its services to 127.0.0.1), with usage statistics and the dashboard off,
@@ -151,3 +152,48 @@ def test_a_stop_request_from_the_store_stops_and_checkpoints_a_ray_group(tmp_pat
         row = store.get(rid)
         assert row.status == "stopped" and row.step > 20
         assert row.checkpoint_step == row.step and store.checkpoints(rid)[0][1].is_file()  # sent home on the way out
+
+
+def test_a_node_whose_versions_differ_from_the_drivers_refuses_the_group_naming_both(tmp_path: Path, cluster) -> None:
+    """The check with injected versions: the driver's are made to differ from the nodes' (the
+    same install here), as a node with another lab or torch would see it."""
+    import torch
+
+    from lab import __version__
+
+    c, _ = cluster
+    corpus = write_corpus(tmp_path / "corpus.txt")
+    with Store.open(tmp_path / "runs") as store:
+        rid = store.enqueue("s", "a", "a", tiny_config(corpus, max_iters=20), None).run_id
+        executor = RayExecutor(c.address, "cpu")
+        executor.start()
+        executor._versions = {"lab": "0.0.1", "torch": "1.0.0"}  # what the driver runs, as the nodes see it
+        driver = Driver(store, executor, group_size=1, options=TrainOptions(), kind="headless", scope=[rid])
+        thread = threading.Thread(target=driver.run, daemon=True)
+        thread.start()
+        thread.join(timeout=120)
+        assert not thread.is_alive()
+        row = store.get(rid)
+        assert row.status == "failed" and row.step == 0 and store.metrics(rid, "val") == []
+        node = re.search(r"node ([0-9a-f]{12}) runs", row.error or "")
+        assert node and "\n" not in row.error, row.error
+        assert row.error.startswith(f"node {node.group(1)} runs lab {__version__} with torch "
+                                    f"{torch.__version__.split('+')[0]}, the driver lab 0.0.1 with torch 1.0.0; "
+                                    "install the same versions on every node")
+
+
+def test_bench_measures_on_the_nodes_with_the_corpus_shipped_through_ray(tmp_path: Path, cluster) -> None:
+    """`bench --executor ray` ships the corpus as `run` does: the file is gone once it is in
+    Ray's object store, and the nodes still measure (they never read it from a disk)."""
+    from lab.bench import measure_groups, shape_key
+
+    c, _ = cluster
+    corpus = write_corpus(tmp_path / "corpus.txt")
+    configs = [tiny_config(corpus)]
+    executor = RayExecutor(c.address, "cpu")
+    executor.start()
+    executor._corpus(str(corpus))  # put once into the object store, as the first submit does
+    corpus.unlink()  # no node has a copy now
+    costs, _ = measure_groups({shape_key(configs): configs}, executor, steps_budget_s=0.05)
+    cost = costs[shape_key(configs)]
+    assert cost.steps_timed >= 3 and cost.step_s > 0 and cost.checkpoint_s > 0

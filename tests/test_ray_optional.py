@@ -123,3 +123,32 @@ def test_the_executor_choice_is_checked_before_anything_starts() -> None:
     assert DriverSettings(address="auto").problem() == "--address and --gpu-share apply to --executor ray only"
     assert "above 0 and at most 1" in DriverSettings(executor="ray", gpu_share=0).problem()
     assert DriverSettings(executor="ray", address="auto", gpu_share=0.5).problem() is None
+
+
+def test_without_an_address_a_new_local_ray_starts_quietly_never_one_left_on_this_machine(monkeypatch) -> None:
+    """No --address: Ray's "local" (for None Ray would join the newest cluster `ray start` or a
+    crashed program left here); the "ray" logger at ERROR, so Ray's notices (token
+    authentication on every private start) stay off the terminal; --address is passed as given."""
+    import lab.workers.ray_cluster as ray_cluster
+
+    class StartingRay(FakeRay):
+        def __init__(self) -> None:
+            super().__init__([{"Alive": True, "NodeID": "0" * 56, "Resources": {"CPU": 2}}])
+            self.inits: list[dict] = []
+
+        def is_initialized(self) -> bool:
+            return False
+
+        def init(self, **kwargs) -> None:
+            self.inits.append(kwargs)
+
+        def remote(self, **options):
+            return lambda cls: cls
+
+    fake = StartingRay()
+    monkeypatch.setattr(ray_cluster, "import_ray", lambda: fake)
+    ray_cluster.RayExecutor(None, "cpu").start()
+    ray_cluster.RayExecutor("auto", "cpu").start()
+    assert [i["address"] for i in fake.inits] == ["local", "auto"]
+    assert all(i["configure_logging"] and i["logging_level"] == "ERROR" and not i["include_dashboard"]
+               for i in fake.inits)

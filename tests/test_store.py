@@ -679,6 +679,33 @@ def test_a_stop_marks_thousands_of_queued_runs_with_one_log_line_each(store: Sto
     assert store.fail_runs([ids[2]], "worker died") == []  # already stopped: not queued or running
 
 
+def test_the_driver_records_what_its_executor_trains_on_for_the_lab_to_show(tmp_path: Path, monkeypatch) -> None:
+    """Schema 5: a driver's record says what its executor trains on once it has said it; the
+    record of a store upgraded from schema 2 has none yet. The same driver keeps it when it
+    records itself again (winding down); a new driver starts without one."""
+    import lab.store as store_module
+
+    d = _v1_store(tmp_path)
+    with monkeypatch.context() as schema_2:
+        schema_2.setattr(store_module, "_MIGRATIONS", store_module._MIGRATIONS[:1])
+        schema_2.setattr(store_module, "SCHEMA_VERSION", 2)
+        Store.open(d).close()
+    assert _schema_of(d)[0] == 2
+    with contextlib.closing(sqlite3.connect(d / "store.sqlite3")) as conn, conn:  # as a schema-2 driver wrote it
+        conn.execute("INSERT INTO driver (id, pid, started_at, accepting, updated_at, kind) "
+                     "VALUES (1, 4242, 1.0, 1, 2.0, 'background')")
+    with Store.open(d) as st:
+        assert st.driver_info().executor is None and st.driver_info().kind == "background"
+        st.set_driver_executor(4242, "ray: 3 nodes, 8 GPUs, 96 CPUs; 8 cuda groups at a time")
+        assert st.driver_info().executor == "ray: 3 nodes, 8 GPUs, 96 CPUs; 8 cuda groups at a time"
+        st.set_driver_info(4242, accepting=False, kind="background")  # the same driver, winding down
+        assert st.driver_info().executor == "ray: 3 nodes, 8 GPUs, 96 CPUs; 8 cuda groups at a time"
+        st.set_driver_executor(4241, "local: 1 worker (cpu, 1 thread each)")  # not the driver on record
+        assert st.driver_info().executor.startswith("ray: 3 nodes")
+        st.set_driver_info(4243, accepting=True, kind="headless")  # another driver
+        assert st.driver_info().executor is None
+
+
 def _tables(d: Path) -> list[str]:
     with contextlib.closing(sqlite3.connect(d / "store.sqlite3")) as conn:
         return sorted(r[0] for r in conn.execute("SELECT sql FROM sqlite_master WHERE sql IS NOT NULL"))

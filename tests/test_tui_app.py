@@ -623,6 +623,34 @@ def test_the_subtitle_names_the_drivers_kind_and_a_dead_drivers_runs_show_interr
         assert [store.get(rid).status for rid in running] == ["running", "running"]  # the lab wrote nothing
 
 
+def test_the_subtitle_names_what_the_drivers_cluster_has_once_the_driver_has_said(tmp_path: Path, monkeypatch) -> None:
+    """As the headless header does: "ray: 2 nodes, 0 GPUs, 2 CPUs", read from the driver's record
+    in the store; until the driver has said, where this lab's own launches would train."""
+    monkeypatch.chdir(tmp_path)
+    synthetic = tmp_path / "runs"  # an empty store: only the driver's record matters here
+    Store.open(synthetic).close()
+    lock = DriverLock(synthetic).acquire()
+    cluster = "ray: 2 nodes, 0 GPUs, 2 CPUs; 2 cpu groups at a time"
+
+    async def go() -> None:
+        app = LabApp(synthetic, start_mode="runs", poll_interval=0.05,
+                     driver_settings=DriverSettings(executor="ray", address="auto"))
+        async with app.run_test(size=SIZE) as pilot:
+            await wait_for(pilot, lambda: "background driver pid 4242 · launches train on ray at auto"
+                           in str(app.sub_title), what="the driver, not yet described")
+            with Store.open(synthetic) as store:
+                store.set_driver_executor(4242, cluster)  # what the driver writes once its executor started
+            await wait_for(pilot, lambda: cluster in str(app.sub_title), what="the cluster named")
+            assert str(app.sub_title).endswith(f"background driver pid 4242 · {cluster}")
+
+    try:
+        with Store.open(synthetic) as store:
+            store.set_driver_info(4242, accepting=True, kind="background")
+        asyncio.run(go())
+    finally:
+        lock.release()
+
+
 def test_export_writes_the_shown_table(synthetic: Path) -> None:
     async def go() -> None:
         app = LabApp(synthetic, start_mode="results")

@@ -260,7 +260,9 @@ class LabApp(WritesOffWhenReadOnly, App[str | None]):
         else:  # a record from a driver too old to say its kind
             driver = f"driver pid {d.pid} (headless or stopping: takes no new work)"
         ds = self.driver_settings
-        if ds.executor != "local":  # where this lab's launches train (the driver's log says what it sees)
+        if d is not None and d.alive and d.executor:  # what the driver trains on, as its headless header says
+            driver += f" · {d.executor}"
+        elif ds.executor != "local":  # where this lab's launches will train
             driver += f" · launches train on {ds.executor}{' at ' + ds.address if ds.address else ''}"
         view = "read-only · " if self.state.read_only else ""
         self.sub_title = f"{view}{display_path(self.store_dir)} · {driver}"

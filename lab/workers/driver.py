@@ -23,6 +23,9 @@ from .scheduler import plan_groups, spread_groups
 
 #: How often the driver flushes events into the store and looks for requests (seconds).
 POLL_S = 0.25
+#: How often the driver asks its executor what it trains on, and records it if it changed
+#: (a cluster's nodes come and go) for the lab's status line (seconds).
+DESCRIBE_EVERY_S = 5.0
 
 
 class Driver:
@@ -60,6 +63,8 @@ class Driver:
         self.devices = list(devices)  # the workers' devices, known before they start
         # (shape, device) -> dtype "auto" there; given when decided before the executor started
         self.dtype_choices: dict[tuple[str, str], DtypeChoice] = dict(dtype_choices or {})
+        self._described = ""  # what the store says the executor trains on
+        self._described_at = 0.0
 
     # -- control -------------------------------------------------------------------------------
     def request_stop(self) -> None:
@@ -91,6 +96,7 @@ class Driver:
         self.executor.start()
         try:
             while True:
+                self._record_executor()
                 self._handle_requests()
                 if not (self.stopping or self.exit_requested):
                     self._dispatch()
@@ -105,6 +111,18 @@ class Driver:
                 # is interrupted, and the store says so now rather than when the next driver starts.
                 self.store.mark_interrupted()
                 self.store.clear_driver_info()
+
+    def _record_executor(self) -> None:
+        """Record what the executor trains on when it changed (checked every DESCRIBE_EVERY_S),
+        so that the lab's status line says it as the headless header does."""
+        now = time.monotonic()
+        if self._described and now - self._described_at < DESCRIBE_EVERY_S:
+            return
+        self._described_at = now
+        described = self.executor.describe()
+        if described != self._described:
+            self.store.set_driver_executor(_pid(), described)
+            self._described = described
 
     def _queued(self) -> list[QueuedRun]:
         """The queue in the scheduler's light form (id, group, resume step): a poll or a

@@ -116,13 +116,19 @@ class MeasureTask:
     checkpoint_dir: str | None = None  # where the timed checkpoint is written (the caller removes it)
     dtype_choice: "DtypeChoice | None" = None  # dtype "auto" resolved before the workers started
 
-    def perform(self, emit: Callable[[object], None], should_stop: Callable[[], bool]) -> None:
-        """Emit Measured (or MeasureFailed), then train steps until `should_stop()`."""
+    def perform(self, emit: Callable[[object], None], should_stop: Callable[[], bool],
+                load_corpus: "Callable[[], Corpus] | None" = None) -> None:
+        """Emit Measured (or MeasureFailed), then train steps until `should_stop()`.
+
+        `load_corpus`: how this worker gets the corpus when it has no copy of the file (a
+        cluster node: from the bytes the driver shipped); None reads the configs' `data`.
+        Either way its time counts in the worker's one-time costs."""
         try:
             cost, trainer = _measure_on_worker([RunConfig.from_dict(c) for c in self.configs],
                                                TrainOptions(device=self.device, dtype_choice=self.dtype_choice),
                                                self.steps_budget_s, self.eval_budget_s,
-                                               None if self.checkpoint_dir is None else Path(self.checkpoint_dir))
+                                               None if self.checkpoint_dir is None else Path(self.checkpoint_dir),
+                                               load_corpus)
         except Exception as exc:  # reported as one line; the benchmark stops measuring
             emit(MeasureFailed(f"{type(exc).__name__}: {exc}"))
             return
@@ -137,15 +143,17 @@ _set_up_on: set[str] = set()
 
 
 def _measure_on_worker(configs: list[RunConfig], options: TrainOptions, steps_budget_s: float, eval_budget_s: float,
-                       checkpoint_dir: Path | None) -> tuple[GroupCost, Any]:
-    """`_measure` with the worker's one-time costs: loading the corpus (cached per process)
-    and, on its first group, a throwaway setup that pays lazy initialisation."""
+                       checkpoint_dir: Path | None,
+                       load_corpus: "Callable[[], Corpus] | None" = None) -> tuple[GroupCost, Any]:
+    """`_measure` with the worker's one-time costs: loading the corpus (cached per process;
+    `load_corpus` where it did not come from a file here) and, on its first group, a throwaway
+    setup that pays lazy initialisation."""
     from ..core.data import get_corpus
     from ..core.train import GroupTrainer
 
     first = options.device not in _set_up_on
     t = time.perf_counter()
-    corpus = get_corpus(configs[0].data)
+    corpus = load_corpus() if load_corpus is not None else get_corpus(configs[0].data)
     if first:
         GroupTrainer(configs, [""] * len(configs), lambda event: None, options, None).setup(corpus)
         _set_up_on.add(options.device)

@@ -6,7 +6,8 @@ for its torch threads' CPUs otherwise (`placement`). Slots come from the resourc
 cluster's live nodes, so they grow and shrink as nodes join and leave.
 
 Nothing assumes a shared filesystem: the corpus is put once into Ray's object store and
-verified by SHA-256 on the node; a group resumes from checkpoint bytes the driver sends with
+verified by SHA-256 on the node, for the groups a sweep trains and the ones `bench` measures
+alike (`Shipped`, `shipped_corpus`); a group resumes from checkpoint bytes the driver sends with
 it; and every checkpoint travels home in the event stream (`ShippingCheckpointSink`), where
 this executor, in the driver's process, writes it into the store's folder of the run before
 the driver reads the `Checkpointed` that follows. Events stream back while a group trains:
@@ -60,6 +61,14 @@ def versions() -> dict[str, str]:
     return {"lab": __version__, "torch": torch.__version__.split("+")[0]}
 
 
+def version_refusal(node: str, mine: dict[str, str], drivers: dict[str, str]) -> str | None:
+    """Why `node` refuses the driver's work (its lab or torch differs: runs could not agree), or None."""
+    if mine == drivers:
+        return None
+    return (f"node {node} runs lab {mine['lab']} with torch {mine['torch']}, the driver lab {drivers['lab']} "
+            f"with torch {drivers['torch']}; install the same versions on every node")
+
+
 def placement(device: str, gpu_share: float, threads: int) -> dict[str, float]:
     """The resources one group's actor asks Ray for: a GPU (or `gpu_share` of one) and a CPU
     on GPU work; its torch threads' CPUs on CPU work."""
@@ -92,12 +101,21 @@ class Refused:
 
 
 @dataclass(frozen=True)
-class ShippedGroup:
-    """A GroupTask as it travels: what the node lacks (checkpoints to resume from) comes along."""
+class Shipped:
+    """A task as it travels: what the node lacks comes along (the corpus's SHA-256 beside its
+    bytes in Ray's object store; for a group, the checkpoints to resume from)."""
 
-    task: GroupTask
-    resume: dict[str, list[tuple[int, bytes]]]
+    task: Task
     corpus_sha256: str
+    resume: dict[str, list[tuple[int, bytes]]]
+
+
+def shipped_corpus(shipped: Shipped, raw: bytes) -> Any:
+    """The task's corpus from the bytes that came with it, verified by SHA-256 (a node has
+    no copy of the file): what a group trains on and what `bench` measures with."""
+    from ..core.data import corpus_from_bytes
+
+    return corpus_from_bytes(raw, shipped.task.configs[0]["data"], shipped.corpus_sha256)  # type: ignore[attr-defined]
 
 
 class GroupActor:
@@ -118,16 +136,12 @@ class GroupActor:
         self.finished: set[str] = set()  # task ids whose `run` has returned
         self.ready_told = False
 
-    def run(self, shipped: ShippedGroup | Task, corpus_raw: bytes | None, driver_versions: dict[str, str]) -> None:
-        """Train the group (or perform another task: `bench` measures); its events (and
-        checkpoints) wait in `pending` for `drain`."""
-        from ..core.checkpoint import ShippingCheckpointSink
-        from ..core.config import RunConfig
-        from ..core.data import corpus_from_bytes
+    def run(self, shipped: Shipped, corpus_raw: bytes, driver_versions: dict[str, str]) -> None:
+        """Train the group (or measure one, for `bench`) on the corpus that came with it; its
+        events (and checkpoints) wait in `pending` for `drain`."""
         from ..core.events import Started
-        from ..core.train import train_group
 
-        task = shipped.task if isinstance(shipped, ShippedGroup) else shipped
+        task = shipped.task
         self.stop_flag.clear()
 
         def emit(event: object) -> None:
@@ -141,27 +155,34 @@ class GroupActor:
             self.ready_told = True
             emit(WorkerReady())
         try:
-            mine = versions()
-            if mine != driver_versions:
-                emit(Refused(f"node {self.node} runs lab {mine['lab']} with torch {mine['torch']}, the driver "
-                             f"lab {driver_versions['lab']} with torch {driver_versions['torch']}; "
-                             "install the same versions on every node"))
-                return
-            if not isinstance(shipped, ShippedGroup):
-                shipped.perform(emit, self.stop_flag.is_set)
-                return
-            configs = [RunConfig.from_dict(c) for c in task.configs]
-            corpus = corpus_from_bytes(corpus_raw, configs[0].data, shipped.corpus_sha256)
-            sink = ShippingCheckpointSink(dict(zip(task.run_ids, task.checkpoint_dirs)),
-                                          lambda rid, step, data: emit(CheckpointBytes(rid, step, data)),
-                                          shipped.resume)
-            # dtype "auto" is this node's to decide for its own hardware, not the driver's machine's
-            options = replace(task.options, device=self.device, dtype_choice=None)
-            train_group(configs, task.run_ids, emit, options, sink, should_stop=self.stop_flag.is_set, corpus=corpus)
+            refusal = version_refusal(self.node, versions(), driver_versions)
+            if refusal:
+                emit(Refused(refusal))
+            elif isinstance(task, GroupTask):
+                self._train(shipped, task, corpus_raw, emit)
+            else:  # `bench` measures: on the shipped corpus, its timed checkpoint in a folder of this node's
+                import tempfile
+
+                with tempfile.TemporaryDirectory(prefix="dropres-bench-") as scratch:
+                    replace(task, checkpoint_dir=scratch).perform(
+                        emit, self.stop_flag.is_set, lambda: shipped_corpus(shipped, corpus_raw))
         finally:
             with self.cond:
                 self.finished.add(task.task_id)
                 self.cond.notify_all()
+
+    def _train(self, shipped: Shipped, task: GroupTask, corpus_raw: bytes, emit: Any) -> None:
+        from ..core.checkpoint import ShippingCheckpointSink
+        from ..core.config import RunConfig
+        from ..core.train import train_group
+
+        configs = [RunConfig.from_dict(c) for c in task.configs]
+        sink = ShippingCheckpointSink(dict(zip(task.run_ids, task.checkpoint_dirs)),
+                                      lambda rid, step, data: emit(CheckpointBytes(rid, step, data)), shipped.resume)
+        # dtype "auto" is this node's to decide for its own hardware, not the driver's machine's
+        options = replace(task.options, device=self.device, dtype_choice=None)
+        train_group(configs, task.run_ids, emit, options, sink, should_stop=self.stop_flag.is_set,
+                    corpus=shipped_corpus(shipped, corpus_raw))
 
     def drain(self, task_id: str, wait_s: float) -> tuple[str, list[tuple[str, object]], bool]:
         """(node, the events so far, whether task `task_id` has ended and sent them all), waiting
@@ -216,8 +237,12 @@ class RayExecutor(Executor):
         ray = import_ray()
         self._owns_ray = not ray.is_initialized()  # a caller that joined Ray itself keeps it
         if self._owns_ray:
+            # No address: a new local instance ("local"), never one that `ray start` or another
+            # program left on this machine (Ray joins the newest of those for None). The "ray"
+            # logger at ERROR (applied with configure_logging=True): Ray's warnings, such as
+            # "Token authentication is enabled..." on every private start, stay off the terminal.
             try:
-                ray.init(address=self.address, include_dashboard=False, configure_logging=False,
+                ray.init(address=self.address or "local", include_dashboard=False, configure_logging=True,
                          log_to_driver=False, logging_level="ERROR")
             except Exception as exc:  # Ray raises plain Exception too (a node that timed out starting)
                 where = self.address or "a new local instance"
@@ -285,16 +310,17 @@ class RayExecutor(Executor):
         return [WorkerSpec(self.device, self.threads)] * self.capacity()
 
     def submit(self, slot: int, task: Task) -> None:
+        """Send `task` to the slot's actor with what its node lacks: the corpus (a group or a
+        `bench` measurement alike) and, for a group, its runs' newest checkpoints."""
         s = self.actor_for(slot)
-        if not isinstance(task, GroupTask):  # a MeasureTask: it reads what it needs where it runs
-            s.task, s.home = task, {}
-            s.run_ref = s.actor.run.remote(task, None, self._versions)
-            s.drain_ref = s.actor.drain.remote(task.task_id, DRAIN_WAIT_S)
-            return
-        shipped = ShippedGroup(task, {rid: _newest_checkpoints(Path(d)) for rid, d in zip(task.run_ids, task.checkpoint_dirs)},
-                               self._corpus(task.configs[0]["data"])[1])
-        s.task, s.home = task, dict(zip(task.run_ids, task.checkpoint_dirs))
-        s.run_ref = s.actor.run.remote(shipped, self._corpus(task.configs[0]["data"])[0], self._versions)
+        corpus_ref, sha256 = self._corpus(task.configs[0]["data"])  # type: ignore[attr-defined]
+        if isinstance(task, GroupTask):
+            home = dict(zip(task.run_ids, task.checkpoint_dirs))
+            resume = {rid: _newest_checkpoints(Path(d)) for rid, d in home.items()}
+        else:
+            home, resume = {}, {}
+        s.task, s.home = task, home
+        s.run_ref = s.actor.run.remote(Shipped(task, sha256, resume), corpus_ref, self._versions)
         s.drain_ref = s.actor.drain.remote(task.task_id, DRAIN_WAIT_S)
 
     def _corpus(self, data: str) -> tuple[Any, str]:
