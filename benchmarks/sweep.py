@@ -195,7 +195,7 @@ def main() -> None:
             s.lab_wall, rows = run_lab(s.suite, s.only, s.iters, file, tmp / f"store{k}")
             # what the workers trained in, from the store: "auto" is decided (and cached) by the
             # lab's driver, and deciding it again here could measure differently
-            s.lab_dtype = "/".join(sorted({r["dtype"] for r in rows.values() if r.get("dtype")})) or "?"
+            s.lab_dtype = "/".join(sorted({r["dtype_used"] for r in rows.values() if r.get("dtype_used")})) or "?"
             if s.suite == "paper-skip1" and s.lab_dtype == "float32":
                 s.target = 2.0  # issue 12: 2x where the lab trains in fp32 like the baseline
             s.lab_val = {n: r["final_val"] for n, r in rows.items()}
