@@ -284,7 +284,7 @@ def _drive(session: DriverSession, rows: list[RunRow], console: Console, experim
             ctrl_c = StopSignals((signal.SIGINT,), kill_on_repeat=True, ignore_after=True, say=view.line,
                                  graceful_note="stopping: workers checkpoint and exit (Ctrl-C again to stop at once)",
                                  immediate_note="stopping now")
-            session.drive(plan, ctrl_c, scope=[r.run_id for r in todo], on_event=view.on_event, executor=executor)
+            session.drive(plan, ctrl_c, executor, scope=[r.run_id for r in todo], on_event=view.on_event)
             ended: dict[tuple[str, str], list[str]] = {}  # (status, note) -> runs the driver ended without an event
             for run_id, status, error in store.outcomes(("failed", "stopped")):
                 if run_id in view.runs and view.runs[run_id].status not in ("failed", "stopped"):
@@ -300,8 +300,6 @@ def _drive(session: DriverSession, rows: list[RunRow], console: Console, experim
     final = store.refresh(rows)
     print_tables(final_tables(store, final, experiments), console)
     return 0 if all(r.status == "finished" for r in final) else 1
-
-
 
 
 def final_tables(store: Store, final: list[RunRow], experiments: Experiments | None) -> list:

@@ -45,7 +45,7 @@ def serve(store_dir: Path, settings: DriverSettings) -> int:
         plan = session.plan(queued)
         executor = session.start_workers(plan, session.store.group_leaders(queued))
         log(f"background driver pid {os.getpid()}: {executor.describe()}, groups of up to {plan.group_size}")
-        driver = session.drive(plan, GRACEFUL, on_event=_log_event, executor=executor)
+        driver = session.drive(plan, GRACEFUL, executor, on_event=_log_event)
         log("asked to make way for another driver while idle: background driver exiting" if driver.exit_requested
             else "queue empty: background driver exiting")
     return 0

@@ -16,7 +16,7 @@ from typing import Callable, Iterable
 
 from ..core import events as ev
 from ..core.config import RunConfig, TrainOptions
-from ..core.precision import DtypeChoice, choice_before_workers, choices_before_workers
+from ..core.precision import DtypeChoice, choice_before_workers
 from ..store import QueuedRun, RunRow, Store
 from .executor import Executor, GroupTask, TaskDone, WorkerDied, WorkerReady
 from .scheduler import plan_groups, spread_groups
@@ -89,10 +89,8 @@ class Driver:
         self.store.clear_requests()
         # A driver with a fixed scope (headless) trains only its own runs: it takes no new work.
         self.store.set_driver_info(_pid(), accepting=self.scope is None, kind=self.kind)
-        # Measured before the workers start (they would slow it); a session that started them
-        # already decided every queued shape (`DriverSession.start_workers`).
-        choices_before_workers([r.config for r in self.store.group_leaders(self._queued())], self.devices,
-                               self.dtype_choices)
+        # Started (after dtype "auto" was decided for the queue) by `DriverSession.start_workers`;
+        # a driver built around a fresh executor (tests, benchmarks) starts it here.
         self.executor.start()
         try:
             while True:

@@ -167,18 +167,18 @@ class DriverSession:
         executor.start()
         return executor
 
-    def drive(self, plan: ExecutionPlan, stop: StopSignals, *, scope: Iterable[str] | None = None,
-              on_event: Callable[[object], None] | None = None, executor: Executor | None = None) -> Driver:
+    def drive(self, plan: ExecutionPlan, stop: StopSignals, executor: Executor, *, scope: Iterable[str] | None = None,
+              on_event: Callable[[object], None] | None = None) -> Driver:
         """Train with `plan`'s workers until the driver is done, then end them; the driver,
         for what it ended with (`exit_requested`).
 
         `scope`: the run ids to train (headless), or None for every queued run and new work
         while the driver lingers (`settings.linger_s`). `on_event` hears every event the
-        store records. `executor`: one the caller started (`start_workers`) to describe it
-        first; by default `executor(plan)`, started by the driver. The previous handlers of `stop.signals` are
+        store records. `executor`: what `start_workers` returned, the one place that decides
+        dtype "auto" before any worker starts. The previous handlers of `stop.signals` are
         restored on the way out (or the signals ignored: `stop.ignore_after`).
         """
-        driver = Driver(self.store, executor or self.executor(plan), group_size=plan.group_size,
+        driver = Driver(self.store, executor, group_size=plan.group_size,
                         options=TrainOptions(), kind=self.kind, scope=scope, linger_s=self.settings.linger_s, on_event=on_event,
                         devices=[w.device for w in plan.workers], dtype_choices=self.dtype_choices)
         handler = _stop_handler(driver, stop)
