@@ -934,14 +934,14 @@ class Store:
         return (_row(r) for r in self.ranked(suite, ["*"]))
 
     def best_runs(self, suite: str | None = None, limit: int = 25) -> tuple[list[RunRow], dict[str, int]]:
-        """The `limit` runs of each suite (or of `suite`) with the lowest best val (no value
-        last, then by name: the order `lab.results` ranks in), suites in first-seen order, and how many
+        """The `limit` runs of each suite (or of `suite`) with the lowest best val, in rank
+        order (`RANK_ORDER`, as `ranked` and `lab.results` rank), suites in first-seen order, and how many
         runs each suite has in all. Sorted and cut in SQL, so a table of a 100,000-run store
         reads a few rows, not all of them (the ranking sorts keys only, not whole rows)."""
         where, args = ("WHERE suite = ?", [suite]) if suite is not None else ("", [])
         rows = self._read(
             f"""SELECT runs.*, ranked.in_suite FROM (
-                   SELECT rowid AS rid, row_number() OVER (PARTITION BY suite ORDER BY best_val IS NULL, best_val, name) AS place,
+                   SELECT rowid AS rid, row_number() OVER (PARTITION BY suite ORDER BY {self.RANK_ORDER}) AS place,
                           count(*) OVER (PARTITION BY suite) AS in_suite,
                           min(rowid) OVER (PARTITION BY suite) AS suite_first
                    FROM runs {where}) AS ranked
