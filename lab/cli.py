@@ -388,7 +388,7 @@ def render_prediction(suite: str, prediction) -> None:
                       str(slot.worker + 1), fmt_duration(prediction.startup_s + slot.start_s, "long"),
                       fmt_duration(times.total_s, "long"))
     table.caption = ("model: blocks x n_embd; of peak: training FLOP/s (6 x weights x tokens + attention) as a "
-                     "share of the worker's measured matmul peak in the dtype; start s: a worker's start "
+                     "share of the worker's measured matmul peak in the dtype (- for bf16 where the CPU emulates it); start s: a worker's start "
                      "(spawn, imports, corpus) and the group's setup (model, optimiser); eval s each: one "
                      "evaluation (eval_iters batches of each split); exact s: the exact validation pass; "
                      "ckpt s: every run's checkpoint handed over / durable (written while training goes on); "

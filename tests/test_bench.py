@@ -216,3 +216,19 @@ def test_training_flops_count_six_per_weight_per_token_plus_attention():
     assert train_flop_per_step(cfg, 65, 3) == 3 * 8 * 64 * train_flop_per_token(cfg, 65)
     cost = GroupCost(step_s=0.5, window_s=0.01, setup_s=0.1, flop_per_step=2e9, peak_flops=8e9)
     assert cost.achieved_flops == 4e9 and cost.peak_fraction == 0.5
+
+
+def test_an_emulated_bf16_peak_is_not_measured(monkeypatch):
+    """Without native bf16 the CPU emulates it: bench shows "-" for its share of peak instead
+    of spending most of a minute on 1024^2 bf16 matmuls (2-core AVX2 EPYC); fp32 is measured."""
+    from lab.core import precision, throughput
+    from lab.workers import measure
+
+    timed: list[str] = []
+    monkeypatch.setattr(measure, "_peaks", {})
+    monkeypatch.setattr(precision, "cpu_flags", lambda: frozenset({"avx2"}))
+    monkeypatch.setattr(throughput, "matmul_peak", lambda dtype, device: timed.append(str(dtype)) or 1e11)
+    assert measure._matmul_peak("cpu", "bfloat16") == 0.0
+    assert measure._matmul_peak("cpu", "float32") == 1e11
+    assert timed == ["torch.float32"]
+    assert GroupCost(step_s=0.5, window_s=0.01, setup_s=0.1, flop_per_step=2e9, peak_flops=0.0).peak_fraction == 0.0
