@@ -51,12 +51,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.baseline import train_baseline  # noqa: E402
-from benchmarks.measure import matmul_peak, timed_headless  # noqa: E402
+from benchmarks.measure import timed_headless  # noqa: E402
 from benchmarks.report import emit_report  # noqa: E402
 from lab.core.config import RunConfig  # noqa: E402
 from lab.core.data import get_corpus  # noqa: E402
-from lab.core.precision import native_bf16  # noqa: E402
-from lab.core.throughput import train_flop_per_token  # noqa: E402
+from lab.core.throughput import native_matmul_peak, train_flop_per_token  # noqa: E402
 from lab.experiments import load_experiments  # noqa: E402
 from lab.headless import override_specs  # noqa: E402
 
@@ -187,10 +186,8 @@ def main() -> None:
     if args.deep_iters:
         series.append(Series("paper-deep", "skips.1=*", args.deep_iters, 2.0))
     threads = torch.get_num_threads()
-    # Without native bf16 a 2048^2 bf16 matmul is emulated and takes minutes: not measured.
-    peaks = {"float32": matmul_peak(torch.float32, n=2048)}
-    if native_bf16("cpu"):
-        peaks["bfloat16"] = matmul_peak(torch.bfloat16, n=2048)
+    measured = {name: native_matmul_peak(getattr(torch, name), n=2048) for name in ("float32", "bfloat16")}
+    peaks = {name: peak for name, peak in measured.items() if peak is not None}  # no bf16 where emulated
     print(f"matmul peak on {threads} threads: {peak_text(peaks)}", flush=True)
 
     with tempfile.TemporaryDirectory(prefix="dropres-sweep-") as tmp_s:

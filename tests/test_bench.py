@@ -227,7 +227,7 @@ def test_an_emulated_bf16_peak_is_not_measured(monkeypatch):
     timed: list[str] = []
     monkeypatch.setattr(measure, "_peaks", {})
     monkeypatch.setattr(precision, "cpu_flags", lambda: frozenset({"avx2"}))
-    monkeypatch.setattr(throughput, "matmul_peak", lambda dtype, device: timed.append(str(dtype)) or 1e11)
+    monkeypatch.setattr(throughput, "matmul_peak", lambda dtype, device, n: timed.append(str(dtype)) or 1e11)
     assert measure._matmul_peak("cpu", "bfloat16") == 0.0
     assert measure._matmul_peak("cpu", "float32") == 1e11
     assert timed == ["torch.float32"]

@@ -169,16 +169,13 @@ _peaks: dict[tuple[str, str], float] = {}
 
 def _matmul_peak(device: str, dtype: str) -> float:
     """This process's matmul peak in `dtype` on `device` (cached), with its torch threads; 0
-    (not measured) for bf16 on a CPU without native bf16, where it is emulated: no peak to
-    compare with, and the 1024^2 matmuls alone took 40 s on a 2-core AVX2 EPYC."""
+    (not measured) for bf16 where the device emulates it (`native_matmul_peak`)."""
     if (device, dtype) not in _peaks:
         import torch
 
-        from ..core.precision import native_bf16
-        from ..core.throughput import matmul_peak
+        from ..core.throughput import native_matmul_peak
 
-        emulated = dtype == "bfloat16" and not native_bf16(device)
-        _peaks[(device, dtype)] = 0.0 if emulated else matmul_peak(getattr(torch, dtype), device)
+        _peaks[(device, dtype)] = native_matmul_peak(getattr(torch, dtype), device) or 0.0
     return _peaks[(device, dtype)]
 
 
