@@ -26,6 +26,7 @@ Fastest of `--repeats` for steps; one timing for evaluations and the exact pass.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
 import time
@@ -40,6 +41,7 @@ import torch  # noqa: E402
 
 from benchmarks.baseline import BaselineRun, exact_val_loss  # noqa: E402
 from benchmarks.step_profile import paper_skip1_group  # noqa: E402
+from lab.bench import evaluations  # noqa: E402
 from lab.core.config import TrainOptions, lr_at  # noqa: E402
 from lab.core.data import get_corpus  # noqa: E402
 from lab.core.train import GroupTrainer  # noqa: E402
@@ -57,11 +59,6 @@ def seconds(fn: Callable[[], object], k: int = 1, repeats: int = 1) -> float:
     return best
 
 
-def evaluations(steps: int, eval_interval: int) -> int:
-    """Evaluations of a run: at 0, every eval_interval steps, and after the last step."""
-    return steps // eval_interval + (1 if steps % eval_interval else 0) + 1
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--blocks", type=int, default=2, help="n_layer (default 2)")
@@ -75,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     corpus = get_corpus(args.data)
     cores = cpu_count()
     configs = paper_skip1_group(max(int(n) for n in args.groups.split(",")), args.blocks)
-    n_evals = evaluations(args.steps, args.eval_interval)
+    n_evals = evaluations(dataclasses.replace(configs[0], max_iters=args.steps, eval_interval=args.eval_interval))
     print(f"phase_ratios: {args.blocks} blocks x {configs[0].n_embd}, fp32, {cores} cores, torch {torch.__version__}; "
           f"load {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     print(f"mix: {args.steps} steps, {n_evals} evaluations of {configs[0].eval_iters} batches per split, one exact pass\n")
